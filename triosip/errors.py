@@ -1,4 +1,4 @@
-"""The error tree of triosip's own layers (the SIP layer keeps its own, ``triosip.sip.SIPError``)."""
+"""The root of triosip's own errors (the sans-IO SIP layer keeps its own tree)."""
 
 
 class TriosipError(Exception):

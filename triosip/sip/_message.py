@@ -1,0 +1,985 @@
+"""Messages as values: Header, Request, Response; proxy edits; building responses.
+
+Theory of operation
+-------------------
+A message is a frozen slotted dataclass whose fields are what it is on the wire: the
+start line's parts, ``lines`` (each header line as received, folds kept, decoded from
+UTF-8 with ``errors="surrogateescape"`` so that encoding it gives back the exact bytes)
+and ``body``. Serializing writes the start line, the lines and the body back, so a line
+nobody touched goes out byte for byte (RFC 3261 §16.6: a proxy changes only what it
+must), and an unmodified parsed message gives back exactly the bytes it came from.
+
+Everything else is derived, on first access, into a private cache (`_State`): the
+canonical name of each line, the typed fields (`top_via`, `cseq`, `from_`…), the URI.
+The parser fills in the fields it validated eagerly (``_parser.py``), so reading them is
+a slot load. The cache sits in a private slot set with ``object.__setattr__`` because the
+dataclass is frozen; it only ever holds pure functions of the fields, so two messages
+with equal fields behave the same and the value semantics hold. It is never shared: an
+edit builds a new message with a new cache, copying the entries of the header fields the
+edit did not touch.
+
+Edits (``with_header_first``, ``without_first_value``, ``with_uri``…) return new messages.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Self
+
+from triosip.sip import _abnf
+from triosip.sip._errors import LocalSIPError, ParseError
+from triosip.sip._fields import (
+    URI,
+    AddressParts,
+    CSeq,
+    NameAddr,
+    Via,
+    ViaParts,
+    check_address,
+    check_cseq,
+    first_via,
+    new_cseq,
+    new_name_addr,
+    new_via,
+    parse_addresses,
+    parse_vias,
+    show,
+    split_commas,
+    unfold,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+_new = object.__new__
+_set = object.__setattr__
+
+# RFC 3261 §8.1.1.7: a branch made by an RFC 3261 element starts with this.
+MAGIC_COOKIE: Final = "z9hG4bK"
+
+# RFC 3261 §7.3.3 compact forms, and those of later RFCs the issue lists:
+# RFC 3265 (o, u), RFC 3515 (r), RFC 3892 (b), RFC 4028 (x), RFC 4474 (y),
+# RFC 3841 (a, j, d).
+COMPACT_FORMS: Final[Mapping[str, str]] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "k": "supported",
+    "s": "subject",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "x": "session-expires",
+    "y": "identity",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+}
+
+# Spellings that title-casing would get wrong.
+_SPELLINGS: Final[Mapping[str, str]] = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "rack": "RAck",
+    "rseq": "RSeq",
+    "sip-etag": "SIP-ETag",
+    "sip-if-match": "SIP-If-Match",
+}
+
+REASON_PHRASES: Final[Mapping[int, str]] = {
+    # RFC 3261 §21, plus the codes of RFC 3265, 3329, 3428, 4412, 4474, 5079, 5360,
+    # 5393, 5839, 6086, 8197, 8599 that proxies meet.
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",
+    200: "OK",
+    202: "Accepted",
+    204: "No Notification",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    428: "Use Identity Header",
+    429: "Provide Referrer Identity",
+    430: "Flow Failed",
+    433: "Anonymity Disallowed",
+    436: "Bad Identity-Info",
+    437: "Unsupported Certificate",
+    438: "Invalid Identity Header",
+    439: "First Hop Lacks Outbound Support",
+    440: "Max-Breadth Exceeded",
+    469: "Bad Info Package",
+    470: "Consent Needed",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    555: "Push Notification Service Not Supported",
+    580: "Precondition Failure",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",
+    608: "Rejected",
+}
+
+
+def canonical_name(name: str) -> str:
+    """The canonical name of a header: lower-case, compact forms expanded (``"v"`` → "via")."""
+    lowered = name.lower()
+    return COMPACT_FORMS.get(lowered, lowered)
+
+
+def spelling(name: str) -> str:
+    """The usual spelling of a header name: "Via", "Call-ID", "CSeq", "Record-Route"…"""
+    canonical = canonical_name(name)
+    known = _SPELLINGS.get(canonical)
+    if known is not None:
+        return known
+    return "-".join(part.capitalize() for part in canonical.split("-"))
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _line_value(line: str) -> str:
+    # The value of a header line: after the colon, unfolded, stripped (RFC 3261 §7.3.1).
+    return unfold(line.partition(":")[2]).strip(" \t")
+
+
+@functools.lru_cache(maxsize=512)
+def _checked_name(name: str) -> tuple[str, str]:
+    # A name our code asks for: its spelling and canonical name (the few names a proxy
+    # writes are cached, so an edit does not title-case them again).
+    if _abnf.HEADER_NAME.fullmatch(name) is None:
+        raise LocalSIPError(f"Invalid header name {name!r}")
+    return spelling(name), canonical_name(name)
+
+
+def _make_line(name: str, value: str) -> tuple[str, str]:
+    # A new header line "Name: value" and its canonical name; refuses what would inject.
+    spelled, canonical = _checked_name(name)
+    if "\r" in value or "\n" in value or "\x00" in value:
+        raise LocalSIPError(f"Header value with CR, LF or NUL: {value!r}")
+    return f"{spelled}: {value}", canonical
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """One header line.
+
+    Attributes:
+        name: the canonical name: lower-case long form ("via", "call-id"), compact
+            forms folded in.
+        raw: the whole line as received, name and colon included, folds kept, without
+            the final CRLF; serializing writes exactly this.
+    """
+
+    name: str
+    raw: bytes
+
+    @property
+    def value(self) -> str:
+        """The value: unfolded, stripped, decoded (UTF-8, surrogateescape: never raises)."""
+        return _line_value(self.raw.decode("utf-8", "surrogateescape"))
+
+    @classmethod
+    def make(cls, name: str, value: str) -> Header:
+        """Build ``Name: value`` with the usual spelling of the name.
+
+        Raises:
+            LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
+        """
+        line, canonical = _make_line(name, value)
+        return cls(canonical, _encode(line))
+
+
+class _State:
+    """The private per-message cache: derived values, filled in as they are read.
+
+    Class attributes are the "not computed yet" defaults, so that creating one costs an
+    empty instance dict and the parser stores only what it computed.
+    """
+
+    wire: bytes | None = None  # the exact bytes parsed, while unmodified
+    names: list[str] | None = None  # canonical name of each line
+    index: dict[str, list[int]] | None = None  # canonical name -> line numbers
+    headers: tuple[Header, ...] | None = None
+    # What the parser checked (RFC 3261 §8.1.1): text and parts, made into values when read
+    via_p: tuple[str, ViaParts] | None = None
+    from_p: tuple[str, AddressParts] | None = None
+    to_p: tuple[str, AddressParts] | None = None
+    call_id: str | None = None
+    cseq_p: tuple[str, str] | None = None
+    max_forwards_known: bool = False
+    max_forwards: int | None = None
+    content_length: int | None = None
+    # The values
+    top_via: Via | None = None
+    vias: tuple[Via, ...] | None = None
+    from_: NameAddr | None = None
+    to: NameAddr | None = None
+    cseq: CSeq | None = None
+    route: tuple[NameAddr, ...] | None = None
+    record_route: tuple[NameAddr, ...] | None = None
+    contact: tuple[NameAddr, ...] | None = None
+    contact_star: bool = False
+    uri: URI | None = None
+
+
+# Which cache entries belong to which header: an edit of that header drops them.
+_ENTRIES: Final[Mapping[str, tuple[str, ...]]] = {
+    "via": ("via_p", "top_via", "vias"),
+    "from": ("from_p", "from_"),
+    "to": ("to_p", "to"),
+    "call-id": ("call_id",),
+    "cseq": ("cseq_p", "cseq"),
+    "max-forwards": ("max_forwards_known", "max_forwards"),
+    "content-length": ("content_length",),
+    "route": ("route",),
+    "record-route": ("record_route",),
+    "contact": ("contact", "contact_star"),
+}
+_ALWAYS_DROPPED: Final = ("wire", "index", "headers", "names")
+_DROPPED: Final[Mapping[str, tuple[str, ...]]] = {
+    name: _ALWAYS_DROPPED + entries for name, entries in _ENTRIES.items()
+}
+
+
+def names_of(lines: Sequence[str]) -> list[str]:
+    """The canonical name of each header line."""
+    # Most lines are "long-name:" with nothing odd: one findall finds them all.
+    names: list[str] = _abnf.FAST_NAMES.findall("\n" + "\n".join(lines).lower())
+    if len(names) == len(lines):
+        return names
+    return [canonical_name(line.partition(":")[0].strip(" \t")) for line in lines]
+
+
+class _MessageSlots:
+    __slots__ = ("_state",)
+    _state: _State
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class Message(_MessageSlots):
+    """What requests and responses share: header lines, body, typed fields and edits.
+
+    Header access is case-insensitive and folds in the compact forms. The typed fields
+    are parsed on first access and cached; the parser checks `top_via`, `from_`, `to`,
+    `call_id`, `cseq`, `max_forwards` (requests) and `content_length` eagerly, so on a
+    parsed message they never raise. On a message built by hand or edited, any of them
+    may raise `ParseError` when its header is missing or malformed.
+
+    Attributes:
+        lines: the header lines as received (folds kept), decoded from UTF-8 with
+            ``errors="surrogateescape"``, without their CRLF.
+        body: the body, exactly ``Content-Length`` bytes.
+    """
+
+    lines: tuple[str, ...] = ()
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_state", _State())
+
+    # -- generic header access ------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        # The canonical name of each line, aligned with `lines`: the parser leaves it in
+        # the cache, edits pass on an updated copy, a message built by hand computes it.
+        state = self._state
+        names = state.names
+        if names is None:
+            names = state.names = names_of(self.lines)
+        return names
+
+    def _index(self) -> dict[str, list[int]]:
+        state = self._state
+        index = state.index
+        if index is None:
+            index = {}
+            for number, name in enumerate(self._names()):
+                found = index.get(name)
+                if found is None:
+                    index[name] = [number]
+                else:
+                    found.append(number)
+            state.index = index
+        return index
+
+    @property
+    def headers(self) -> tuple[Header, ...]:
+        """Every header line, in order, as `Header` values."""
+        state = self._state
+        headers = state.headers
+        if headers is None:
+            headers = state.headers = tuple(
+                Header(name, _encode(line))
+                for name, line in zip(self._names(), self.lines, strict=True)
+            )
+        return headers
+
+    def header(self, name: str) -> str | None:
+        """The value of the first line of a header, or None if absent.
+
+        Args:
+            name: any spelling, long or compact ("Call-ID", "call-id", "i").
+        """
+        canonical = canonical_name(name)
+        names = self._names()
+        if canonical not in names:
+            return None
+        return _line_value(self.lines[names.index(canonical)])
+
+    def header_lines(self, name: str) -> list[str]:
+        """The value of each line of a header, in order."""
+        canonical = canonical_name(name)
+        if canonical not in self._names():
+            return []
+        lines = self.lines
+        return [_line_value(lines[n]) for n in self._index()[canonical]]
+
+    def header_values(self, name: str) -> list[str]:
+        """Every comma-separated value of a header over all its lines (RFC 3261 §7.3.1).
+
+        Commas inside quoted strings and ``<>`` do not separate; empty elements are
+        skipped. Only meaningful for list headers: not for Date, WWW-Authenticate and
+        the other headers whose values hold commas of their own.
+        """
+        return [value for line in self.header_lines(name) for value in split_commas(line) if value]
+
+    def has_header(self, name: str) -> bool:
+        """Whether the message has at least one line of that header."""
+        return canonical_name(name) in self._names()
+
+    def _single_value(self, name: str, label: str) -> str | None:
+        # RFC 3261 §7.3.1: a header that is not a list appears at most once.
+        names = self._names()
+        count = names.count(name)
+        if count == 0:
+            return None
+        if count > 1:
+            raise ParseError(f"Several {label} header lines")
+        return _line_value(self.lines[names.index(name)])
+
+    def _required_value(self, name: str, label: str) -> str:
+        value = self._single_value(name, label)
+        if value is None:
+            raise ParseError(f"Missing {label}")
+        return value
+
+    # -- typed fields -----------------------------------------------------------------
+
+    @property
+    def top_via(self) -> Via:
+        """The first via-parm of the first Via line (RFC 3261 §8.1.1.7, §18.2.2)."""
+        state = self._state
+        via = state.top_via
+        if via is None:
+            parsed = state.via_p
+            if parsed is None:
+                names = self._names()
+                if "via" not in names:
+                    raise ParseError("Missing Via")
+                text, parts, _ = first_via(_line_value(self.lines[names.index("via")]))
+                parsed = state.via_p = (text, parts)
+            via = state.top_via = new_via(*parsed)
+        return via
+
+    @property
+    def via(self) -> tuple[Via, ...]:
+        """Every via-parm, top first, over all Via lines (parsed on first access)."""
+        state = self._state
+        vias = state.vias
+        if vias is None:
+            top = self.top_via
+            # The rest of the first line ("Via: a, b"), then every further Via line.
+            values = self.header_lines("via")
+            _, _, rest = first_via(values[0])
+            others = parse_vias(([rest] if rest is not None else []) + values[1:])
+            vias = state.vias = (top, *others)
+        return vias
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID."""
+        state = self._state
+        call_id = state.call_id
+        if call_id is None:
+            value = self._required_value("call-id", "Call-ID")
+            call_id = state.call_id = check_call_id(value)
+        return call_id
+
+    @property
+    def cseq(self) -> CSeq:
+        """The CSeq: number and method."""
+        state = self._state
+        cseq = state.cseq
+        if cseq is None:
+            parsed = state.cseq_p
+            if parsed is None:
+                parsed = state.cseq_p = check_cseq(self._required_value("cseq", "CSeq"))
+            cseq = state.cseq = new_cseq(*parsed)
+        return cseq
+
+    @property
+    def from_(self) -> NameAddr:
+        """The From header (``from`` is a Python keyword)."""
+        state = self._state
+        addr = state.from_
+        if addr is None:
+            parsed = state.from_p
+            if parsed is None:
+                text = self._required_value("from", "From")
+                parsed = state.from_p = (text, check_address(text, "From"))
+            addr = state.from_ = new_name_addr(*parsed)
+        return addr
+
+    @property
+    def to(self) -> NameAddr:
+        """The To header."""
+        state = self._state
+        addr = state.to
+        if addr is None:
+            parsed = state.to_p
+            if parsed is None:
+                text = self._required_value("to", "To")
+                parsed = state.to_p = (text, check_address(text, "To"))
+            addr = state.to = new_name_addr(*parsed)
+        return addr
+
+    @property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards (0..255), or None when absent."""
+        state = self._state
+        if not state.max_forwards_known:
+            value = self._single_value("max-forwards", "Max-Forwards")
+            state.max_forwards = None if value is None else check_max_forwards(value)
+            state.max_forwards_known = True
+        return state.max_forwards
+
+    @property
+    def content_length(self) -> int:
+        """The Content-Length header's value; the body's length when it has none."""
+        state = self._state
+        length = state.content_length
+        if length is None:
+            value = self._single_value("content-length", "Content-Length")
+            length = len(self.body) if value is None else check_content_length(value)
+            state.content_length = length
+        return length
+
+    @property
+    def route(self) -> tuple[NameAddr, ...]:
+        """The Route entries, top first (parsed on first access)."""
+        state = self._state
+        route = state.route
+        if route is None:
+            route = state.route = parse_addresses(
+                self.header_lines("route"), header="Route", brackets=True
+            )
+        return route
+
+    @property
+    def record_route(self) -> tuple[NameAddr, ...]:
+        """The Record-Route entries, top first (parsed on first access)."""
+        state = self._state
+        record_route = state.record_route
+        if record_route is None:
+            record_route = state.record_route = parse_addresses(
+                self.header_lines("record-route"), header="Record-Route", brackets=True
+            )
+        return record_route
+
+    @property
+    def contact(self) -> tuple[NameAddr, ...]:
+        """The Contact addresses; empty for ``Contact: *`` (see `contact_star`)."""
+        state = self._state
+        contact = state.contact
+        if contact is None:
+            values = self.header_lines("contact")
+            # RFC 3261 §10.2.2: "Contact: *" (alone) removes every binding of a REGISTER.
+            if len(values) == 1 and values[0] == "*":
+                state.contact_star = True
+                contact = ()
+            else:
+                contact = parse_addresses(values, header="Contact", brackets=False)
+            state.contact = contact
+        return contact
+
+    @property
+    def contact_star(self) -> bool:
+        """Whether the message says ``Contact: *`` (a REGISTER removing all bindings)."""
+        self.contact  # noqa: B018  # fills the cache entry
+        return self._state.contact_star
+
+    # -- serializing --------------------------------------------------------------------
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def __bytes__(self) -> bytes:
+        # Unmodified: the very bytes parsed (from the start line to the end of the body).
+        # Edited: start line, the lines as they are (folds and spelling kept), the body.
+        # Content-Length is a line like the others: only with_body changes it.
+        wire = self._state.wire
+        if wire is not None:
+            return wire
+        head = "\r\n".join((self._start_line(), *self.lines, "", ""))
+        return _encode(head) + self.body
+
+    # -- edits --------------------------------------------------------------------------
+
+    def _edited(self, lines: tuple[str, ...], names: list[str], touched: str) -> Self:
+        # A copy with new header lines: the cache keeps what the edit did not touch.
+        new = self._clone()
+        _set(new, "lines", lines)
+        state = _new(_State)
+        kept = self._state.__dict__.copy()
+        for key in _DROPPED.get(touched, _ALWAYS_DROPPED):
+            kept.pop(key, None)
+        kept["names"] = names
+        state.__dict__ = kept
+        _set(new, "_state", state)
+        return new
+
+    def _clone(self) -> Self:
+        # A copy of the start line and body fields, without __init__ (lines and the
+        # cache are the caller's to set).
+        raise NotImplementedError
+
+    def with_header_first(self, name: str, value: str) -> Self:
+        """A copy with a new line before the first line of that header.
+
+        Before the first header line if the message has none (RFC 3261 §16.6 step 4
+        and step 8: Record-Route and Via go on top).
+
+        Raises:
+            LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
+        """
+        line, canonical = _make_line(name, value)
+        names = self._names()
+        # RFC 3261 §16.6 step 8: our Via goes first, as the top one; step 4: our
+        # Record-Route goes before the others (the header order of a list matters).
+        position = names.index(canonical) if canonical in names else 0
+        lines = self.lines
+        return self._edited(
+            (*lines[:position], line, *lines[position:]),
+            [*names[:position], canonical, *names[position:]],
+            canonical,
+        )
+
+    def with_header_last(self, name: str, value: str) -> Self:
+        """A copy with a new line of that header after all the header lines.
+
+        Raises:
+            LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
+        """
+        line, canonical = _make_line(name, value)
+        return self._edited((*self.lines, line), [*self._names(), canonical], canonical)
+
+    def without_first_value(self, name: str) -> Self:
+        """A copy without the first comma-separated value of that header.
+
+        If the first line holds ``a, b`` it becomes ``Name: b`` (the name as it was
+        spelled); if it held one value it goes. Without that header, the message itself.
+        """
+        canonical = canonical_name(name)
+        names = self._names()
+        if canonical not in names:
+            return self
+        position = names.index(canonical)
+        lines = self.lines
+        # RFC 3261 §16.7 step 3 (a response's top Via) and §16.4 (a Route naming us):
+        # the first value goes, whether it shares its line with others or not.
+        raw_name, _, raw_value = lines[position].partition(":")
+        value = unfold(raw_value).strip(" \t")
+        stop = _abnf.LIST_ELEMENT.match(value).end()  # type: ignore[union-attr]
+        rest = value[stop + 1 :].strip(" \t")
+        if rest:
+            new_line = raw_name.rstrip(" \t") + ": " + rest
+            new_lines = (*lines[:position], new_line, *lines[position + 1 :])
+            new_names = names.copy()
+        else:
+            new_lines = (*lines[:position], *lines[position + 1 :])
+            new_names = [*names[:position], *names[position + 1 :]]
+        return self._edited(new_lines, new_names, canonical)
+
+    def without_header(self, name: str) -> Self:
+        """A copy without any line of that header."""
+        canonical = canonical_name(name)
+        names = self._names()
+        if canonical not in names:
+            return self
+        kept = [n for n, line_name in enumerate(names) if line_name != canonical]
+        lines = self.lines
+        return self._edited(tuple(lines[n] for n in kept), [names[n] for n in kept], canonical)
+
+    def with_header_replaced(self, name: str, value: str) -> Self:
+        """A copy whose first line of that header says ``value``; its other lines go.
+
+        The new line is added last if the header is absent.
+
+        Raises:
+            LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
+        """
+        line, canonical = _make_line(name, value)
+        names = self._names()
+        if canonical not in names:
+            return self._edited((*self.lines, line), [*names, canonical], canonical)
+        position = names.index(canonical)
+        lines = list(self.lines)
+        new_names = names.copy()
+        lines[position] = line
+        if names.count(canonical) > 1:
+            kept = [
+                n for n, line_name in enumerate(names) if line_name != canonical or n == position
+            ]
+            lines = [lines[n] for n in kept]
+            new_names = [names[n] for n in kept]
+        return self._edited(tuple(lines), new_names, canonical)
+
+    def with_max_forwards(self, value: int) -> Self:
+        """A copy with ``Max-Forwards: value`` (replaced, or added last).
+
+        Raises:
+            LocalSIPError: the value is outside 0..255.
+        """
+        # RFC 3261 §16.6 step 3: the proxy decrements it (or adds 70); §20.22 range.
+        if not 0 <= value <= 255:
+            raise LocalSIPError(f"Max-Forwards {value} outside 0..255")
+        new = self.with_header_replaced("max-forwards", str(value))
+        state = new._state
+        state.max_forwards = value
+        state.max_forwards_known = True
+        return new
+
+    def with_body(self, body: bytes, content_type: str | None = None) -> Self:
+        """A copy with another body; Content-Length is set to its length.
+
+        Args:
+            body: the new body.
+            content_type: if given, the Content-Type is set to it.
+        """
+        new = self.with_header_replaced("content-length", str(len(body)))
+        if content_type is not None:
+            new = new.with_header_replaced("content-type", content_type)
+        _set(new, "body", body)
+        new._state.content_length = len(body)
+        return new
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class Request(Message):
+    """A SIP request (RFC 3261 §7.1).
+
+    Attributes:
+        method: the method as on the wire (case-sensitive, RFC 3261 §7.1).
+        uri_raw: the Request-URI text as it came.
+        version: the SIP-Version as it came ("SIP/2.0").
+    """
+
+    method: str
+    uri_raw: str
+    version: str = _abnf.SIP_2_0
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri_raw} ({len(self.body)} body bytes)>"
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri_raw} {self.version}"
+
+    def _clone(self) -> Self:
+        new = _new(type(self))
+        _set(new, "method", self.method)
+        _set(new, "uri_raw", self.uri_raw)
+        _set(new, "version", self.version)
+        _set(new, "body", self.body)
+        return new
+
+    @property
+    def uri(self) -> URI:
+        """The Request-URI, parsed on first access.
+
+        Raises:
+            ParseError: the Request-URI is not a valid URI.
+        """
+        state = self._state
+        uri = state.uri
+        if uri is None:
+            uri = state.uri = URI(self.uri_raw)
+        return uri
+
+    def with_uri(self, uri: URI | str) -> Request:
+        """A copy with another Request-URI (RFC 3261 §16.5, §16.6 step 6).
+
+        Raises:
+            LocalSIPError: the text is empty or holds a space, a control character,
+                ``<``, ``>`` or ``"``.
+        """
+        text = str(uri)
+        # Whatever would break the Request-Line (§7.1) or inject another line.
+        if _abnf.REQUEST_URI_RE.fullmatch(text) is None:
+            raise LocalSIPError(f"Invalid Request-URI {text!r}")
+        new = self._edited(self.lines, self._names().copy(), "")
+        _set(new, "uri_raw", text)
+        new._state.uri = uri if isinstance(uri, URI) else None
+        return new
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, repr=False)
+class Response(Message):
+    """A SIP response (RFC 3261 §7.2).
+
+    Attributes:
+        status: the status code, 100..699.
+        reason: the reason phrase, maybe empty.
+        version: the SIP-Version as it came ("SIP/2.0").
+    """
+
+    status: int
+    reason: str = ""
+    version: str = _abnf.SIP_2_0
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} ({len(self.body)} body bytes)>"
+
+    def _start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def _clone(self) -> Self:
+        new = _new(type(self))
+        _set(new, "status", self.status)
+        _set(new, "reason", self.reason)
+        _set(new, "version", self.version)
+        _set(new, "body", self.body)
+        return new
+
+
+# -- checks shared with the parser ------------------------------------------------------
+
+
+def check_call_id(value: str) -> str:
+    """Check a Call-ID value (RFC 3261 §25.1 callid); returns it.
+
+    Raises:
+        ParseError: it is empty or not ``word [ "@" word ]``.
+    """
+    if _abnf.CALLID.fullmatch(value) is None:
+        raise ParseError("Bad Call-ID: empty" if not value else f"Bad Call-ID {show(value)}")
+    return value
+
+
+def check_max_forwards(value: str) -> int:
+    """Check a Max-Forwards value (RFC 3261 §20.22, 0..255).
+
+    Raises:
+        ParseError: it is not a number in 0..255.
+    """
+    if _abnf.DIGITS.fullmatch(value) is None or int(value) > 255:
+        raise ParseError(f"Bad Max-Forwards {show(value)}")
+    return int(value)
+
+
+def check_content_length(value: str) -> int:
+    """Check a Content-Length value (RFC 3261 §20.14: 1*DIGIT).
+
+    Raises:
+        ParseError: it is not a non-negative number.
+    """
+    if _abnf.DIGITS.fullmatch(value) is None:
+        raise ParseError(f"Bad Content-Length {show(value)}")
+    return int(value)
+
+
+# -- building responses -----------------------------------------------------------------
+
+_COPIED: Final = ("via", "from", "to", "call-id", "cseq")
+
+
+def build_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> Response:
+    """A response to a request, as a UAS or a proxy builds it (RFC 3261 §8.2.6).
+
+    Copies every Via line (in order), From, To, Call-ID and CSeq as they came; adds
+    ``;tag=to_tag`` to the To when it has no tag, the status is above 100 and a tag is
+    given; a 100 also copies Timestamp (§8.2.6.1). Then ``headers``, then
+    Content-Length.
+
+    Args:
+        request: the request answered.
+        status: 100..699.
+        reason: the reason phrase; None for the usual one (`REASON_PHRASES`).
+        to_tag: the tag of the UAS's side of the dialog.
+        headers: more header lines, (name, value), in order.
+        body: the body.
+
+    Returns:
+        The response.
+
+    Raises:
+        LocalSIPError: status out of range, or a header that would not be valid.
+        ParseError: the request lacks one of the copied headers (never for a parsed
+            request: the parser checked them).
+    """
+    if not 100 <= status <= 699:
+        raise LocalSIPError(f"Status {status} outside 100..699")
+    if reason is None:
+        reason = REASON_PHRASES.get(status, "Unknown")
+    elif any(c in reason for c in "\r\n\x00"):
+        raise LocalSIPError(f"Reason phrase with CR, LF or NUL: {reason!r}")
+    to = request.to  # checks it is there and valid
+    lines: list[str] = []
+    names: list[str] = []
+    request_lines = request.lines
+    # §8.2.6.2: Via lines in their order, then From, To, Call-ID, CSeq, as they came.
+    copied = [(n, name) for n, name in enumerate(request._names()) if name in _COPIED]
+    for wanted in _COPIED:
+        for n, name in copied:
+            if name != wanted:
+                continue
+            line = request_lines[n]
+            # §8.2.6.2: the UAS adds its tag unless the request had one; not on a 100.
+            if name == "to" and to_tag is not None and status > 100 and to.tag is None:
+                line = line.rstrip(" \t") + ";tag=" + to_tag
+            lines.append(line)
+            names.append(name)
+    if status == 100:
+        for n, name in enumerate(request._names()):
+            if name == "timestamp":
+                lines.append(request_lines[n])
+                names.append(name)
+    for name, value in headers:
+        line, canonical = _make_line(name, value)
+        lines.append(line)
+        names.append(canonical)
+    lines.append(f"Content-Length: {len(body)}")
+    names.append("content-length")
+    response = Response(status=status, reason=reason, lines=tuple(lines), body=body)
+    state = response._state
+    state.names = names
+    # What the request's parse checked holds here too: the lines are the same. The To
+    # is read again if a tag was added.
+    source = request._state
+    state.via_p, state.top_via = source.via_p, source.top_via
+    state.from_p, state.from_ = source.from_p, source.from_
+    state.call_id, state.cseq_p, state.cseq = source.call_id, source.cseq_p, source.cseq
+    if lines[names.index("to")] == request_lines[request._names().index("to")]:
+        state.to_p, state.to = source.to_p, source.to
+    state.max_forwards_known = True
+    state.content_length = len(body)
+    return response
+
+
+def build_error_response(error: ParseError, *, to_tag: str) -> bytes | None:
+    """The bytes of the answer to a malformed request (RFC 3261 §8.2, §21.4.1).
+
+    ``SIP/2.0 <status> <reason>`` with the error's Via, From, To (tagged), Call-ID and
+    CSeq lines copied as they came, and ``Content-Length: 0``.
+
+    Args:
+        error: what the parser raised.
+        to_tag: a tag for the To header if it has none.
+
+    Returns:
+        The response bytes, or None when the message cannot be answered usefully: a
+        response, an ACK (RFC 3261 §17.2.3: never answered), a start line too broken to
+        tell, or a Via, From, To, Call-ID or CSeq that is missing, repeated or malformed
+        (the client could not match the answer to its transaction, §17.1.3, and the top
+        Via says where to send it, §18.2.2). The caller drops those and counts them.
+    """
+    if error.is_request is not True or error.method == "ACK":
+        return None
+    by_name: dict[str, list[Header]] = {}
+    for header in error.answer:
+        by_name.setdefault(header.name, []).append(header)
+    try:
+        first_via(by_name["via"][0].value)
+        (from_,), (to,), (call_id,), (cseq,) = (
+            by_name["from"],
+            by_name["to"],
+            by_name["call-id"],
+            by_name["cseq"],
+        )
+        check_address(from_.value, "From")
+        to_parts = check_address(to.value, "To")
+        check_call_id(call_id.value)
+        check_cseq(cseq.value)
+    except (KeyError, ValueError, ParseError):
+        return None  # missing (KeyError), repeated (ValueError: unpacking) or malformed
+    if to_parts[_abnf.ADDR_TAG] is None:
+        to = Header(to.name, to.raw.rstrip(b" \t") + b";tag=" + _encode(to_tag))
+    lines: list[bytes] = [_encode(f"SIP/2.0 {error.status} {error.reason}")]
+    for name in _COPIED:
+        lines.extend(header.raw for header in by_name[name] if name != "to")
+        if name == "to":
+            lines.append(to.raw)
+    lines.append(b"Content-Length: 0")
+    return b"\r\n".join((*lines, b"", b""))
+
+
+def header_lines_named(lines: Iterable[str], names: Iterable[str]) -> tuple[Header, ...]:
+    """The Via, From, To, Call-ID and CSeq lines as `Header`s (a ParseError's answer)."""
+    return tuple(
+        Header(name, _encode(line))
+        for line, name in zip(lines, names, strict=False)
+        if name in _COPIED
+    )
