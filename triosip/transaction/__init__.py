@@ -1,0 +1,33 @@
+"""RFC 3261 §17 transactions, with RFC 6026's Accepted states, on trio.
+
+Server transactions are tasks, each with its own nursery; client transactions run in the
+task that calls :meth:`TransactionLayer.run_client`. Every timer is a cancel-scope deadline.
+"""
+
+from ._client import ClientTransaction as ClientTransaction
+from ._client import build_ack as build_ack
+from ._errors import TransactionError as TransactionError
+from ._errors import TransactionTimeout as TransactionTimeout
+from ._errors import TransportFailure as TransportFailure
+from ._fsm import ClientState as ClientState
+from ._fsm import ServerState as ServerState
+from ._layer import TransactionLayer as TransactionLayer
+from ._layer import TransactionStatistics as TransactionStatistics
+from ._layer import Transport as Transport
+from ._server import ServerTransaction as ServerTransaction
+from ._timers import TimerConfig as TimerConfig
+
+__all__ = [
+    "ClientState",
+    "ClientTransaction",
+    "ServerState",
+    "ServerTransaction",
+    "TimerConfig",
+    "TransactionError",
+    "TransactionLayer",
+    "TransactionStatistics",
+    "TransactionTimeout",
+    "Transport",
+    "TransportFailure",
+    "build_ack",
+]

@@ -1,0 +1,374 @@
+"""Client transactions (RFC 3261 §17.1): the ICT and NICT machines, run in the caller's task.
+
+Theory of operation
+-------------------
+``TransactionLayer.run_client`` runs one client transaction from start to end inside the
+task that calls it (the proxy's branch task), so cancelling that task stops the transaction
+at once and leaves nothing behind.
+
+Two parties feed the machine:
+
+* the transport, through the synchronous ``TransactionLayer.receive``: a response is
+  classified, stepped through the table and acted on at once (passed up to ``on_response``,
+  ACK sent for a non-2xx final), with UDP sends done by ``send_nowait``;
+* the transaction's own loop in the caller's task: it sleeps in one cancel scope whose
+  deadline is the earliest armed timer (A, B, D, E, F, K, M). ``receive`` *moves* that
+  deadline when a response changes the timers, so a response that only disarms timers (a
+  1xx stopping Timer A and B) costs a deadline move, not a wake-up. The loop wakes when a
+  timer is due, or at once (deadline -inf) when a send must be awaited (TCP, or a full UDP
+  socket) or the machine has terminated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from triosip.transport import TransportError
+
+from ._errors import TransactionError, TransactionTimeout, TransportFailure
+from ._fsm import ICT, NICT, Action, ClientInput, ClientState, client_input_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from triosip.sip import Request, Response
+    from triosip.transport import Address, TcpConnection
+
+    from ._fsm import Machine, Transition
+    from ._keys import ClientKey
+    from ._layer import TransactionLayer
+
+logger = logging.getLogger(__name__)
+
+_TERMINATED = ClientState.TERMINATED
+
+
+class ClientTransaction:
+    """One INVITE or non-INVITE client transaction (RFC 3261 §17.1).
+
+    Made and run by ``TransactionLayer.run_client``; the proxy gets it from
+    ``task_status.started`` and in every ``on_response`` call. Read-only for the proxy.
+
+    Attributes:
+        request: the request as sent (top Via pushed by the proxy).
+        destination: where it is sent.
+        connection: the TCP connection it is sent on, if one was given.
+        branch: the branch of its top Via.
+        is_invite: ICT (True) or NICT (False).
+        state: the machine's state.
+        name: "ICT INVITE z9hG4bK..." or "NICT OPTIONS z9hG4bK...".
+        created_at: ``trio.current_time()`` when it was made.
+        retransmissions: how many times the request was retransmitted (Timer A/E).
+        last_response: the last response received, if any (absorbed ones included).
+    """
+
+    __slots__ = (
+        "_ack",
+        "_data",
+        "_deadlines",
+        "_failure",
+        "_interval",
+        "_key",
+        "_layer",
+        "_machine",
+        "_on_response",
+        "_outbox",
+        "_wait",
+        "branch",
+        "connection",
+        "created_at",
+        "destination",
+        "is_invite",
+        "last_response",
+        "name",
+        "reliable",
+        "request",
+        "retransmissions",
+        "state",
+    )
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        request: Request,
+        destination: Address,
+        *,
+        key: ClientKey,
+        connection: TcpConnection | None,
+        on_response: Callable[[ClientTransaction, Response], None],
+    ) -> None:
+        self._layer = layer
+        self._key = key
+        self._on_response = on_response
+        self.request = request
+        self.destination = destination
+        self.connection = connection
+        self.branch = key[0]
+        self.is_invite = request.method == "INVITE"
+        machine = ICT if self.is_invite else NICT
+        self._machine: Machine[ClientState, ClientInput] = machine
+        self.state = machine.start.next_state
+        self.name = f"{machine.name} {request.method} {self.branch}"
+        self.created_at = trio.current_time()
+        self.retransmissions = 0
+        self.last_response: Response | None = None
+        # RFC 3261 §18: TCP (and any stream) is reliable, UDP is not.
+        self.reliable = connection is not None or destination.transport != "udp"
+        self._data = bytes(request)
+        self._ack: bytes | None = None
+        self._deadlines: dict[ClientInput, float] = {}
+        self._interval = 0.0  # current Timer A or Timer E interval
+        self._outbox: list[bytes] = []
+        self._wait: trio.CancelScope | None = None
+        self._failure: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<ClientTransaction {self.name} {self.state.name}>"
+
+    def timer_deadlines(self) -> dict[str, float]:
+        """The timers now armed.
+
+        Returns:
+            Timer letter ("A", "B", "D", ...) -> its trio deadline.
+        """
+        return {event.name[-1]: when for event, when in self._deadlines.items()}
+
+    # --- driven by the layer -------------------------------------------------------------
+
+    async def _run(self, task_status: trio.TaskStatus[ClientTransaction]) -> None:
+        """The whole transaction, in the caller's task (see the module docstring)."""
+        # "INVITE from TU / INVITE sent" (Figure 5), "Request from TU / send request"
+        # (Figure 6): the start transition queues the first transmission, arms A/B or E/F.
+        self._apply(self._machine.start, None)
+        await self._drain()  # the first transmission, if it could not go out at once
+        if self._failure is not None:
+            raise self._failure  # §17.1.4: before started(), so nursery.start() raises it
+        task_status.started(self)
+        while self.state is not _TERMINATED:
+            deadline = self._next_deadline()
+            # Already due (a 0 s timer on TCP, an overdue one): no scope to open for it.
+            if deadline > trio.current_time():
+                with trio.move_on_at(deadline) as self._wait:
+                    await trio.sleep_forever()
+                self._wait = None
+            # Sends queued by receive() first: the ACK of a TCP final must go out before its
+            # Timer D (0 s) ends the transaction.
+            await self._drain()
+            self._fire_due_timers()
+            await self._drain()
+        if self._failure is not None:
+            raise self._failure  # Timer B/F, a transport error, or on_response's exception
+
+    def _close(self) -> None:
+        """Terminate (if not yet) and leave the layer's table: _run() has ended."""
+        if self.state is not _TERMINATED:
+            # Cancelled from outside (fr timer, CANCEL, shutdown): no CANCEL is sent here,
+            # the proxy sends it as its own transaction (RFC 3261 §9.1).
+            logger.debug(
+                "%s Call-ID %s: stopped in %s", self.name, self.request.call_id, self.state.name
+            )
+            self.state = _TERMINATED
+        self._deadlines.clear()
+        self._outbox.clear()
+        self._layer._forget_client(self._key, self)
+
+    def _receive(self, response: Response) -> None:
+        """A response matched this transaction (§17.1.3). Synchronous, from the transport."""
+        # §17.1.1.2, §17.1.2.2: the class of the status code is the machine's input.
+        self.last_response = response
+        event = client_input_for(response.status)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s Call-ID %s: %d received in %s",
+                self.name,
+                self.request.call_id,
+                response.status,
+                self.state.name,
+            )
+        self._step(event, response)
+
+    # --- the machine ---------------------------------------------------------------------
+
+    def _step(self, event: ClientInput, response: Response | None) -> None:
+        self._apply(self._machine.step(self.state, event), response)
+
+    def _apply(self, transition: Transition[ClientState], response: Response | None) -> None:
+        next_state = transition.next_state
+        if next_state is not self.state:
+            self.state = next_state
+            # Entering a state drops the timers it does not keep (§17.1.1.2: a 1xx stops
+            # Timer A and B; a final stops Timer E and F).
+            keep = self._machine.timers[next_state]
+            for event in [event for event in self._deadlines if event not in keep]:
+                del self._deadlines[event]
+        now = trio.current_time()
+        for action in transition.actions:
+            self._act(action, response, now)
+        if self._failure is not None and self.state is not _TERMINATED:
+            self.state = _TERMINATED
+            self._deadlines.clear()
+        if self.state is _TERMINATED:
+            self._layer._forget_client(self._key, self)
+        wait = self._wait
+        if wait is not None:
+            wait.deadline = self._next_deadline()
+
+    def _act(self, action: Action, response: Response | None, now: float) -> None:
+        timers = self._layer.timers
+        deadlines = self._deadlines
+        if action is Action.PASS_RESPONSE:
+            assert response is not None
+            try:
+                self._on_response(self, response)
+            except Exception as exc:  # the TU's bug: raised from run_client, in its task
+                self._failure = exc
+        elif action is Action.SEND_REQUEST:
+            self._transmit(self._data)
+        elif action is Action.RETRANSMIT_REQUEST:
+            self.retransmissions += 1
+            self._layer._counters.retransmissions_sent += 1
+            logger.debug(
+                "%s Call-ID %s: retransmission %d",
+                self.name,
+                self.request.call_id,
+                self.retransmissions,
+            )
+            self._transmit(self._data)
+        elif action is Action.SEND_ACK:
+            assert response is not None
+            if self._ack is None:
+                self._ack = build_ack(self.request, response)
+            else:
+                self._layer._counters.retransmissions_absorbed += 1
+            self._transmit(self._ack)
+        elif action is Action.START_TIMER_A:
+            # §17.1.1.2: "If a reliable transport is being used, the client transaction
+            # SHOULD NOT start timer A".
+            if not self.reliable:
+                self._interval = timers.timer_a
+                deadlines[ClientInput.TIMER_A] = now + self._interval
+        elif action is Action.DOUBLE_TIMER_A:
+            # §17.1.1.2: intervals double after each transmission; Timer A is not capped.
+            self._interval *= 2
+            deadlines[ClientInput.TIMER_A] = now + self._interval
+        elif action is Action.START_TIMER_B:
+            deadlines[ClientInput.TIMER_B] = now + timers.timer_b
+        elif action is Action.START_TIMER_D:
+            deadlines[ClientInput.TIMER_D] = now + timers.timer_d(self.reliable)
+        elif action is Action.START_TIMER_E:
+            if not self.reliable:  # §17.1.2.2: only "if an unreliable transport is in use"
+                self._interval = timers.timer_e
+                deadlines[ClientInput.TIMER_E] = now + self._interval
+        elif action is Action.DOUBLE_TIMER_E:
+            # §17.1.2.2: MIN(2*T1, T2), then doubling, capped at T2.
+            self._interval = min(2 * self._interval, timers.t2)
+            deadlines[ClientInput.TIMER_E] = now + self._interval
+        elif action is Action.RESET_TIMER_E_T2:
+            # §17.1.2.2: in Proceeding, "Timer E MUST be reset with a value of T2 seconds".
+            self._interval = timers.t2
+            deadlines[ClientInput.TIMER_E] = now + self._interval
+        elif action is Action.START_TIMER_F:
+            deadlines[ClientInput.TIMER_F] = now + timers.timer_f
+        elif action is Action.START_TIMER_K:
+            deadlines[ClientInput.TIMER_K] = now + timers.timer_k(self.reliable)
+        elif action is Action.START_TIMER_M:
+            deadlines[ClientInput.TIMER_M] = now + timers.timer_m
+        elif action is Action.INFORM_TU_TIMEOUT:
+            self._layer._counters.timeouts += 1
+            # Normal SIP life (a dead or unreachable next hop): INFO, not WARNING.
+            logger.info(
+                "%s Call-ID %s: no final response, timed out in %s",
+                self.name,
+                self.request.call_id,
+                self.state.name,
+            )
+            self._failure = TransactionTimeout(f"{self.name}: no final response")
+        elif action is Action.INFORM_TU_TRANSPORT_ERROR:
+            if self._failure is None:
+                self._failure = TransportFailure(f"{self.name}: transport error")
+        elif action is Action.PROTOCOL_ERROR:
+            logger.warning("%s Call-ID %s: protocol error", self.name, self.request.call_id)
+            self._failure = TransactionError(f"{self.name}: protocol error")
+        else:  # pragma: no cover - every client action is handled above
+            raise AssertionError(action)
+
+    def _fire_due_timers(self) -> None:
+        now = trio.current_time()
+        due = sorted((item for item in self._deadlines.items() if item[1] <= now), key=_when)
+        for event, _ in due:
+            # An earlier timer of the same pass may have ended the transaction or changed
+            # state and dropped this one.
+            if event in self._deadlines:
+                del self._deadlines[event]
+                self._step(event, None)
+
+    # --- sending -------------------------------------------------------------------------
+
+    def _next_deadline(self) -> float:
+        if self._outbox or self.state is _TERMINATED:
+            return -math.inf
+        return min(self._deadlines.values(), default=math.inf)
+
+    def _transmit(self, data: bytes) -> None:
+        # UDP goes out synchronously; anything else waits for the transaction's own task.
+        if self.reliable or not self._layer._transport.send_nowait(data, self.destination):
+            self._outbox.append(data)
+
+    async def _drain(self) -> None:
+        transport = self._layer._transport
+        while self._outbox and self.state is not _TERMINATED:
+            data = self._outbox.pop(0)
+            try:
+                await transport.send(data, self.destination, connection=self.connection)
+            except TransportError as exc:
+                logger.info(
+                    "%s Call-ID %s: transport error: %s", self.name, self.request.call_id, exc
+                )
+                failure = TransportFailure(f"{self.name}: {exc}")
+                failure.__cause__ = exc
+                self._failure = failure
+                self._outbox.clear()
+                self._step(ClientInput.TRANSPORT_ERROR, None)
+
+
+def build_ack(request: Request, response: Response) -> bytes:
+    """The ACK for a non-2xx final response, as the ICT sends it (RFC 3261 §17.1.1.3).
+
+    Request-URI, Call-ID, From and CSeq number of the original request; the To of the
+    response (with its tag); a single Via equal to the request's top Via (so the same
+    branch); the request's Route header fields; method ACK in the CSeq.
+
+    Args:
+        request: the INVITE the transaction sent.
+        response: the 300-699 response being acknowledged.
+
+    Returns:
+        The ACK's bytes.
+    """
+    encode = _encode
+    lines = [
+        encode(f"ACK {request.uri_raw} SIP/2.0"),
+        encode(f"Via: {request.top_via}"),
+    ]
+    max_forwards = request.max_forwards
+    lines.append(encode(f"Max-Forwards: {70 if max_forwards is None else max_forwards}"))
+    lines.extend(header.raw for header in response.headers if header.name == "to")
+    lines.extend(
+        header.raw for header in request.headers if header.name in ("from", "call-id", "route")
+    )
+    lines.append(encode(f"CSeq: {request.cseq.number} ACK"))
+    lines.append(b"Content-Length: 0")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def _encode(text: str) -> bytes:
+    # Header values are decoded with surrogateescape (sip API): this gives the bytes back.
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _when(item: tuple[ClientInput, float]) -> float:
+    return item[1]

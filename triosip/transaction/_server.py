@@ -1,0 +1,491 @@
+"""Server transactions (RFC 3261 §17.2): the IST and NIST machines, each a task of its own.
+
+Theory of operation
+-------------------
+``TransactionLayer.receive`` makes a :class:`ServerTransaction` for each new request and
+starts ``ServerTransaction._run`` as a task named after it in the layer's transactions
+nursery. That task opens the transaction's own nursery (``st.nursery``), sends the 100
+Trying of an INVITE (§17.2.1), then runs the proxy's ``on_request(st)`` as its body: the
+route runs in the transaction's task, and whatever it starts (branches, async ops) runs in
+``st.nursery``. When ``on_request`` returns, the same task runs the machine's timers until
+the machine terminates; then the nursery closes, which waits for what the proxy left in it.
+
+The timers (G, H, I, J, L) are the deadline of one cancel scope at a time around
+``sleep_forever``: the earliest armed timer. ``respond`` (from any task of the transaction)
+and ``receive`` (synchronous, from the transport) step the machine and *move* that
+deadline: an ACK turning Completed into Confirmed swaps Timer G/H for Timer I with no
+wake-up. Retransmitted requests are absorbed in ``receive`` itself, the last response
+re-sent with ``send_nowait`` on UDP, so the route never runs twice.
+
+Timers only matter once a final response has been sent, and their deadlines are absolute,
+so the loop may start late: an overdue Timer H, I, J or L just fires when it starts. Timer G
+is the exception, since it retransmits: if a final that needs it (a non-2xx to an INVITE over
+UDP) is sent while ``on_request`` is still running (a proxy waiting for its branches to
+end), the same loop runs as a child task of ``st.nursery`` named "<name> timers" instead.
+So it does when a response must be re-sent with an awaited send (TCP, or a full UDP socket)
+meanwhile. That is the one timer task, and only on those paths; the body then does not run
+the loop.
+
+If ``on_request`` returns with no final response sent and nothing running in ``st.nursery``,
+nobody can answer: the request is dropped. While no final is sent and no timer is armed,
+the loop checks that every 64*T1 as well, so that branches that all ended without a word
+cannot leave a transaction behind forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from triosip.sip import build_response
+from triosip.transport import TransportError, response_destination
+
+from ._errors import TransactionError, TransportFailure
+from ._fsm import IST, NIST, Action, ServerInput, ServerState, server_input_for
+
+if TYPE_CHECKING:
+    from triosip.sip import Request, Response
+    from triosip.transport import Address, Inbound
+
+    from ._fsm import Machine, Transition
+    from ._keys import ServerKey
+    from ._layer import TransactionLayer
+
+logger = logging.getLogger(__name__)
+
+_TERMINATED = ServerState.TERMINATED
+_NOT_ANSWERED = (ServerState.TRYING, ServerState.PROCEEDING)
+
+
+class ServerTransaction:
+    """One INVITE or non-INVITE server transaction (RFC 3261 §17.2).
+
+    The proxy gets it as the argument of ``on_request`` and answers with :meth:`respond`.
+
+    Attributes:
+        request: the request that created it.
+        inbound: where the request came from (source, local address, TCP connection).
+        branch: the top Via branch of the request, or for an RFC 2543 request without one
+            "rfc2543-<Call-ID>-<CSeq number>".
+        is_invite: IST (True) or NIST (False).
+        state: the machine's state.
+        name: "IST INVITE z9hG4bK..." or "NIST BYE z9hG4bK..."; also its task's name.
+        created_at: ``trio.current_time()`` when it was made.
+        nursery: the transaction's own nursery, open from before ``on_request`` is called
+            until the transaction ends: branches, ops, anything belonging to the
+            transaction run here.
+        final_response: the first final response sent, if any.
+        last_response: the last response sent (the 100 Trying included), re-sent when the
+            request is retransmitted.
+        retransmissions_absorbed: request (and ACK) retransmissions absorbed.
+        reliable: whether responses go over a reliable transport (TCP).
+    """
+
+    __slots__ = (
+        "_deadlines",
+        "_destination",
+        "_handler_running",
+        "_interval_g",
+        "_keys",
+        "_last_bytes",
+        "_layer",
+        "_loop_in_child",
+        "_machine",
+        "_outbox",
+        "_timers_task",
+        "_wait",
+        "_watchdog",
+        "branch",
+        "created_at",
+        "final_response",
+        "inbound",
+        "is_invite",
+        "last_response",
+        "name",
+        "nursery",
+        "reliable",
+        "request",
+        "retransmissions_absorbed",
+        "rfc2543",
+        "state",
+    )
+
+    nursery: trio.Nursery
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        inbound: Inbound,
+        request: Request,
+        *,
+        keys: tuple[ServerKey, ...],
+        branch: str,
+        rfc2543: bool,
+    ) -> None:
+        self._layer = layer
+        self._keys = keys
+        self.inbound = inbound
+        self.request = request
+        self.branch = branch
+        self.rfc2543 = rfc2543
+        self.is_invite = request.method == "INVITE"
+        machine = IST if self.is_invite else NIST
+        self._machine: Machine[ServerState, ServerInput] = machine
+        self.state = machine.start.next_state
+        self.name = f"{machine.name} {request.method} {branch}"
+        self.created_at = trio.current_time()
+        self.final_response: Response | None = None
+        self.last_response: Response | None = None
+        self.retransmissions_absorbed = 0
+        self._last_bytes: bytes | None = None
+        # RFC 3261 §18.2.2 (and RFC 3581): where responses go, worked out once.
+        self._destination: Address = response_destination(request.top_via, inbound.source)
+        self.reliable = inbound.connection is not None or self._destination.transport != "udp"
+        self._deadlines: dict[ServerInput, float] = {}
+        self._interval_g = 0.0
+        self._outbox: list[bytes] = []
+        self._wait: trio.CancelScope | None = None
+        self._watchdog = math.inf
+        self._handler_running = False
+        self._timers_task = False  # the loop has been started as a child task
+        self._loop_in_child = False  # ... and runs now
+
+    def __repr__(self) -> str:
+        return f"<ServerTransaction {self.name} {self.state.name}>"
+
+    @property
+    def destination(self) -> Address:
+        """Where responses are sent (RFC 3261 §18.2.2, RFC 3581)."""
+        return self._destination
+
+    def timer_deadlines(self) -> dict[str, float]:
+        """The timers now armed.
+
+        Returns:
+            Timer letter ("G", "H", "I", "J", "L") -> its trio deadline.
+        """
+        return {event.name[-1]: when for event, when in self._deadlines.items()}
+
+    async def respond(self, response: Response) -> None:
+        """Send a response from the TU and drive the machine (RFC 3261 §17.2, §18.2.2).
+
+        A 1xx keeps the transaction in (or moves it to) Proceeding; a 2xx to an INVITE
+        moves it to Accepted (RFC 6026), where further 2xx (retransmissions coming from
+        downstream) may be passed again and are sent; any other final moves it to
+        Completed, and for an INVITE over UDP Timer G retransmits it until the ACK.
+
+        Args:
+            response: the response to send, its top Via that of the request.
+
+        Raises:
+            TransactionError: the machine cannot send this response now (a second final
+                response, a provisional after a final, or the transaction has ended);
+                nothing was sent and the machine is unchanged.
+            TransportFailure: the transport could not send it (RFC 3261 §17.2.4); the
+                transaction has informed its TU (this exception) and terminated, except in
+                Accepted, where RFC 6026 keeps it.
+        """
+        # A pair missing from the table is a protocol error (_fsm.py), but here the TU made
+        # it: refuse before anything is sent rather than end the transaction for the peer.
+        transition = self._machine.table.get((self.state, server_input_for(response.status)))
+        if transition is None:
+            raise TransactionError(
+                f"{self.name}: cannot send {response.status} in state {self.state.name}"
+            )
+        # Serialized once: every retransmission (Timer G, or a retransmitted request) sends
+        # these very bytes (§17.2.1 "passed to the transport layer once more").
+        data = bytes(response)
+        self.last_response = response
+        self._last_bytes = data
+        if response.status >= 200 and self.final_response is None:
+            self.final_response = response
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s Call-ID %s: sending %d in %s",
+                self.name,
+                self.request.call_id,
+                response.status,
+                self.state.name,
+            )
+        self._apply(transition, None)
+        if ServerInput.TIMER_G in self._deadlines:
+            self._ensure_loop()  # Timer G must not wait for on_request to return
+        try:
+            await self._send(data)
+        except TransportError as exc:
+            self._transport_error(exc)
+            raise TransportFailure(f"{self.name}: {exc}") from exc
+
+    # --- the task ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """The transaction's task: its nursery, ``on_request``, then its timers."""
+        layer = self._layer
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    for action in self._machine.start.actions:
+                        if action is Action.SEND_TRYING:
+                            await self._send_trying()
+                        elif action is Action.PASS_REQUEST and self.state is not _TERMINATED:
+                            await self._pass_request()
+                    if not self._timers_task:
+                        await self._run_timers()
+            except* Exception:
+                # A task the TU started in st.nursery raised: the TU's bug. The nursery is
+                # gone; answer if nobody did, and let the machine finish on its own.
+                logger.exception(
+                    "%s Call-ID %s: a task of the transaction failed",
+                    self.name,
+                    self.request.call_id,
+                )
+                layer._counters.handler_errors += 1
+            if self.state is not _TERMINATED:
+                await self._answer_500()
+                await self._run_timers()
+        finally:
+            self._terminate()
+            layer._server_ended(self)
+
+    async def _send_trying(self) -> None:
+        # RFC 3261 §17.2.1: "send 100 if TU won't in 200 ms"; a proxy can never know it
+        # will, so the 100 goes at once, before the route runs (§16.2 also allows it).
+        trying = build_response(self.request, 100)
+        self.last_response = trying
+        self._last_bytes = data = bytes(trying)
+        try:
+            await self._send(data)
+        except TransportError as exc:
+            self._transport_error(exc)
+
+    async def _pass_request(self) -> None:
+        self._handler_running = True
+        try:
+            await self._layer._on_request(self)
+        except Exception:
+            self._handler_running = False
+            # RFC 3261 §16 has no word for a crashing route; as STYLE rule 10 asks: log it
+            # with its traceback, answer 500, and carry on.
+            logger.exception("%s Call-ID %s: on_request raised", self.name, self.request.call_id)
+            self._layer._counters.handler_errors += 1
+            await self._answer_500()
+            return
+        finally:
+            self._handler_running = False
+        if self.state in _NOT_ANSWERED and not self._tu_tasks():
+            self._drop()
+
+    async def _answer_500(self) -> None:
+        if self.final_response is not None or self.state is _TERMINATED:
+            return
+        try:
+            await self.respond(build_response(self.request, 500))
+        except TransactionError as exc:
+            logger.info(
+                "%s Call-ID %s: could not send 500: %s", self.name, self.request.call_id, exc
+            )
+
+    def _tu_tasks(self) -> int:
+        # What the TU runs in st.nursery: its tasks, not our timers task.
+        return len(self.nursery.child_tasks) - self._loop_in_child
+
+    def _ensure_loop(self) -> None:
+        # The machine needs its loop now (Timer G armed, or a send to await), but the
+        # transaction's task is busy in on_request: run the loop in a child task.
+        if self._handler_running and not self._timers_task:
+            self._timers_task = self._loop_in_child = True
+            self.nursery.start_soon(self._run_loop_in_child, name=f"{self.name} timers")
+
+    async def _run_loop_in_child(self) -> None:
+        try:
+            await self._run_timers()
+        finally:
+            self._loop_in_child = False
+
+    def _drop(self) -> None:
+        logger.info("%s Call-ID %s: dropped, nothing answered it", self.name, self.request.call_id)
+        self._layer._counters.dropped += 1
+        self._terminate()
+
+    async def _run_timers(self) -> None:
+        period = self._layer.timers.timer_h
+        self._watchdog = trio.current_time() + period
+        while self.state is not _TERMINATED:
+            deadline = self._next_deadline()
+            # Already due (a 0 s timer on TCP, an overdue one): no scope to open for it.
+            if deadline > trio.current_time():
+                with trio.move_on_at(deadline) as self._wait:
+                    await trio.sleep_forever()
+                self._wait = None
+            await self._drain()
+            # Every due timer is an input of the machine, in deadline order.
+            now = trio.current_time()
+            due = sorted((item for item in self._deadlines.items() if item[1] <= now), key=_when)
+            for event, _ in due:
+                if event in self._deadlines:  # an earlier one may have dropped it
+                    del self._deadlines[event]
+                    self._step(event, None)
+            if self.state in _NOT_ANSWERED and now >= self._watchdog:
+                if self._handler_running or self._tu_tasks():
+                    self._watchdog = now + period
+                else:
+                    self._drop()
+            await self._drain()
+
+    # --- the machine ---------------------------------------------------------------------
+
+    def _receive(self, inbound: Inbound, event: ServerInput) -> None:
+        """A retransmitted request or an ACK matched this transaction (§17.2.3).
+
+        Synchronous, from the transport: the request is absorbed here, never passed to the
+        route again; the last response is re-sent where the machine says so.
+        """
+        if event is ServerInput.REQUEST or self.state is ServerState.CONFIRMED:
+            self.retransmissions_absorbed += 1
+            self._layer._counters.retransmissions_absorbed += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s Call-ID %s: %s received in %s",
+                self.name,
+                self.request.call_id,
+                "ACK" if event is ServerInput.ACK else "retransmission",
+                self.state.name,
+            )
+        self._step(event, inbound)
+
+    def _step(self, event: ServerInput, inbound: Inbound | None) -> None:
+        self._apply(self._machine.step(self.state, event), inbound)
+
+    def _apply(self, transition: Transition[ServerState], inbound: Inbound | None) -> None:
+        next_state = transition.next_state
+        if next_state is not self.state:
+            self.state = next_state
+            keep = self._machine.timers[next_state]
+            for event in [event for event in self._deadlines if event not in keep]:
+                del self._deadlines[event]
+        now = trio.current_time()
+        for action in transition.actions:
+            self._act(action, inbound, now)
+        if self.state is _TERMINATED:
+            self._terminate()
+        wait = self._wait
+        if wait is not None:
+            wait.deadline = self._next_deadline()
+
+    def _act(self, action: Action, inbound: Inbound | None, now: float) -> None:
+        timers = self._layer.timers
+        deadlines = self._deadlines
+        if action is Action.SEND_RESPONSE:
+            pass  # respond() sends it, so that its caller learns of a transport failure
+        elif action is Action.RESEND_RESPONSE:
+            if self._last_bytes is not None:  # None: the 100 Trying is not out yet
+                self._layer._counters.retransmissions_sent += 1
+                self._transmit(self._last_bytes)
+        elif action is Action.PASS_ACK:
+            # RFC 6026 §8.7: the ACK of a 2xx belongs to the TU; a proxy forwards it.
+            assert inbound is not None
+            self._layer._pass_stray(inbound)
+        elif action is Action.START_TIMER_G:
+            # §17.2.1: "For unreliable transports, timer G is set to fire in T1 seconds".
+            if not self.reliable:
+                self._interval_g = timers.timer_g
+                deadlines[ServerInput.TIMER_G] = now + self._interval_g
+        elif action is Action.DOUBLE_TIMER_G:
+            # §17.2.1: MIN(2*T1, T2), then doubling, capped at T2.
+            self._interval_g = min(2 * self._interval_g, timers.t2)
+            deadlines[ServerInput.TIMER_G] = now + self._interval_g
+        elif action is Action.START_TIMER_H:
+            deadlines[ServerInput.TIMER_H] = now + timers.timer_h
+        elif action is Action.START_TIMER_I:
+            deadlines[ServerInput.TIMER_I] = now + timers.timer_i(self.reliable)
+        elif action is Action.START_TIMER_J:
+            deadlines[ServerInput.TIMER_J] = now + timers.timer_j(self.reliable)
+        elif action is Action.START_TIMER_L:
+            deadlines[ServerInput.TIMER_L] = now + timers.timer_l
+        elif action is Action.INFORM_TU_TIMEOUT:
+            # Timer H: the UAC never ACKed our final. Normal when a phone vanishes: INFO.
+            self._layer._counters.timeouts += 1
+            logger.info("%s Call-ID %s: Timer H fired, no ACK", self.name, self.request.call_id)
+        elif action is Action.INFORM_TU_TRANSPORT_ERROR:
+            pass  # respond() raises TransportFailure; a timer's resend has just logged it
+        elif action is Action.PROTOCOL_ERROR:
+            logger.warning(
+                "%s Call-ID %s: protocol error in %s",
+                self.name,
+                self.request.call_id,
+                self.state.name,
+            )
+        else:  # pragma: no cover - START_TRYING/PASS_REQUEST are run() 's own
+            raise AssertionError(action)
+
+    def _terminate(self) -> None:
+        # §17.2.1/§17.2.2: a terminated transaction "MUST be destroyed": it no longer matches.
+        if self.state is not _TERMINATED:
+            self.state = _TERMINATED
+        self._deadlines.clear()
+        self._outbox.clear()
+        self._layer._forget_server(self._keys, self)
+        wait = self._wait
+        if wait is not None:
+            wait.deadline = -math.inf
+
+    def _transport_error(self, exc: TransportError) -> None:
+        logger.info("%s Call-ID %s: transport error: %s", self.name, self.request.call_id, exc)
+        self._step(ServerInput.TRANSPORT_ERROR, None)
+
+    # --- sending -------------------------------------------------------------------------
+
+    def _next_deadline(self) -> float:
+        if self._outbox or self.state is _TERMINATED:
+            return -math.inf
+        if self._deadlines:
+            return min(self._deadlines.values())
+        if self.state in _NOT_ANSWERED:
+            return self._watchdog
+        return math.inf
+
+    # RFC 3581 §4: a response goes out from the address and port the request came to
+    # (``local``), so that it passes the NAT the request came through.
+
+    async def _send(self, data: bytes) -> None:
+        transport = self._layer._transport
+        local = self.inbound.local
+        if self.reliable or not transport.send_nowait(data, self._destination, local=local):
+            await transport.send(
+                data, self._destination, connection=self.inbound.connection, local=local
+            )
+
+    def _transmit(self, data: bytes) -> None:
+        # UDP goes out synchronously; anything else waits for the transaction's task.
+        transport = self._layer._transport
+        if self.reliable or not transport.send_nowait(
+            data, self._destination, local=self.inbound.local
+        ):
+            self._outbox.append(data)
+            wait = self._wait
+            if wait is not None:
+                wait.deadline = -math.inf
+            else:
+                self._ensure_loop()
+
+    async def _drain(self) -> None:
+        while self._outbox and self.state is not _TERMINATED:
+            data = self._outbox.pop(0)
+            try:
+                await self._layer._transport.send(
+                    data,
+                    self._destination,
+                    connection=self.inbound.connection,
+                    local=self.inbound.local,
+                )
+            except TransportError as exc:
+                self._outbox.clear()
+                self._transport_error(exc)
+
+
+def _when(item: tuple[ServerInput, float]) -> float:
+    return item[1]
