@@ -1,0 +1,281 @@
+"""The ``rest`` op: HTTP requests through one shared, pooled ``httpx.AsyncClient``.
+
+Opening a client costs tens of milliseconds (an SSL context, a pool), so the proxy opens one
+(`open_rest_client`) and every request borrows a pooled connection from it. httpx runs on
+trio through anyio. When a request is cancelled, httpcore closes the connection it was using
+(its HTTP/1.1 state is half-way through an exchange, so it can't be reused): the peer sees the
+connection close, and the pool never hands out a half-used connection.
+
+A response of any status is a result (the script decides what a 404 means); only failures to
+get a response — refused connections, broken or malformed exchanges, the client's own
+timeout — are errors.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+
+from triosip.ops._base import Op, OpFailed, OpTimeout
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
+logger = logging.getLogger(__name__)
+
+# The client's own limit on each phase of a request (connect, write, each read), in seconds:
+# a safety net under the script's op timeout and the transaction's timers.
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestResponse:
+    """An HTTP response, read in full.
+
+    Attributes:
+        request: the request it answers, as ``"GET http://host/path"``.
+        status: the status code (any: a 404 or a 500 is a response, not an error).
+        headers: the header fields, by lower-case name; repeated fields are joined by ``", "``.
+        content: the body as bytes.
+        text: the body decoded (charset from Content-Type, else UTF-8).
+    """
+
+    request: str
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+    text: str
+
+    def json(self) -> Any:
+        """The body parsed as JSON.
+
+        Returns:
+            The parsed value.
+
+        Raises:
+            OpFailed: the body is not JSON.
+        """
+        try:
+            return jsonlib.loads(self.content)
+        except ValueError as exc:
+            raise OpFailed("rest", self.request, f"response body is not JSON: {exc}") from exc
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status < 300
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestStatistics:
+    """A snapshot of a `RestClient`'s counters.
+
+    Attributes:
+        requests_in_flight: requests started and not yet finished.
+        requests_done: requests that got a response (of any status).
+        requests_failed: requests that raised `OpFailed`.
+        requests_timed_out: requests that passed the client's own timeout (`OpTimeout`).
+        requests_cancelled: requests that were cancelled.
+    """
+
+    requests_in_flight: int
+    requests_done: int
+    requests_failed: int
+    requests_timed_out: int
+    requests_cancelled: int
+
+
+_Outcome = Literal["done", "failed", "timed_out", "cancelled"]
+
+
+class RestClient:
+    """HTTP requests as ops, on one pooled client; made by `open_rest_client`."""
+
+    def __init__(self, client: httpx.AsyncClient, *, timeout: float) -> None:
+        self._client = client
+        self._timeout = timeout
+        self._in_flight = 0
+        self._outcomes: dict[_Outcome, int] = dict.fromkeys(
+            ("done", "failed", "timed_out", "cancelled"), 0
+        )
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Op[RestResponse]:
+        """An op that sends an HTTP request and reads the whole response.
+
+        Args:
+            method: the HTTP method (``"GET"``, ``"POST"``, …).
+            url: an ``http://`` or ``https://`` URL.
+            json: a value to send as a JSON body (``Content-Type: application/json``).
+            data: a raw body to send (a str is sent as UTF-8); not with ``json``.
+            headers: header fields to add.
+            params: query parameters to add to the URL.
+
+        Returns:
+            An op (kind ``"rest"``, described as ``"GET http://…"``) whose result is the
+            `RestResponse`, whatever its status.
+
+        Raises:
+            ValueError: both ``json`` and ``data`` are given.
+            OpFailed: (when run) no response: the connection was refused or broke, the URL
+                is invalid, the response is malformed.
+            OpTimeout: (when run) a phase of the request passed the client's own timeout.
+        """
+        if json is not None and data is not None:
+            raise ValueError("give a request body as json= or as data=, not both")
+        method = method.upper()
+        description = f"{method} {url}"
+
+        async def send() -> RestResponse:
+            return await self._send(
+                description,
+                method,
+                url,
+                json=json,
+                data=data,
+                headers=headers,
+                params=params,
+            )
+
+        return Op("rest", description, send)
+
+    def get(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Op[RestResponse]:
+        """An op that sends a GET; see `request`."""
+        return self.request("GET", url, json=json, data=data, headers=headers, params=params)
+
+    def post(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Op[RestResponse]:
+        """An op that sends a POST; see `request`."""
+        return self.request("POST", url, json=json, data=data, headers=headers, params=params)
+
+    def put(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Op[RestResponse]:
+        """An op that sends a PUT; see `request`."""
+        return self.request("PUT", url, json=json, data=data, headers=headers, params=params)
+
+    def delete(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Op[RestResponse]:
+        """An op that sends a DELETE; see `request`."""
+        return self.request("DELETE", url, json=json, data=data, headers=headers, params=params)
+
+    def statistics(self) -> RestStatistics:
+        """A snapshot of the counters.
+
+        Returns:
+            The snapshot.
+        """
+        return RestStatistics(
+            requests_in_flight=self._in_flight,
+            requests_done=self._outcomes["done"],
+            requests_failed=self._outcomes["failed"],
+            requests_timed_out=self._outcomes["timed_out"],
+            requests_cancelled=self._outcomes["cancelled"],
+        )
+
+    async def _send(
+        self,
+        description: str,
+        method: str,
+        url: str,
+        *,
+        json: Any,
+        data: bytes | str | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+    ) -> RestResponse:
+        outcome: _Outcome = "cancelled"
+        self._in_flight += 1
+        try:
+            try:
+                response = await self._client.request(
+                    method, url, json=json, content=data, headers=headers, params=params
+                )
+            except httpx.TimeoutException as exc:
+                outcome = "timed_out"
+                raise OpTimeout("rest", description, self._timeout) from exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                outcome = "failed"
+                reason = str(exc) or type(exc).__name__
+                raise OpFailed("rest", description, f"{type(exc).__name__}: {reason}") from exc
+            outcome = "done"
+            return RestResponse(
+                request=description,
+                status=response.status_code,
+                headers=MappingProxyType(dict(response.headers.items())),
+                content=response.content,
+                text=response.text,
+            )
+        finally:
+            self._in_flight -= 1
+            self._outcomes[outcome] += 1
+
+
+@asynccontextmanager
+async def open_rest_client(
+    *,
+    max_connections: int = 100,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - httpx's per-phase limit, not a scope
+) -> AsyncIterator[RestClient]:
+    """Open the shared HTTP client, and close its pooled connections at the end.
+
+    The block owns the pool: run the client's ops in nurseries inside it.
+
+    Args:
+        max_connections: the most connections open at once, over all hosts; more requests
+            wait for one to free.
+        timeout: httpx's own limit on each phase of a request (connect, write, each read),
+            in seconds; passing it raises `OpTimeout`. It is a safety net: the script's
+            ``timeout=`` and the transaction's timers are the real limits.
+
+    Yields:
+        The `RestClient`.
+    """
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+        logger.debug("REST client opened: at most %d connections", max_connections)
+        yield RestClient(client, timeout=timeout)
