@@ -1,0 +1,25 @@
+"""The transaction-stateful proxy core (RFC 3261 §16)."""
+
+from triosip.proxy._core import BadMessage as BadMessage
+from triosip.proxy._core import Proxy as Proxy
+from triosip.proxy._core import ProxyConfig as ProxyConfig
+from triosip.proxy._core import RouteHandlers as RouteHandlers
+from triosip.proxy._core import StatelessRequest as StatelessRequest
+from triosip.proxy._forward import NextHop as NextHop
+from triosip.proxy._forward import RoutingError as RoutingError
+from triosip.proxy._forward import parse_destination as parse_destination
+from triosip.proxy._transaction import Branch as Branch
+from triosip.proxy._transaction import ProxyTransaction as ProxyTransaction
+
+__all__ = [
+    "BadMessage",
+    "Branch",
+    "NextHop",
+    "Proxy",
+    "ProxyConfig",
+    "ProxyTransaction",
+    "RouteHandlers",
+    "RoutingError",
+    "StatelessRequest",
+    "parse_destination",
+]

@@ -1,0 +1,337 @@
+"""The proxy core: wires transports and transactions to the routes (RFC 3261 §16).
+
+`Proxy.serve()` owns the proxy's tasks: the transport's receive loops, the transactions
+nursery (one task per server transaction, in which its `ProxyTransaction` runs), and the
+short tasks of stateless work (the ACK of a 2xx, a route for a message that failed to
+parse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from triosip.proxy._forward import (
+    BRANCH_PREFIX,
+    NextHop,
+    RoutingError,
+    has_looped,
+    is_ip_literal,
+    normalise_host,
+    prepare_forward,
+    stamp_received,
+    strip_own_routes,
+    target_of,
+    via_value,
+)
+from triosip.proxy._transaction import ProxyTransaction
+from triosip.sip import ParseError, Request, Response, build_error_response, build_response
+from triosip.transaction import ServerTransaction, TimerConfig, TransactionLayer
+from triosip.transport import (
+    Address,
+    Inbound,
+    TransportError,
+    TransportLayer,
+    TransportLimits,
+    response_destination,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyConfig:
+    """What tm's module parameters set in OpenSIPS and Kamailio."""
+
+    fr_timeout: float = 30.0
+    fr_inv_timeout: float = 120.0
+
+
+class StatelessRequest:
+    """A request that creates no transaction: the ACK of a 2xx (RFC 3261 §17.2.3, §16.11).
+
+    Routes see it as they see a `ProxyTransaction`, but `relay()` sends it once, with no
+    client transaction, and there is nothing to reply to.
+    """
+
+    def __init__(self, proxy: Proxy, inbound: Inbound, request: Request) -> None:
+        self.proxy = proxy
+        self.inbound = inbound
+        self.request = request
+        self.vars: dict[str, Any] = {}
+        self.record_route_requested = False
+
+    def log_prefix(self) -> str:
+        return f"{self.request.call_id} {self.request.top_via.branch}"
+
+    def loose_route(self) -> bool:
+        """As `ProxyTransaction.loose_route`."""
+        self.request, routed = strip_own_routes(self.request, self.proxy.own_addresses)
+        return routed
+
+    async def relay(self, destination: NextHop | None = None) -> bool:
+        """Forward the request once, statelessly (RFC 3261 §16.11)."""
+        request = self.request
+        try:
+            address = await self.proxy.resolve(target_of(request, destination))
+        except RoutingError as exc:
+            logger.info("%s cannot relay %s: %s", self.log_prefix(), request.method, exc.reason)
+            return False
+        local = self.proxy.transport.local_address(address.transport, family_of=address.host)
+        # §16.11: a stateless proxy's branch is the same for each retransmission of the
+        # request, yet differs between requests: a hash of the branch it came with.
+        digest = hashlib.blake2b(
+            f"{request.top_via.branch}\x00{request.call_id}".encode(), digest_size=8
+        ).hexdigest()
+        forwarded = prepare_forward(stamp_received(request, self.inbound.source))
+        forwarded = forwarded.with_header_first("via", via_value(local, BRANCH_PREFIX + digest))
+        try:
+            await self.proxy.transport.send(bytes(forwarded), address)
+        except TransportError as exc:
+            logger.info("%s %s not sent: %s", self.log_prefix(), request.method, exc)
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class BadMessage:
+    """Bytes that did not parse, for the error route."""
+
+    error: ParseError
+    data: bytes
+    source: Address
+    local: Address
+
+
+class RouteHandlers(Protocol):
+    """What the script layer gives the proxy: the entry points of a routes file."""
+
+    async def request(self, tx: ProxyTransaction | StatelessRequest) -> None:
+        """The request route, for every request that isn't a CANCEL."""
+
+    async def parse_error(self, proxy: Proxy, bad: BadMessage) -> bool:
+        """The error route. Returns False when there is none (the proxy answers 400)."""
+
+
+class Proxy:
+    """A transaction-stateful proxy (RFC 3261 §16) running a set of routes.
+
+    Args:
+        listen: the addresses to listen on.
+        handlers: the routes (see `RouteHandlers`); `handlers` may be swapped while
+            running, which is how a reload takes effect for new transactions.
+        config: fr timers and the like.
+        timers: T1, T2, T4.
+        limits: the transport's sizes and bounds.
+    """
+
+    def __init__(
+        self,
+        listen: Sequence[Address],
+        *,
+        handlers: RouteHandlers,
+        config: ProxyConfig | None = None,
+        timers: TimerConfig | None = None,
+        limits: TransportLimits | None = None,
+    ) -> None:
+        self.handlers = handlers
+        self.config = config or ProxyConfig()
+        self.transport = TransportLayer(
+            listen,
+            on_message=self._receive,
+            on_parse_error=self._on_parse_error,
+            limits=limits or TransportLimits(),
+        )
+        self.transactions = TransactionLayer(
+            self.transport,
+            timers=timers or TimerConfig(),
+            on_request=self._on_request,
+            on_stray=self._on_stray,
+        )
+        self.own_addresses: set[tuple[str, int]] = set()
+        self.closing = False
+        self.live: dict[ServerTransaction, ProxyTransaction] = {}
+        self._nursery: trio.Nursery | None = None
+        self._answered = trio.Event()
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Listen and proxy until cancelled.
+
+        Owns the transport's tasks, the transactions nursery and the stateless tasks.
+        Reports the bound listeners through `task_status` (ports chosen when 0 was asked).
+
+        Raises:
+            TransportError: a listener could not be opened (address in use, say).
+        """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            listeners: list[Address] = await nursery.start(self.transport.serve)
+            self.own_addresses = {(normalise_host(a.host), a.port) for a in listeners}
+            await nursery.start(self.transactions.serve)
+            logger.info("listening on %s", ", ".join(str(a) for a in listeners))
+            task_status.started(listeners)
+
+    @property
+    def unanswered(self) -> int:
+        """How many live transactions have sent no final response yet."""
+        return sum(1 for tx in self.live.values() if not tx.final_sent)
+
+    def stop_accepting(self) -> None:
+        """Shutdown, first step: new requests get a 503 from now on."""
+        self.closing = True
+
+    async def all_answered(self) -> None:
+        """Wait until every live transaction has sent its final response."""
+        while self.unanswered:
+            self._answered = trio.Event()
+            await self._answered.wait()
+
+    def note_answered(self) -> None:
+        """A transaction sent its final response or ended: wake `all_answered()`."""
+        self._answered.set()
+
+    def has_looped(self, request: Request) -> bool:
+        return has_looped(request, self.own_addresses)
+
+    async def resolve(self, hop: NextHop) -> Address:
+        """The transport address of a next hop: an IP literal as it is, a name by DNS
+        (A/AAAA through the resolver in a worker thread, so the proxy never blocks).
+
+        Raises:
+            RoutingError: the name does not resolve to an address we can send to.
+        """
+        if is_ip_literal(hop.host):
+            return Address(hop.transport, hop.host, hop.port)
+        try:
+            infos = await trio.socket.getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise RoutingError(f"DNS lookup of {hop.host} failed: {exc}", status=503) from None
+        families = {":" in a.host for a in self.transport.listeners}
+        for family, _type, _proto, _name, sockaddr in infos:
+            if (family == socket.AF_INET6) in families:
+                return Address(hop.transport, str(sockaddr[0]), hop.port)
+        raise RoutingError(f"{hop.host} has no address we can reach", status=503)
+
+    async def run_route(self, tx: Any, route: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run a route, isolating the proxy from its bugs (STYLE rule 10): an exception is
+        logged with its traceback and, if the transaction has no answer yet, answered 500.
+        """
+        try:
+            return await route(*args)
+        except Exception:
+            logger.exception("%s route %s raised", tx.log_prefix(), _route_name(route))
+            if isinstance(tx, ProxyTransaction) and not tx.final_sent:
+                await tx.reply(500, "Server Internal Error")
+            return None
+
+    # -- from the transaction layer --------------------------------------------------
+
+    def _receive(self, inbound: Inbound) -> None:
+        self.transactions.receive(inbound)
+
+    async def _on_request(self, server: ServerTransaction) -> None:
+        request = server.request
+        if request.method == "CANCEL":
+            await self._on_cancel(server)
+            return
+        tx = ProxyTransaction(self, server)
+        if self.closing:
+            await tx.reply(503, "Shutting Down")
+            return
+        self.live[server] = tx
+        try:
+            await tx.run()
+        finally:
+            del self.live[server]
+            self.note_answered()
+
+    async def _on_cancel(self, server: ServerTransaction) -> None:
+        """RFC 3261 §16.10: a CANCEL is answered by this hop, then acted on."""
+        invite = self.transactions.find_invite(server.request)
+        tx = self.live.get(invite) if invite is not None else None
+        if tx is None:
+            response = build_response(server.request, 481, to_tag=_local_tag())
+            await server.respond(response)
+            return
+        await server.respond(build_response(server.request, 200, to_tag=tx.to_tag))
+        logger.info("%s CANCEL received", tx.log_prefix())
+        tx.cancel()
+
+    def _on_stray(self, inbound: Inbound) -> None:
+        message = inbound.message
+        assert self._nursery is not None
+        if isinstance(message, Request):
+            if message.method == "ACK":
+                stateless = StatelessRequest(self, inbound, message)
+                self._nursery.start_soon(
+                    self._run_stateless, stateless, name=f"ACK {message.call_id}"
+                )
+            return
+        if message.status // 100 == 2:
+            # RFC 6026 §8.4: a 2xx that matches no client transaction is forwarded
+            # statelessly, so that the caller's retransmitted 2xx still get through.
+            self._nursery.start_soon(
+                self._forward_stray_response, message, name=f"2xx {message.call_id}"
+            )
+
+    async def _run_stateless(self, stateless: StatelessRequest) -> None:
+        if stateless.request.max_forwards == 0:
+            return
+        with trio.move_on_after(self.config.fr_timeout):
+            await self.run_route(stateless, self.handlers.request, stateless)
+
+    async def _forward_stray_response(self, response: Response) -> None:
+        vias = response.via
+        if len(vias) < 2 or (normalise_host(vias[0].host), vias[0].port or 5060) not in (
+            self.own_addresses
+        ):
+            return
+        upstream = response.without_first_value("via")
+        via = vias[1]
+        source = Address(via.transport.lower(), normalise_host(via.host), via.port or 5060)
+        try:
+            await self.transport.send(bytes(upstream), response_destination(via, source))
+        except TransportError as exc:
+            logger.info("%s stray 2xx not forwarded: %s", response.call_id, exc)
+
+    def _on_parse_error(
+        self, error: ParseError, data: bytes, source: Address, local: Address
+    ) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            self._handle_bad_message, BadMessage(error, data, source, local), name="parse error"
+        )
+
+    async def _handle_bad_message(self, bad: BadMessage) -> None:
+        logger.info("bad message from %s: %s", bad.source, bad.error)
+        with trio.move_on_after(self.config.fr_timeout):
+            try:
+                if await self.handlers.parse_error(self, bad):
+                    return
+            except Exception:
+                logger.exception("error route raised")
+            answer = build_error_response(bad.error, to_tag=_local_tag())
+            if answer is not None:
+                try:
+                    await self.transport.send(answer, bad.source)
+                except TransportError as exc:
+                    logger.info("400 to %s not sent: %s", bad.source, exc)
+
+
+def _local_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def _route_name(route: Callable[..., Awaitable[Any]]) -> str:
+    return getattr(route, "__qualname__", repr(route))

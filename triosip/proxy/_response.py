@@ -1,0 +1,47 @@
+"""Choosing the response a stateful proxy sends back (RFC 3261 §16.7)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from triosip.sip import Response
+
+# RFC 3261 §16.7 step 6: the classes in order of preference when no 2xx or 6xx arrived.
+# Among the 4xx, 401/407 (a challenge the caller can answer), 415/420/484 (the caller can
+# repair the request) are worth more than the rest, as §16.7 step 6 suggests.
+_REPAIRABLE = {401, 407, 415, 420, 484}
+
+
+def _rank(status: int) -> tuple[int, int]:
+    klass = status // 100
+    if klass == 6:
+        return (0, status)
+    if klass == 2:
+        return (1, status)
+    if klass == 3:
+        return (2, status)
+    if klass == 4:
+        return (3 if status in _REPAIRABLE else 4, status)
+    return (5, status)
+
+
+def best_response(responses: Sequence[Response]) -> Response:
+    """The final response to forward once every branch has answered (RFC 3261 §16.7 step 6).
+
+    A 6xx wins, then a 2xx, then the lowest class; within a class the first to arrive.
+
+    Raises:
+        ValueError: `responses` is empty (a caller bug: there is always one per branch).
+    """
+    if not responses:
+        raise ValueError("best_response() needs at least one response")
+    return min(responses, key=lambda response: _rank(response.status))
+
+
+def forwarded_status(status: int) -> int:
+    """RFC 3261 §16.7 step 6: a 503 chosen as best goes back as a 500, so that the caller
+    does not take it for this proxy being unavailable."""
+    return 500 if status == 503 else status

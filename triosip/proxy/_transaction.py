@@ -1,0 +1,446 @@
+"""One proxied transaction: the request route, its branches, and the answer (RFC 3261 §16).
+
+Theory of operation
+-------------------
+A `ProxyTransaction` lives inside its server transaction's task and nursery
+(`ServerTransaction.nursery`). `run()` is that task's body:
+
+1. the §16.3 checks (483, 482, 420), answered at once;
+2. the request route, inside `work_scope`, whose deadline is the transaction's fr timer
+   and which a CANCEL cancels: whatever the route awaits (ops, DNS) is cancelled with it;
+3. the response loop: each branch is a task in the nursery running one client
+   transaction; the responses it passes up go through a channel to this loop, which runs
+   the onreply and failure routes, forwards provisional and 2xx responses at once and the
+   best final one when every branch has answered (§16.7). The per-branch fr timers are
+   deadlines of this loop's wait, not tasks: when one passes, the branch gets a local 408
+   and, if it had a provisional response, a CANCEL (§16.8).
+
+Routes are plain async callables handed in by the script layer, so this module knows
+nothing of scripts. Everything a route may do to the transaction is a method here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from triosip.proxy._forward import (
+    BRANCH_PREFIX,
+    NextHop,
+    RoutingError,
+    loop_hash,
+    prepare_forward,
+    record_route_value,
+    stamp_received,
+    strip_own_routes,
+    target_of,
+    via_value,
+)
+from triosip.proxy._response import best_response, forwarded_status
+from triosip.sip import ParseError, Request, Response, build_response, parse_message
+from triosip.transaction import (
+    ServerTransaction,
+    TransactionError,
+    TransactionTimeout,
+    TransportFailure,
+)
+
+if TYPE_CHECKING:
+    from triosip.proxy._core import Proxy
+    from triosip.transport import Address
+
+logger = logging.getLogger(__name__)
+
+# How many responses may wait for the response loop before new ones are dropped; UDP
+# peers retransmit, and a transaction rarely sees more than a handful.
+INBOX_SIZE = 64
+
+FailureRoute = Callable[["ProxyTransaction", Response], Awaitable[None]]
+ReplyRoute = Callable[["ProxyTransaction", "Branch", Response], Awaitable[bool]]
+BranchRoute = Callable[["ProxyTransaction", "Branch"], Awaitable[None]]
+
+
+@dataclass(eq=False, slots=True)
+class Branch:
+    """One destination the request was forwarded to (a client transaction, RFC 3261 §16.6)."""
+
+    index: int
+    request: Request
+    destination: Address | None = None
+    branch: str = ""
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    fr_deadline: float = math.inf
+    provisional: bool = False
+    response: Response | None = None
+    cancel_sent: bool = False
+    ended: bool = False
+
+    @property
+    def pending(self) -> bool:
+        """No final response yet."""
+        return self.response is None
+
+
+class ProxyTransaction:
+    """The proxy's side of one server transaction: what the routes act on.
+
+    Owns nothing of its own: its branches and ops run in `server.nursery`.
+    """
+
+    def __init__(self, proxy: Proxy, server: ServerTransaction) -> None:
+        self.proxy = proxy
+        self.server = server
+        self.request: Request = server.request
+        self.vars: dict[str, Any] = {}
+        self.fr_timeout = proxy.config.fr_timeout
+        self.fr_inv_timeout = proxy.config.fr_inv_timeout
+        self.failure_route: FailureRoute | None = None
+        self.reply_route: ReplyRoute | None = None
+        self.branch_route: BranchRoute | None = None
+        self.branches: list[Branch] = []
+        self.record_route_requested = False
+        self.cancelled = False
+        self.work_scope = trio.CancelScope()
+        self._to_tag: str | None = None
+        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Branch, Response | None]](
+            INBOX_SIZE
+        )
+        self._live_branches = 0
+
+    # -- what routes see ------------------------------------------------------------
+
+    @property
+    def final_sent(self) -> bool:
+        """Whether a final response went back upstream."""
+        return self.server.final_response is not None
+
+    @property
+    def to_tag(self) -> str:
+        """Our To tag for the responses we generate ourselves (RFC 3261 §8.2.6.2)."""
+        if self._to_tag is None:
+            self._to_tag = secrets.token_hex(6)
+        return self._to_tag
+
+    def log_prefix(self) -> str:
+        return f"{self.request.call_id} {self.server.branch}"
+
+    def set_fr_timeout(self, seconds: float) -> None:
+        """tm's fr_timeout for this transaction: how long a branch may wait for any reply,
+        and how long the request route and its ops may run."""
+        if not seconds > 0:
+            raise ValueError(f"fr_timeout must be > 0, not {seconds}")
+        self.fr_timeout = seconds
+        self.work_scope.deadline = self.server.created_at + seconds
+
+    def set_fr_inv_timeout(self, seconds: float) -> None:
+        """tm's fr_inv_timeout: how long an INVITE branch may ring after a provisional reply."""
+        if not seconds > 0:
+            raise ValueError(f"fr_inv_timeout must be > 0, not {seconds}")
+        self.fr_inv_timeout = seconds
+
+    async def reply(
+        self, status: int, reason: str | None = None, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """Answer the request ourselves (OpenSIPS's t_reply).
+
+        Raises:
+            TransactionError: a final response was sent already.
+        """
+        response = build_response(
+            self.server.request, status, reason, to_tag=self.to_tag, headers=headers
+        )
+        await self._send_upstream(response)
+        if status >= 200:
+            self._cancel_pending_branches()
+
+    async def relay(self, destination: NextHop | None = None) -> bool:
+        """Forward the request on a new branch (OpenSIPS's t_relay): to `destination`, or
+        else where its Route set or Request-URI point.
+
+        Returns at once, once the branch is on its way: its responses come to the
+        response loop. Returns False (and logs why) when the request cannot be forwarded
+        from here; the route may then reply.
+        """
+        if self.final_sent:
+            logger.warning("%s relay after the final response: ignored", self.log_prefix())
+            return False
+        if self.cancelled:
+            return False
+        branch = Branch(index=len(self.branches), request=self.request)
+        if self.branch_route is not None:
+            await self.branch_route(self, branch)
+        try:
+            sent = await self._prepare_branch(branch, destination)
+        except RoutingError as exc:
+            logger.info("%s cannot relay: %s", self.log_prefix(), exc.reason)
+            return False
+        self.branches.append(branch)
+        self._live_branches += 1
+        self.server.nursery.start_soon(self._run_branch, branch, name=f"branch {sent}")
+        return True
+
+    def loose_route(self) -> bool:
+        """Remove the Route entries that name this proxy (RFC 3261 §16.4; rr's loose_route).
+
+        Returns:
+            Whether the request carried a Route set, i.e. is routed within a dialog.
+        """
+        self.request, routed = strip_own_routes(self.request, self.proxy.own_addresses)
+        return routed
+
+    # -- the transaction's life -----------------------------------------------------
+
+    async def run(self) -> None:
+        """The server transaction's body: checks, request route, responses (see module doc)."""
+        if await self._reject_if_invalid():
+            return
+        self.work_scope.deadline = self.server.created_at + self.fr_timeout
+        with self.work_scope:
+            await self.proxy.run_route(self, self.proxy.handlers.request, self)
+        if self.work_scope.cancelled_caught and not self.final_sent:
+            if self.cancelled:
+                await self.reply(487, "Request Terminated")
+            else:
+                logger.info("%s fr_timeout in the request route", self.log_prefix())
+                timeout = build_response(self.request, 408, to_tag=self.to_tag)
+                await self._fail(timeout, via_is_ours=False)
+        await self._process_responses()
+        if not self.final_sent and not self.branches:
+            logger.info("%s %s dropped by the route", self.log_prefix(), self.request.method)
+
+    def cancel(self) -> None:
+        """A CANCEL matched this INVITE (RFC 3261 §16.10): stop what the route awaits, and
+        CANCEL every pending branch; the 487 comes from them, or from us if none exists."""
+        if self.cancelled or self.final_sent:
+            return
+        self.cancelled = True
+        if not self.branches:
+            self.work_scope.cancel()
+        self._cancel_pending_branches()
+
+    async def _reject_if_invalid(self) -> bool:
+        request = self.request
+        if request.max_forwards == 0 and request.method != "ACK":
+            await self.reply(483, "Too Many Hops")
+            return True
+        if self.proxy.has_looped(request):
+            await self.reply(482, "Loop Detected")
+            return True
+        # RFC 3261 §16.3 step 5: we support no extension a Proxy-Require can ask for.
+        required = request.header_values("proxy-require")
+        if required:
+            await self.reply(420, "Bad Extension", headers=(("Unsupported", ", ".join(required)),))
+            return True
+        return False
+
+    async def _prepare_branch(self, branch: Branch, destination: NextHop | None) -> str:
+        request = stamp_received(branch.request, self.server.inbound.source)
+        hop = target_of(request, destination)
+        address = await self.proxy.resolve(hop)
+        local = self.proxy.transport.local_address(address.transport, family_of=address.host)
+        record_route: tuple[str, ...] = ()
+        if self.record_route_requested:
+            inbound = self.server.inbound.local
+            record_route = (
+                (record_route_value(local),)
+                if local == inbound
+                else (record_route_value(local), record_route_value(inbound))
+            )
+        forwarded = prepare_forward(request, record_route=record_route)
+        digest = loop_hash(self.server.request, self.server.request.top_via)
+        branch.branch = f"{BRANCH_PREFIX}{digest}.{secrets.token_hex(6)}"
+        branch.request = forwarded.with_header_first("via", via_value(local, branch.branch))
+        branch.destination = address
+        branch.fr_deadline = trio.current_time() + self.fr_timeout
+        return f"{address} {branch.branch}"
+
+    async def _run_branch(self, branch: Branch) -> None:
+        assert branch.destination is not None
+        local: Response | None = None
+        with branch.scope:
+            try:
+                await self.proxy.transactions.run_client(
+                    branch.request,
+                    branch.destination,
+                    on_response=lambda _client, response: self._post(branch, response),
+                )
+            except TransactionTimeout:
+                local = build_response(branch.request, 408, to_tag=self.to_tag)
+            except TransportFailure as exc:
+                logger.info("%s branch %s: %s", self.log_prefix(), branch.branch, exc)
+                local = build_response(branch.request, 503, to_tag=self.to_tag)
+        if local is not None:
+            self._post(branch, local)
+        self._post(branch, None)
+
+    def _post(self, branch: Branch, response: Response | None) -> None:
+        try:
+            self._inbox_send.send_nowait((branch, response))
+        except trio.WouldBlock:
+            # Only a flood of retransmitted responses fills the inbox; they come again.
+            logger.warning("%s response inbox full: dropped", self.log_prefix())
+
+    async def _process_responses(self) -> None:
+        while self._live_branches:
+            with trio.move_on_at(self._next_fr_deadline()):
+                branch, response = await self._inbox.receive()
+                if response is None:
+                    await self._branch_ended(branch)
+                else:
+                    await self._on_response(branch, response)
+                continue
+            await self._expire_fr_timers()
+
+    def _next_fr_deadline(self) -> float:
+        return min(
+            (b.fr_deadline for b in self.branches if b.pending and not b.ended), default=math.inf
+        )
+
+    async def _expire_fr_timers(self) -> None:
+        now = trio.current_time()
+        for branch in self.branches:
+            if branch.pending and not branch.ended and branch.fr_deadline <= now:
+                logger.info(
+                    "%s branch %s: fr timer fired, local 408", self.log_prefix(), branch.branch
+                )
+                branch.fr_deadline = math.inf
+                if branch.provisional:
+                    self._send_cancel(branch)
+                else:
+                    branch.scope.cancel()
+                await self._on_response(
+                    branch, build_response(branch.request, 408, to_tag=self.to_tag)
+                )
+
+    async def _branch_ended(self, branch: Branch) -> None:
+        branch.ended = True
+        self._live_branches -= 1
+        if branch.pending:
+            # Stopped without a final response: cancelled before any provisional one
+            # (Kamailio's cancel_b_method 0: as if the branch had answered 487).
+            status = 487 if self.cancelled else 408
+            await self._on_response(
+                branch, build_response(branch.request, status, to_tag=self.to_tag)
+            )
+
+    async def _on_response(self, branch: Branch, response: Response) -> None:
+        status = response.status
+        if not branch.pending and not (status // 100 == 2 and self.request.method == "INVITE"):
+            return  # a late answer on a branch we already closed (its local 408, say)
+        if self.reply_route is not None:
+            keep = await self.proxy.run_route(self, self.reply_route, self, branch, response)
+            if keep is False and status < 200:
+                return
+        if status < 200:
+            branch.provisional = True
+            if self.request.method == "INVITE" and status > 100:
+                branch.fr_deadline = trio.current_time() + self.fr_inv_timeout
+            if self.cancelled:
+                self._send_cancel(branch)
+            elif status > 100 and not self.final_sent:
+                await self._send_upstream(response.without_first_value("via"))
+            return
+        if branch.pending:
+            branch.response = response
+        if status // 100 == 2:
+            # RFC 3261 §16.7 step 5: every 2xx goes upstream at once, then the other
+            # branches are CANCELled (step 10).
+            await self._send_upstream(response.without_first_value("via"))
+            self._cancel_pending_branches()
+            return
+        if status // 100 == 6:
+            self._cancel_pending_branches()
+        await self._finish_if_all_answered()
+
+    async def _finish_if_all_answered(self) -> None:
+        if self.final_sent or any(b.pending for b in self.branches):
+            return
+        answers = [b.response for b in self.branches if b.response is not None]
+        best = best_response(answers)
+        await self._fail(best)
+
+    async def _fail(self, best: Response, *, via_is_ours: bool = True) -> None:
+        """No success: give the failure route its turn, else send `best` upstream.
+
+        `best` is a branch's answer, whose top Via is ours, unless `via_is_ours` is False
+        (our own 408 when the request route ran out of time before any branch).
+        """
+        route, self.failure_route = self.failure_route, None
+        if route is not None and not self.cancelled:
+            branches_before = len(self.branches)
+            await self.proxy.run_route(self, route, self, best)
+            if self.final_sent or len(self.branches) > branches_before:
+                return
+        status = forwarded_status(best.status)
+        if status != best.status:
+            await self.reply(status)
+        elif not via_is_ours:
+            await self._send_upstream(best)
+        else:
+            await self._send_upstream(best.without_first_value("via"))
+
+    async def _send_upstream(self, response: Response) -> None:
+        try:
+            await self.server.respond(response)
+        except TransactionError as exc:
+            logger.warning("%s response %d not sent: %s", self.log_prefix(), response.status, exc)
+        if response.status >= 200:
+            self.proxy.note_answered()
+
+    def _cancel_pending_branches(self) -> None:
+        for branch in self.branches:
+            if branch.pending and not branch.ended:
+                self._send_cancel(branch)
+
+    def _send_cancel(self, branch: Branch) -> None:
+        if branch.cancel_sent:
+            return
+        branch.cancel_sent = True
+        if not branch.provisional:
+            # RFC 3261 §9.1: no CANCEL before a provisional response; stop the branch.
+            branch.scope.cancel()
+            return
+        # RFC 3261 §9.1: if the INVITE gets no final answer in 64*T1 after the CANCEL, the
+        # branch is over: its client transaction is cancelled then.
+        branch.scope.deadline = trio.current_time() + 64 * self.proxy.transactions.timers.t1
+        cancel = build_cancel(branch.request)
+        assert branch.destination is not None
+        self.server.nursery.start_soon(
+            self._run_cancel, cancel, branch.destination, name=f"NICT CANCEL {branch.branch}"
+        )
+
+    async def _run_cancel(self, cancel: Request, destination: Address) -> None:
+        try:
+            await self.proxy.transactions.run_client(
+                cancel, destination, on_response=lambda _client, _response: None
+            )
+        except (TransactionTimeout, TransportFailure) as exc:
+            logger.info("%s CANCEL not answered: %s", self.log_prefix(), exc)
+
+
+def build_cancel(invite: Request) -> Request:
+    """The CANCEL for a branch's INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From,
+    To, CSeq number and Route set, and only the top Via, so that it matches the branch."""
+    lines = [
+        f"CANCEL {invite.uri_raw} SIP/2.0",
+        f"Via: {invite.header_values('via')[0]}",
+        *(f"Route: {value}" for value in invite.header_lines("route")),
+        "Max-Forwards: 70",
+        f"From: {invite.header('from')}",
+        f"To: {invite.header('to')}",
+        f"Call-ID: {invite.call_id}",
+        f"CSeq: {invite.cseq.number} CANCEL",
+        "Content-Length: 0",
+    ]
+    try:
+        message = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+    except ParseError as exc:  # pragma: no cover - built from a request that parsed
+        raise RoutingError(f"cannot build CANCEL: {exc.reason}") from exc
+    assert isinstance(message, Request)
+    return message

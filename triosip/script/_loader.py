@@ -1,0 +1,90 @@
+"""Loading a routes file, and handing its routes to the proxy."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import sys
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from triosip.errors import TriosipError
+from triosip.script.api import ErrorContext, RequestContext, Routes
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from triosip.proxy import BadMessage, Proxy, ProxyTransaction, StatelessRequest
+
+# The routes shipped with the package; `routes/default.py` in the source tree is the same
+# file, so that `triosip run` works with no argument from a wheel as from a checkout.
+DEFAULT_ROUTES = Path(__file__).with_name("default_routes.py")
+
+_counter = itertools.count()
+
+
+class RoutesLoadError(TriosipError):
+    """A routes file could not be loaded; the message says what to fix, in one line."""
+
+
+def load_routes(path: str | Path | None, params: Mapping[str, str]) -> Routes:
+    """Import a routes file and return its ``routes``.
+
+    Each load imports the file afresh under its own module name, so that a reload gets
+    the new code while live transactions keep the routes they started with.
+
+    Args:
+        path: the routes file; None for the default routes.
+        params: the script parameters (``--define``), given to every route as ``.params``.
+
+    Raises:
+        RoutesLoadError: the file is missing, does not import, or defines no request route.
+    """
+    file = Path(path) if path is not None else DEFAULT_ROUTES
+    if not file.is_file():
+        raise RoutesLoadError(f"routes file {file} not found")
+    name = f"triosip_routes_{file.stem}_{next(_counter)}"
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise RoutesLoadError(f"routes file {file} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(file)]
+        line = (
+            exc.lineno if isinstance(exc, SyntaxError) else (frames[-1].lineno if frames else "?")
+        )
+        raise RoutesLoadError(
+            f"routes file {file} line {line}: {type(exc).__name__}: {exc}"
+        ) from None
+    routes = getattr(module, "routes", None)
+    if not isinstance(routes, Routes):
+        raise RoutesLoadError(f"routes file {file} defines no `routes = Routes()`")
+    if routes.request_route is None:
+        raise RoutesLoadError(f"routes file {file} registers no @routes.request route")
+    routes.params = dict(params)
+    return routes
+
+
+class ScriptHandlers:
+    """The proxy's `RouteHandlers`, backed by a loaded routes file."""
+
+    def __init__(self, routes: Routes) -> None:
+        self.routes = routes
+
+    async def request(self, tx: ProxyTransaction | StatelessRequest) -> None:
+        route = self.routes.request_route
+        assert route is not None  # load_routes() checked
+        await route(RequestContext(tx, self.routes.params))
+
+    async def parse_error(self, proxy: Proxy, bad: BadMessage) -> bool:
+        route = self.routes.error_route
+        if route is None:
+            return False
+        context = ErrorContext(proxy, bad, self.routes.params)
+        await route(context)
+        return context.replied

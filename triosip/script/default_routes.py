@@ -1,0 +1,1 @@
+../../routes/default.py
