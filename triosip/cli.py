@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sqlite3
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
 from triosip import __version__
+from triosip.ops import database_path, open_database, open_rest_client
 from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import RoutesLoadError, ScriptHandlers, load_routes
+from triosip.script import (
+    RoutesLoadError,
+    ScriptEnvironment,
+    ScriptHandlers,
+    load_routes,
+)
 from triosip.transaction import TimerConfig
 from triosip.transport import Address, TransportError, parse_listen_spec
 
@@ -70,6 +79,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="tm's fr_inv_timeout: how long an INVITE may ring (default 120)",
     )
+    run.add_argument(
+        "--db",
+        metavar="URL",
+        help="the database routes query: sqlite:///relative.db or sqlite:////absolute.db "
+        "(default: triosip.sqlite in $TRIOSIP_DATA_DIR, else $XDG_DATA_HOME/triosip, "
+        "else ~/.local/share/triosip)",
+    )
+    run.add_argument(
+        "--rest-connections",
+        type=int,
+        default=100,
+        metavar="N",
+        help="the most HTTP connections REST ops keep open at once (default 100)",
+    )
+    run.add_argument(
+        "--max-launched",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="the most launch()ed ops running at once; more are refused (default 1000)",
+    )
     run.add_argument("--t1", type=float, default=0.5, metavar="SECONDS", help="RFC 3261 T1")
     run.add_argument("--t2", type=float, default=4.0, metavar="SECONDS", help="RFC 3261 T2")
     run.add_argument("--t4", type=float, default=5.0, metavar="SECONDS", help="RFC 3261 T4")
@@ -123,29 +153,57 @@ def _run(args: argparse.Namespace) -> int:
     ):
         if not value > 0:
             raise UsageError(f"{name} must be a number of seconds > 0, not {value}")
+    for name, count in (
+        ("--rest-connections", args.rest_connections),
+        ("--max-launched", args.max_launched),
+    ):
+        if count < 1:
+            raise UsageError(f"{name} must be at least 1, not {count}")
+    db_url = args.db or _default_db_url()
+    try:
+        database_path(db_url)
+    except ValueError as exc:
+        raise UsageError(f"--db: {exc}") from None
     try:
         routes = load_routes(args.routes, params)
     except RoutesLoadError as exc:
         raise UsageError(str(exc)) from None
+    handlers = ScriptHandlers(routes)
     proxy = Proxy(
         listen,
-        handlers=ScriptHandlers(routes),
+        handlers=handlers,
         config=ProxyConfig(fr_timeout=args.fr_timeout, fr_inv_timeout=args.fr_inv_timeout),
         timers=TimerConfig(t1=args.t1, t2=args.t2, t4=args.t4),
     )
     try:
-        trio.run(serve_until_signalled, proxy, args.grace)
+        trio.run(_serve, proxy, handlers, args, db_url)
     except TransportError as exc:
         raise UsageError(str(exc)) from None
+    except sqlite3.Error as exc:
+        raise UsageError(f"--db {db_url}: {exc}") from None
     return 0
 
 
-async def serve_until_signalled(proxy: Proxy, grace: float) -> None:
+async def _serve(
+    proxy: Proxy, handlers: ScriptHandlers, args: argparse.Namespace, db_url: str
+) -> None:
+    async with (
+        open_database(db_url) as db,
+        open_rest_client(max_connections=args.rest_connections) as rest,
+    ):
+        logger.info("database %s", db_url)
+        handlers.environment = ScriptEnvironment(db=db, rest=rest, max_launched=args.max_launched)
+        await serve_until_signalled(proxy, handlers.environment, args.grace)
+
+
+async def serve_until_signalled(proxy: Proxy, environment: ScriptEnvironment, grace: float) -> None:
     """Run `proxy` until SIGTERM or SIGINT, then shut down as DESIGN.md promises: stop
-    taking new transactions, let live ones finish within `grace` seconds, cancel the rest.
+    taking new transactions, let live ones finish within `grace` seconds, cancel the rest
+    (their ops and launched work with them).
     """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
+            await nursery.start(environment.serve)
             await nursery.start(proxy.serve)
             received = await signals.__anext__()
             logger.info(
@@ -154,13 +212,22 @@ async def serve_until_signalled(proxy: Proxy, grace: float) -> None:
                 grace,
                 proxy.unanswered,
             )
-            proxy.stop_accepting()
-            with trio.move_on_after(grace):
-                await proxy.all_answered()
-            if proxy.unanswered:
-                logger.warning("cancelling %d unanswered transactions", proxy.unanswered)
+            await proxy.shut_down(grace)
             nursery.cancel_scope.cancel()
     logger.info("stopped")
+
+
+def _default_db_url() -> str:
+    """The embedded database's file, created with its folder on first use."""
+    folder = os.environ.get("TRIOSIP_DATA_DIR")
+    if not folder:
+        xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        folder = str(Path(xdg) / "triosip")
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the data folder {folder}: {exc}; give --db") from None
+    return f"sqlite:///{Path(folder).resolve() / 'triosip.sqlite'}"
 
 
 def _listen_addresses(specs: Sequence[str]) -> list[Address]:

@@ -179,7 +179,6 @@ class Proxy:
             listeners: list[Address] = await nursery.start(self.transport.serve)
             self.own_addresses = {(normalise_host(a.host), a.port) for a in listeners}
             await nursery.start(self.transactions.serve)
-            logger.info("listening on %s", ", ".join(str(a) for a in listeners))
             task_status.started(listeners)
 
     @property
@@ -190,6 +189,15 @@ class Proxy:
     def stop_accepting(self) -> None:
         """Shutdown, first step: new requests get a 503 from now on."""
         self.closing = True
+
+    async def shut_down(self, grace: float) -> None:
+        """Stop taking new transactions and wait up to `grace` seconds for the live ones
+        to answer; the caller then cancels `serve()`, and with it what remains."""
+        self.stop_accepting()
+        with trio.move_on_after(grace):
+            await self.all_answered()
+        if self.unanswered:
+            logger.warning("cancelling %d unanswered transactions", self.unanswered)
 
     async def all_answered(self) -> None:
         """Wait until every live transaction has sent its final response."""

@@ -106,7 +106,10 @@ class ProxyTransaction:
         self.branches: list[Branch] = []
         self.record_route_requested = False
         self.cancelled = False
+        # The scopes of the routes running now (the request route's is `work_scope`): a
+        # CANCEL cancels them, and with them every op the routes await or started.
         self.work_scope = trio.CancelScope()
+        self._route_scopes: list[trio.CancelScope] = []
         self._to_tag: str | None = None
         self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Branch, Response | None]](
             INBOX_SIZE
@@ -173,8 +176,10 @@ class ProxyTransaction:
         if self.cancelled:
             return False
         branch = Branch(index=len(self.branches), request=self.request)
-        if self.branch_route is not None:
-            await self.branch_route(self, branch)
+        if self.branch_route is not None and not await self.run_route(
+            self.branch_route, self, branch
+        ):
+            return False
         try:
             sent = await self._prepare_branch(branch, destination)
         except RoutingError as exc:
@@ -201,11 +206,11 @@ class ProxyTransaction:
         if await self._reject_if_invalid():
             return
         self.work_scope.deadline = self.server.created_at + self.fr_timeout
-        with self.work_scope:
-            await self.proxy.run_route(self, self.proxy.handlers.request, self)
-        if self.work_scope.cancelled_caught and not self.final_sent:
+        finished = await self.run_route(self.proxy.handlers.request, self, scope=self.work_scope)
+        if not finished and not self.final_sent:
             if self.cancelled:
-                await self.reply(487, "Request Terminated")
+                if not self.branches:
+                    await self.reply(487, "Request Terminated")
             else:
                 logger.info("%s fr_timeout in the request route", self.log_prefix())
                 timeout = build_response(self.request, 408, to_tag=self.to_tag)
@@ -214,14 +219,52 @@ class ProxyTransaction:
         if not self.final_sent and not self.branches:
             logger.info("%s %s dropped by the route", self.log_prefix(), self.request.method)
 
+    async def run_route(
+        self,
+        route: Callable[..., Awaitable[Any]],
+        *args: Any,
+        scope: trio.CancelScope | None = None,
+    ) -> bool:
+        """Run one of the transaction's routes, with what it awaits and the ops it starts,
+        inside a cancel scope that a CANCEL cancels and whose deadline is the fr timer: the
+        request route's `work_scope`, else a scope of its own `fr_timeout` long.
+
+        Returns:
+            False when the scope was cancelled (CANCEL or fr timeout) before the route ended.
+        """
+        if scope is None:
+            scope = trio.CancelScope(deadline=trio.current_time() + self.fr_timeout)
+        if self.cancelled:
+            scope.cancel()
+        self._route_scopes.append(scope)
+        try:
+            with scope:
+                await self.proxy.run_route(self, route, *args)
+        finally:
+            self._route_scopes.remove(scope)
+        if scope.cancelled_caught and not self.cancelled:
+            logger.info(
+                "%s route %s: fr_timeout (%g s) passed, its ops cancelled",
+                self.log_prefix(),
+                getattr(route, "__qualname__", route),
+                self.fr_timeout,
+            )
+        return not scope.cancelled_caught
+
+    def is_cancelled(self) -> bool:
+        """Whether a CANCEL matched (a method, so that type narrowing doesn't outlive an
+        await after which it may have changed)."""
+        return self.cancelled
+
     def cancel(self) -> None:
-        """A CANCEL matched this INVITE (RFC 3261 §16.10): stop what the route awaits, and
-        CANCEL every pending branch; the 487 comes from them, or from us if none exists."""
+        """A CANCEL matched this INVITE (RFC 3261 §16.10): stop the running route and every
+        op it awaits or started, and CANCEL every pending branch; the 487 comes from the
+        branches, or from us if there is none."""
         if self.cancelled or self.final_sent:
             return
         self.cancelled = True
-        if not self.branches:
-            self.work_scope.cancel()
+        for scope in self._route_scopes:
+            scope.cancel()
         self._cancel_pending_branches()
 
     async def _reject_if_invalid(self) -> bool:
@@ -334,8 +377,9 @@ class ProxyTransaction:
         if not branch.pending and not (status // 100 == 2 and self.request.method == "INVITE"):
             return  # a late answer on a branch we already closed (its local 408, say)
         if self.reply_route is not None:
-            keep = await self.proxy.run_route(self, self.reply_route, self, branch, response)
-            if keep is False and status < 200:
+            keep: list[bool] = []
+            await self.run_route(self._run_reply_route, branch, response, keep)
+            if keep == [False] and status < 200:
                 return
         if status < 200:
             branch.provisional = True
@@ -358,6 +402,10 @@ class ProxyTransaction:
             self._cancel_pending_branches()
         await self._finish_if_all_answered()
 
+    async def _run_reply_route(self, branch: Branch, response: Response, keep: list[bool]) -> None:
+        assert self.reply_route is not None
+        keep.append(await self.reply_route(self, branch, response))
+
     async def _finish_if_all_answered(self) -> None:
         if self.final_sent or any(b.pending for b in self.branches):
             return
@@ -374,8 +422,11 @@ class ProxyTransaction:
         route, self.failure_route = self.failure_route, None
         if route is not None and not self.cancelled:
             branches_before = len(self.branches)
-            await self.proxy.run_route(self, route, self, best)
+            await self.run_route(route, self, best)
             if self.final_sent or len(self.branches) > branches_before:
+                return
+            if self.is_cancelled():  # CANCELled while the failure route ran
+                await self.reply(487, "Request Terminated")
                 return
         status = forwarded_status(best.status)
         if status != best.status:

@@ -9,7 +9,10 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import trio
+
 from triosip.errors import TriosipError
+from triosip.script._runner import ScriptEnvironment
 from triosip.script.api import ErrorContext, RequestContext, Routes
 
 if TYPE_CHECKING:
@@ -71,15 +74,25 @@ def load_routes(path: str | Path | None, params: Mapping[str, str]) -> Routes:
 
 
 class ScriptHandlers:
-    """The proxy's `RouteHandlers`, backed by a loaded routes file."""
+    """The proxy's `RouteHandlers`, backed by a loaded routes file.
 
-    def __init__(self, routes: Routes) -> None:
+    Args:
+        routes: the loaded routes.
+        environment: the database, REST client and launch nursery the routes reach; by
+            default none of them (``req.db`` then raises `ScriptError`).
+    """
+
+    def __init__(self, routes: Routes, environment: ScriptEnvironment | None = None) -> None:
         self.routes = routes
+        self.environment = environment or ScriptEnvironment()
 
     async def request(self, tx: ProxyTransaction | StatelessRequest) -> None:
         route = self.routes.request_route
         assert route is not None  # load_routes() checked
-        await route(RequestContext(tx, self.routes.params))
+        # The route's ops (async_) run in this nursery, inside the transaction's cancel
+        # scope: the route's run ends when they and their resume routes have ended.
+        async with trio.open_nursery() as ops:
+            await route(RequestContext(tx, self.routes.params, self.environment, ops))
 
     async def parse_error(self, proxy: Proxy, bad: BadMessage) -> bool:
         route = self.routes.error_route

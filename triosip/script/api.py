@@ -27,14 +27,51 @@ Route kinds, as in OpenSIPS and Kamailio:
 Per-transaction variables (OpenSIPS's AVPs) live in ``req.vars`` and survive from one
 route to the next. Script parameters from ``triosip run --define NAME=VALUE`` are in
 ``req.params``.
+
+Async work (OpenSIPS's ``async()``, made cancellable)
+-----------------------------------------------------
+Ops describe work: ``req.db.query(sql, params)``, ``req.rest.get(url)``, ``exec_(argv)``,
+``sleep(seconds)``, or any plain blocking function (run in a worker thread). A route runs
+them in one of four ways, all inside its transaction, so that a CANCEL, the fr timer or
+the transaction's end cancels them at once (the query interrupted, the connection closed,
+the process group killed) and nothing of them is left behind:
+
+- ``req.async_(op, resume=route, timeout=2.0)`` starts the op and returns; the route then
+  returns, and ``route`` runs later with the same context plus ``.result`` or ``.error``
+  (an `OpFailed`, or an `OpTimeout` when ``timeout`` passed). Give a list of ops to run
+  them at once: ``.result`` is then the list of their results.
+- ``rows = await req.db.query(...)`` (or ``await req.call(op, timeout=2.0)``): the route
+  waits, and keeps its locals. An op's failure is raised as an `OpError`.
+- ``a, b = await req.gather(op1, op2, timeout=2.0)``: several at once; the first failure
+  cancels the others and is raised.
+- ``req.launch(op, report=route)``: work that outlives the transaction (a CDR write, a
+  notification); ``route`` gets a `ReportContext`. Cancelled at shutdown.
+
+Ops work in every route type: request, failure, onreply, branch, resume and report routes.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+import trio
+
+from triosip.ops import (
+    Database,
+    ExecResult,
+    Op,
+    OpError,
+    OpFailed,
+    OpTimeout,
+    RestClient,
+    RestResponse,
+    exec_,
+    in_thread,
+    sleep,
+)
 from triosip.proxy import (
     Branch,
     NextHop,
@@ -42,6 +79,14 @@ from triosip.proxy import (
     RoutingError,
     StatelessRequest,
     parse_destination,
+)
+from triosip.script._runner import (
+    OpLike,
+    ScriptEnvironment,
+    ScriptError,
+    as_op,
+    run_ops,
+    task_name,
 )
 from triosip.sip import ParseError, Request, Response
 
@@ -51,24 +96,32 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BranchContext",
+    "Database",
     "ErrorContext",
+    "ExecResult",
     "FailureContext",
+    "Op",
+    "OpError",
+    "OpFailed",
+    "OpTimeout",
     "ParseError",
     "ReplyContext",
+    "ReportContext",
     "Request",
     "RequestContext",
     "Response",
+    "RestClient",
+    "RestResponse",
     "Routes",
     "ScriptError",
+    "exec_",
+    "in_thread",
+    "sleep",
 ]
 
 logger = logging.getLogger("triosip.script")
 
 RouteT = TypeVar("RouteT", bound=Callable[..., Awaitable[Any]])
-
-
-class ScriptError(Exception):
-    """A route asked for something that can't be done (replying to an ACK, say)."""
 
 
 class Routes:
@@ -106,6 +159,172 @@ class Routes:
     failure = route
     onreply = route
     branch = route
+    resume = route
+    report = route
+
+
+class _RouteLog(logging.LoggerAdapter[logging.Logger]):
+    """The routes' logger: each line starts with the Call-ID and branch it is about."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(logger, {"prefix": prefix})
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        assert self.extra is not None
+        return f"{self.extra['prefix']} {msg}", kwargs
+
+
+class _RouteContext:
+    """What every route's context shares: params, log, resources, and running ops.
+
+    Attributes:
+        params: the script parameters (``--define NAME=VALUE``).
+        log: a logger whose lines name the Call-ID and branch.
+        result: in a resume or report route, the op's result (a list for several ops).
+        error: in a resume or report route, the op's `OpError` (failure or timeout), else
+            None. A resume route always sees one of the two: never a silent None.
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, str],
+        environment: ScriptEnvironment,
+        ops: trio.Nursery | None,
+        log_prefix: str,
+    ) -> None:
+        self.params = params
+        self.log = _RouteLog(log_prefix)
+        self.result: Any = None
+        self.error: OpError | None = None
+        self._environment = environment
+        self._ops = ops
+
+    @property
+    def db(self) -> Database:
+        """The database (``triosip run --db``): ``req.db.query(sql, params)`` is an op."""
+        if self._environment.db is None:
+            raise ScriptError("this proxy runs without a database")
+        return self._environment.db
+
+    @property
+    def rest(self) -> RestClient:
+        """The shared HTTP client: ``req.rest.get(url)`` is an op."""
+        if self._environment.rest is None:
+            raise ScriptError("this proxy runs without a REST client")
+        return self._environment.rest
+
+    def async_(
+        self,
+        work: OpLike | Sequence[OpLike],
+        *,
+        resume: Callable[[Self], Awaitable[None]],
+        timeout: float | None = None,
+    ) -> None:
+        """Start `work` and return at once (OpenSIPS's ``async(f, resume_route, timeout)``).
+
+        The route should return right after. When the work ends, `resume` runs in the same
+        transaction with this context, its variables and edits, plus ``.result`` or
+        ``.error``. A CANCEL or the fr timer cancels the work and `resume` does not run.
+
+        Args:
+            work: an op, a plain blocking function (run in a worker thread), or a list of
+                them to run at once (``.result`` is then the list of results).
+            resume: the route to run when the work ends.
+            timeout: seconds the work may take, as a float; None for no limit of its own.
+
+        Raises:
+            ScriptError: `work` is not an op, or this route has no transaction to run it in.
+        """
+        several = isinstance(work, Sequence)
+        ops = [as_op(w) for w in work] if isinstance(work, Sequence) else [as_op(work)]
+        if not ops:
+            raise ScriptError("async_() needs at least one op")
+        if self._ops is None:
+            raise ScriptError("async_() needs a route of a transaction; await the op instead")
+        name = task_name("op", ops[0]) if len(ops) == 1 else f"ops gather({len(ops)})"
+        self._ops.start_soon(self._resume_after, ops, several, resume, timeout, name=name)
+
+    async def _resume_after(
+        self,
+        ops: list[Op[Any]],
+        several: bool,
+        resume: Callable[[Self], Awaitable[None]],
+        timeout: float | None,
+    ) -> None:
+        resumed = copy.copy(self)
+        try:
+            results = await run_ops(ops, timeout)
+        except OpError as exc:
+            self.log.info("%s; resuming in %s", exc, _route_name(resume))
+            resumed.result, resumed.error = None, exc
+        else:
+            resumed.result, resumed.error = (results if several else results[0]), None
+        await resume(resumed)
+
+    async def call(self, work: OpLike, *, timeout: float | None = None) -> Any:
+        """Run `work` and return its result; the route waits, keeping its locals.
+
+        The same as ``await op``, plus a timeout and plain functions.
+
+        Raises:
+            OpError: the work failed (`OpFailed`) or passed `timeout` (`OpTimeout`).
+        """
+        [result] = await run_ops([as_op(work)], timeout)
+        return result
+
+    async def gather(self, *work: OpLike, timeout: float | None = None) -> list[Any]:
+        """Run several ops at once and return their results, in order.
+
+        Raises:
+            OpError: the first op that failed (the others were cancelled first), or
+                `OpTimeout` when `timeout` passed.
+        """
+        return await run_ops([as_op(w) for w in work], timeout)
+
+    def launch(
+        self,
+        work: OpLike,
+        *,
+        report: Callable[[ReportContext], Awaitable[None]] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Start work that outlives the transaction (OpenSIPS's ``launch``).
+
+        The work runs in the proxy's own nursery, not the transaction's: a CANCEL does not
+        stop it; shutdown does. When it ends, `report` runs with a `ReportContext` (a copy
+        of the variables, ``.result`` or ``.error``); with no `report`, a failure is logged.
+
+        Raises:
+            ScriptError: too many launched ops run already (the bound is the proxy's).
+        """
+        op = as_op(work)
+        context = ReportContext(self.params, self._environment, dict(self.vars), self.log)
+
+        async def run_and_report() -> None:
+            try:
+                [context.result] = await run_ops([op], timeout)
+            except OpError as exc:
+                context.error = exc
+                if report is None:
+                    context.log.warning("launched %s", exc)
+            except Exception:
+                context.log.exception("launched %r raised", op)
+                return
+            if report is None:
+                return
+            try:
+                async with trio.open_nursery() as ops:
+                    context._ops = ops
+                    await report(context)
+            except Exception:
+                context.log.exception("report route %s raised", _route_name(report))
+
+        self._environment.launch(op, run_and_report)
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        """Per-transaction variables (OpenSIPS's AVPs)."""
+        raise NotImplementedError
 
 
 class _MessageView:
@@ -192,14 +411,19 @@ class _MessageView:
         self._request = self._request.without_header(name)
 
 
-class RequestContext(_MessageView):
-    """What the request route (and the failure route) acts on: one request, usually one
-    transaction."""
+class RequestContext(_MessageView, _RouteContext):
+    """What the request route (and the failure and resume routes) act on: one request,
+    usually one transaction."""
 
-    def __init__(self, tx: ProxyTransaction | StatelessRequest, params: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        tx: ProxyTransaction | StatelessRequest,
+        params: Mapping[str, str],
+        environment: ScriptEnvironment,
+        ops: trio.Nursery | None,
+    ) -> None:
+        super().__init__(params, environment, ops, tx.log_prefix())
         self._tx = tx
-        self.params = params
-        self.log = logging.LoggerAdapter(logger, {"call_id": tx.request.call_id})
 
     @property
     def _request(self) -> Request:
@@ -276,10 +500,11 @@ class RequestContext(_MessageView):
     def on_failure(self, route: Callable[[FailureContext], Awaitable[None]]) -> None:
         """Arm `route` to run if every branch fails (t_on_failure); it runs once."""
         tx = self._transaction("arm a failure route on")
-        params = self.params
+        params, environment = self.params, self._environment
 
         async def run_failure(proxy_tx: ProxyTransaction, best: Response) -> None:
-            await route(FailureContext(proxy_tx, params, best))
+            async with trio.open_nursery() as ops:
+                await route(FailureContext(proxy_tx, params, environment, ops, best))
 
         run_failure.__qualname__ = route.__qualname__
         tx.failure_route = run_failure
@@ -287,11 +512,12 @@ class RequestContext(_MessageView):
     def on_reply(self, route: Callable[[ReplyContext], Awaitable[None]]) -> None:
         """Arm `route` to run for every response of this transaction (t_on_reply)."""
         tx = self._transaction("arm an onreply route on")
-        params = self.params
+        params, environment = self.params, self._environment
 
         async def run_reply(proxy_tx: ProxyTransaction, branch: Branch, response: Response) -> bool:
-            context = ReplyContext(proxy_tx, params, branch, response)
-            await route(context)
+            async with trio.open_nursery() as ops:
+                context = ReplyContext(proxy_tx, params, environment, ops, branch, response)
+                await route(context)
             return not context.dropped
 
         run_reply.__qualname__ = route.__qualname__
@@ -300,10 +526,11 @@ class RequestContext(_MessageView):
     def on_branch(self, route: Callable[[BranchContext], Awaitable[None]]) -> None:
         """Arm `route` to run for each new branch before it is sent (t_on_branch)."""
         tx = self._transaction("arm a branch route on")
-        params = self.params
+        params, environment = self.params, self._environment
 
         async def run_branch(proxy_tx: ProxyTransaction, branch: Branch) -> None:
-            await route(BranchContext(proxy_tx, params, branch))
+            async with trio.open_nursery() as ops:
+                await route(BranchContext(proxy_tx, params, environment, ops, branch))
 
         run_branch.__qualname__ = route.__qualname__
         tx.branch_route = run_branch
@@ -335,8 +562,15 @@ class RequestContext(_MessageView):
 class FailureContext(RequestContext):
     """The failure route's view: the request, and the best failure response so far."""
 
-    def __init__(self, tx: ProxyTransaction, params: Mapping[str, str], response: Response) -> None:
-        super().__init__(tx, params)
+    def __init__(
+        self,
+        tx: ProxyTransaction,
+        params: Mapping[str, str],
+        environment: ScriptEnvironment,
+        ops: trio.Nursery,
+        response: Response,
+    ) -> None:
+        super().__init__(tx, params, environment, ops)
         self.response = response
 
     @property
@@ -345,18 +579,23 @@ class FailureContext(RequestContext):
         return self.response.status
 
 
-class ReplyContext:
+class ReplyContext(_RouteContext):
     """The onreply route's view: one response on its way back."""
 
     def __init__(
-        self, tx: ProxyTransaction, params: Mapping[str, str], branch: Branch, response: Response
+        self,
+        tx: ProxyTransaction,
+        params: Mapping[str, str],
+        environment: ScriptEnvironment,
+        ops: trio.Nursery,
+        branch: Branch,
+        response: Response,
     ) -> None:
+        super().__init__(params, environment, ops, f"{response.call_id} {branch.branch}")
         self._tx = tx
-        self.params = params
         self.branch_index = branch.index
         self.response = response
         self.dropped = False
-        self.log = logging.LoggerAdapter(logger, {"call_id": response.call_id})
 
     @property
     def status(self) -> int:
@@ -382,15 +621,21 @@ class ReplyContext:
         self.dropped = True
 
 
-class BranchContext(_MessageView):
+class BranchContext(_MessageView, _RouteContext):
     """The branch route's view: the request of one new branch, editable for it alone."""
 
-    def __init__(self, tx: ProxyTransaction, params: Mapping[str, str], branch: Branch) -> None:
+    def __init__(
+        self,
+        tx: ProxyTransaction,
+        params: Mapping[str, str],
+        environment: ScriptEnvironment,
+        ops: trio.Nursery,
+        branch: Branch,
+    ) -> None:
+        super().__init__(params, environment, ops, tx.log_prefix())
         self._tx = tx
         self._branch = branch
-        self.params = params
         self.branch_index = branch.index
-        self.log = logging.LoggerAdapter(logger, {"call_id": tx.request.call_id})
 
     @property
     def _request(self) -> Request:
@@ -405,15 +650,37 @@ class BranchContext(_MessageView):
         return self._tx.vars
 
 
+class ReportContext(_RouteContext):
+    """The report route's view of launched work: its ``.result`` or ``.error``, and a copy
+    of the variables of the transaction that launched it (which may be over by now)."""
+
+    def __init__(
+        self,
+        params: Mapping[str, str],
+        environment: ScriptEnvironment,
+        variables: dict[str, Any],
+        log: _RouteLog,
+    ) -> None:
+        super().__init__(params, environment, None, "")
+        self.log = log
+        self._vars = variables
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        """A copy of the launching transaction's variables, taken at launch."""
+        return self._vars
+
+
 class ErrorContext:
-    """The error route's view: bytes that failed to parse, and why."""
+    """The error route's view: bytes that failed to parse, and why. Ops are awaited here
+    (``await op``): there is no transaction to run them in."""
 
     def __init__(self, proxy: Proxy, bad: BadMessage, params: Mapping[str, str]) -> None:
         self._proxy = proxy
         self._bad = bad
         self.params = params
         self.replied = False
-        self.log = logger
+        self.log = _RouteLog(f"from {bad.source}")
 
     @property
     def error(self) -> ParseError:
@@ -439,3 +706,7 @@ class ErrorContext:
     def drop(self) -> None:
         """Send nothing back."""
         self.replied = True
+
+
+def _route_name(route: Callable[..., Any]) -> str:
+    return getattr(route, "__qualname__", repr(route))
