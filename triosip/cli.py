@@ -177,11 +177,29 @@ def _run(args: argparse.Namespace) -> int:
     )
     try:
         trio.run(_serve, proxy, handlers, args, db_url)
-    except TransportError as exc:
-        raise UsageError(str(exc)) from None
-    except sqlite3.Error as exc:
-        raise UsageError(f"--db {db_url}: {exc}") from None
+    except BaseExceptionGroup as group:
+        # A listener that can't bind or a database that can't open fails at startup, deep
+        # in the nurseries: say what to fix, not the traceback of each nursery.
+        startup = _first_leaf(group, (TransportError, sqlite3.Error))
+        if startup is None:
+            raise
+        raise UsageError(_startup_problem(startup, db_url)) from None
+    except (TransportError, sqlite3.Error) as exc:
+        raise UsageError(_startup_problem(exc, db_url)) from None
     return 0
+
+
+def _first_leaf(
+    group: BaseExceptionGroup[BaseException], types: tuple[type[Exception], ...]
+) -> BaseException | None:
+    matched: BaseException | None = group.split(types)[0]
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched
+
+
+def _startup_problem(exc: BaseException, db_url: str) -> str:
+    return f"--db {db_url}: {exc}" if isinstance(exc, sqlite3.Error) else str(exc)
 
 
 async def _serve(
