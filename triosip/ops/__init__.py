@@ -10,10 +10,14 @@ Failures are `OpFailed`; an op's own timeout, given to `run_with_timeout`, is `O
 both are `OpError`, under `triosip.errors.TriosipError`.
 """
 
+from triosip.ops._base import LATENCY_BUCKETS as LATENCY_BUCKETS
 from triosip.ops._base import Op as Op
+from triosip.ops._base import OpAccounting as OpAccounting
 from triosip.ops._base import OpError as OpError
 from triosip.ops._base import OpFailed as OpFailed
+from triosip.ops._base import OpKindStatistics as OpKindStatistics
 from triosip.ops._base import OpTimeout as OpTimeout
+from triosip.ops._base import op_accounting as op_accounting
 from triosip.ops._base import run_with_timeout as run_with_timeout
 from triosip.ops._db import BUSY_TIMEOUT as BUSY_TIMEOUT
 from triosip.ops._db import Database as Database
@@ -39,13 +43,16 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT",
     "DEFAULT_TIMEOUT",
     "IN_THREAD_LIMIT",
+    "LATENCY_BUCKETS",
     "TERMINATE_GRACE",
     "Database",
     "DatabaseStatistics",
     "ExecResult",
     "Op",
+    "OpAccounting",
     "OpError",
     "OpFailed",
+    "OpKindStatistics",
     "OpTimeout",
     "RestClient",
     "RestResponse",
@@ -54,6 +61,7 @@ __all__ = [
     "exec_",
     "in_thread",
     "in_thread_limiter",
+    "op_accounting",
     "open_database",
     "open_rest_client",
     "run_with_timeout",

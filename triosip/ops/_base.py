@@ -12,7 +12,9 @@ its expiry becomes an `OpTimeout` the script can see (DESIGN, cancellation contr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+import bisect
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import trio
 
@@ -25,6 +27,12 @@ T = TypeVar("T")
 
 # How much of an op's description an error message quotes (a SQL text can be long).
 _QUOTED_DESCRIPTION = 200
+
+# The upper bounds, in seconds, of the ops' latency histogram buckets (Prometheus' default
+# buckets, which suit lookups of a few ms to a few s); a last bucket takes the rest.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+Outcome = Literal["done", "failed", "timed_out", "cancelled"]
 
 
 def _quote(description: str) -> str:
@@ -68,6 +76,61 @@ class OpTimeout(OpError):
         self.timeout = timeout
 
 
+@dataclass(slots=True)
+class OpKindStatistics:
+    """The counters of one kind of op (``db``, ``rest``...), for ``triosip stats``.
+
+    Attributes:
+        started: ops that started running.
+        outcomes: how many ended ``done``, ``failed``, ``timed_out`` or ``cancelled``.
+        latency_buckets: how many ended within each bound of `LATENCY_BUCKETS` (not
+            cumulative; the last entry counts those beyond the last bound).
+        latency_sum: the seconds all ended ops took together.
+    """
+
+    started: int = 0
+    outcomes: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("done", "failed", "timed_out", "cancelled"), 0)
+    )
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+
+class OpAccounting:
+    """What runs now and what ran: the ops of one trio run, for the task tree and the
+    statistics. Every `Op.run` reports here, however the script ran the op."""
+
+    def __init__(self) -> None:
+        self.running: dict[trio.lowlevel.Task, Op[Any]] = {}
+        self.kinds: dict[str, OpKindStatistics] = {}
+
+    def started(self, op: Op[Any], task: trio.lowlevel.Task) -> None:
+        self.running[task] = op
+        self.kinds.setdefault(op.kind, OpKindStatistics()).started += 1
+
+    def ended(self, op: Op[Any], task: trio.lowlevel.Task, outcome: Outcome) -> None:
+        self.running.pop(task, None)
+        kind = self.kinds[op.kind]
+        kind.outcomes[outcome] += 1
+        assert op.started_at is not None
+        took = trio.current_time() - op.started_at
+        kind.latency_sum += took
+        kind.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, took)] += 1
+
+
+_accounting: trio.lowlevel.RunVar[OpAccounting] = trio.lowlevel.RunVar("triosip_op_accounting")
+
+
+def op_accounting() -> OpAccounting:
+    """The `OpAccounting` of the current trio run (made on first use)."""
+    try:
+        return _accounting.get()
+    except LookupError:
+        accounting = OpAccounting()
+        _accounting.set(accounting)
+        return accounting
+
+
 class Op(Generic[T]):
     """A description of work that runs at most once, cancellable at any await.
 
@@ -81,9 +144,10 @@ class Op(Generic[T]):
         kind: ``"db"``, ``"rest"``, ``"exec"``, ``"sleep"`` or ``"thread"``.
         description: what it waits on, as ``triosip tasks`` shows it.
         started_at: `trio.current_time` when it started running, or None before.
+        timeout: the op's own limit in seconds, when it runs under one (`run_with_timeout`).
     """
 
-    __slots__ = ("_function", "description", "kind", "started_at")
+    __slots__ = ("_function", "description", "kind", "started_at", "timeout")
 
     def __init__(self, kind: str, description: str, function: Callable[[], Awaitable[T]]) -> None:
         """Describe work.
@@ -96,6 +160,7 @@ class Op(Generic[T]):
         self.kind = kind
         self.description = description
         self.started_at: float | None = None
+        self.timeout: float | None = None
         self._function = function
 
     async def run(self) -> T:
@@ -112,7 +177,29 @@ class Op(Generic[T]):
         if self.started_at is not None:
             raise RuntimeError(f"{self!r} has already run: an op runs at most once")
         self.started_at = trio.current_time()
-        return await self._function()
+        accounting = op_accounting()
+        task = trio.lowlevel.current_task()
+        accounting.started(self, task)
+        outcome: Outcome = "cancelled"
+        try:
+            result = await self._function()
+            outcome = "done"
+        except OpTimeout:
+            outcome = "timed_out"
+            raise
+        except OpError:
+            outcome = "failed"
+            raise
+        except trio.Cancelled:
+            if self.timeout is not None and trio.current_time() >= self.started_at + self.timeout:
+                outcome = "timed_out"
+            raise
+        except Exception:
+            outcome = "failed"
+            raise
+        finally:
+            accounting.ended(self, task, outcome)
+        return result
 
     def __await__(self) -> Generator[Any, None, T]:
         return self.run().__await__()
@@ -142,6 +229,7 @@ async def run_with_timeout(op: Op[T], timeout: float | None) -> T:  # noqa: ASYN
     """
     if timeout is None:
         return await op.run()
+    op.timeout = timeout
     try:
         with trio.fail_after(timeout):
             return await op.run()
