@@ -8,6 +8,7 @@ from triosip.proxy._core import StatelessRequest as StatelessRequest
 from triosip.proxy._forward import NextHop as NextHop
 from triosip.proxy._forward import RoutingError as RoutingError
 from triosip.proxy._forward import parse_destination as parse_destination
+from triosip.proxy._statistics import ProxyStatistics as ProxyStatistics
 from triosip.proxy._transaction import Branch as Branch
 from triosip.proxy._transaction import ProxyTransaction as ProxyTransaction
 
@@ -17,6 +18,7 @@ __all__ = [
     "NextHop",
     "Proxy",
     "ProxyConfig",
+    "ProxyStatistics",
     "ProxyTransaction",
     "RouteHandlers",
     "RoutingError",

@@ -30,6 +30,7 @@ from triosip.proxy._forward import (
     target_of,
     via_value,
 )
+from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
 from triosip.proxy._transaction import ProxyTransaction
 from triosip.sip import ParseError, Request, Response, build_error_response, build_response
 from triosip.transaction import ServerTransaction, TimerConfig, TransactionLayer
@@ -96,6 +97,7 @@ class StatelessRequest:
         forwarded = forwarded.with_header_first("via", via_value(local, BRANCH_PREFIX + digest))
         try:
             await self.proxy.transport.send(bytes(forwarded), address)
+            self.proxy.counters.requests_forwarded[request.method] += 1
         except TransportError as exc:
             logger.info("%s %s not sent: %s", self.log_prefix(), request.method, exc)
             return False
@@ -158,6 +160,7 @@ class Proxy:
             on_stray=self._on_stray,
         )
         self.own_addresses: set[tuple[str, int]] = set()
+        self.counters = ProxyCounters()
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
         self._nursery: trio.Nursery | None = None
@@ -180,6 +183,11 @@ class Proxy:
             self.own_addresses = {(normalise_host(a.host), a.port) for a in listeners}
             await nursery.start(self.transactions.serve)
             task_status.started(listeners)
+
+    def statistics(self) -> ProxyStatistics:
+        """A snapshot of the proxy's counters (those of its layers: `transport` and
+        `transactions` have their own ``statistics()``)."""
+        return self.counters.snapshot(transactions_active=len(self.live))
 
     @property
     def unanswered(self) -> int:
@@ -246,6 +254,11 @@ class Proxy:
     # -- from the transaction layer --------------------------------------------------
 
     def _receive(self, inbound: Inbound) -> None:
+        message = inbound.message
+        if isinstance(message, Request):
+            self.counters.requests_received[message.method] += 1
+        else:
+            self.counters.replies_received[status_class(message.status)] += 1
         self.transactions.receive(inbound)
 
     async def _on_request(self, server: ServerTransaction) -> None:
@@ -258,6 +271,7 @@ class Proxy:
             await tx.reply(503, "Shutting Down")
             return
         self.live[server] = tx
+        self.counters.transactions_total += 1
         try:
             await tx.run()
         finally:
@@ -316,6 +330,7 @@ class Proxy:
     def _on_parse_error(
         self, error: ParseError, data: bytes, source: Address, local: Address
     ) -> None:
+        self.counters.parse_error(error.reason)
         assert self._nursery is not None
         self._nursery.start_soon(
             self._handle_bad_message, BadMessage(error, data, source, local), name="parse error"

@@ -43,6 +43,7 @@ from triosip.proxy._forward import (
     via_value,
 )
 from triosip.proxy._response import best_response, forwarded_status
+from triosip.proxy._statistics import status_class
 from triosip.sip import ParseError, Request, Response, build_response, parse_message
 from triosip.transaction import (
     ServerTransaction,
@@ -158,7 +159,7 @@ class ProxyTransaction:
         response = build_response(
             self.server.request, status, reason, to_tag=self.to_tag, headers=headers
         )
-        await self._send_upstream(response)
+        await self._send_upstream(response, generated=True)
         if status >= 200:
             self._cancel_pending_branches()
 
@@ -187,6 +188,7 @@ class ProxyTransaction:
             return False
         self.branches.append(branch)
         self._live_branches += 1
+        self.proxy.counters.requests_forwarded[branch.request.method] += 1
         self.server.nursery.start_soon(self._run_branch, branch, name=f"branch {sent}")
         return True
 
@@ -432,11 +434,14 @@ class ProxyTransaction:
         if status != best.status:
             await self.reply(status)
         elif not via_is_ours:
-            await self._send_upstream(best)
+            await self._send_upstream(best, generated=True)
         else:
             await self._send_upstream(best.without_first_value("via"))
 
-    async def _send_upstream(self, response: Response) -> None:
+    async def _send_upstream(self, response: Response, *, generated: bool = False) -> None:
+        counters = self.proxy.counters
+        sent = counters.replies_generated if generated else counters.replies_forwarded
+        sent[status_class(response.status)] += 1
         try:
             await self.server.respond(response)
         except TransactionError as exc:
