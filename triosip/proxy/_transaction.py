@@ -51,12 +51,15 @@ from triosip.transaction import (
     TransactionTimeout,
     TransportFailure,
 )
+from triosip.transport import Address, TransportError
 
 if TYPE_CHECKING:
     from triosip.proxy._core import Proxy
-    from triosip.transport import Address
 
 logger = logging.getLogger(__name__)
+
+# RFC 3261 §18.1.1: requests larger than this go over TCP when the path MTU is unknown.
+UDP_SIZE_LIMIT = 1300
 
 # How many responses may wait for the response loop before new ones are dropped; UDP
 # peers retransmit, and a transaction rarely sees more than a handful.
@@ -288,7 +291,29 @@ class ProxyTransaction:
         request = stamp_received(branch.request, self.server.inbound.source)
         hop = target_of(request, destination)
         address = await self.proxy.resolve(hop)
-        local = self.proxy.transport.local_address(address.transport, family_of=address.host)
+        digest = loop_hash(self.server.request, self.server.request.top_via)
+        branch.branch = f"{BRANCH_PREFIX}{digest}.{secrets.token_hex(6)}"
+        forwarded = self._forwarded_request(request, address, branch.branch)
+        if (
+            address.transport == "udp"
+            and len(bytes(forwarded)) > UDP_SIZE_LIMIT
+            and any(a.transport == "tcp" for a in self.proxy.transport.listeners)
+        ):
+            # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1300 bytes when
+            # the MTU is unknown) goes over a congestion-controlled transport instead.
+            address = Address("tcp", address.host, address.port)
+            forwarded = self._forwarded_request(request, address, branch.branch)
+        branch.request = forwarded
+        branch.destination = address
+        branch.fr_deadline = trio.current_time() + self.fr_timeout
+        return f"{address} {branch.branch}"
+
+    def _forwarded_request(self, request: Request, address: Address, branch: str) -> Request:
+        """The request as it leaves for `address`: Max-Forwards, Record-Route, our Via."""
+        try:
+            local = self.proxy.transport.local_address(address.transport, family_of=address.host)
+        except TransportError as exc:
+            raise RoutingError(f"cannot send to {address}: {exc}") from None
         record_route: tuple[str, ...] = ()
         if self.record_route_requested:
             inbound = self.server.inbound.local
@@ -298,12 +323,10 @@ class ProxyTransaction:
                 else (record_route_value(local), record_route_value(inbound))
             )
         forwarded = prepare_forward(request, record_route=record_route)
-        digest = loop_hash(self.server.request, self.server.request.top_via)
-        branch.branch = f"{BRANCH_PREFIX}{digest}.{secrets.token_hex(6)}"
-        branch.request = forwarded.with_header_first("via", via_value(local, branch.branch))
-        branch.destination = address
-        branch.fr_deadline = trio.current_time() + self.fr_timeout
-        return f"{address} {branch.branch}"
+        if address.reliable:
+            # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
+            forwarded = forwarded.with_body(forwarded.body)
+        return forwarded.with_header_first("via", via_value(local, branch))
 
     async def _run_branch(self, branch: Branch) -> None:
         assert branch.destination is not None
