@@ -23,10 +23,13 @@ async def main(req: RequestContext) -> None:
     # In-dialog requests (BYE, re-INVITE, the ACK of a 200...) carry a To tag.
     if req.has_to_tag:
         # loose_route() drops the Route entries naming us; if a Route set remains, the
-        # request goes where it says. UACs that ignore Record-Route (sipp's built-in uac)
-        # send no Route at all: then the Request-URI, the callee's Contact, is the target.
-        req.loose_route()
-        if not await req.relay() and not req.is_stateless:
+        # request goes where it says, else to its Request-URI (the callee's Contact).
+        # A UAC that ignores Record-Route (sipp's built-in uac) sends its BYE to the
+        # Request-URI of its INVITE, which names us: that one goes downstream again.
+        destination = None
+        if not req.loose_route() and req.ruri_is_myself:
+            destination = req.params.get("downstream")
+        if not await req.relay(destination) and not req.is_stateless:
             await req.reply(404, "Not Here")
         return
 

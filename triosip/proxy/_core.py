@@ -23,6 +23,7 @@ from triosip.proxy._forward import (
     RoutingError,
     has_looped,
     is_ip_literal,
+    is_ours,
     normalise_host,
     prepare_forward,
     stamp_received,
@@ -32,7 +33,7 @@ from triosip.proxy._forward import (
 )
 from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
 from triosip.proxy._transaction import ProxyTransaction
-from triosip.sip import ParseError, Request, Response, build_error_response, build_response
+from triosip.sip import URI, ParseError, Request, Response, build_error_response, build_response
 from triosip.transaction import ServerTransaction, TimerConfig, TransactionLayer
 from triosip.transport import (
     Address,
@@ -87,15 +88,17 @@ class StatelessRequest:
         except RoutingError as exc:
             logger.info("%s cannot relay %s: %s", self.log_prefix(), request.method, exc.reason)
             return False
-        local = self.proxy.transport.local_address(address.transport, family_of=address.host)
         # §16.11: a stateless proxy's branch is the same for each retransmission of the
         # request, yet differs between requests: a hash of the branch it came with.
         digest = hashlib.blake2b(
             f"{request.top_via.branch}\x00{request.call_id}".encode(), digest_size=8
         ).hexdigest()
         forwarded = prepare_forward(stamp_received(request, self.inbound.source))
-        forwarded = forwarded.with_header_first("via", via_value(local, BRANCH_PREFIX + digest))
+        if address.reliable:
+            forwarded = forwarded.with_body(forwarded.body)  # a stream needs Content-Length
         try:
+            local = self.proxy.transport.local_address(address.transport, family_of=address.host)
+            forwarded = forwarded.with_header_first("via", via_value(local, BRANCH_PREFIX + digest))
             await self.proxy.transport.send(bytes(forwarded), address)
             self.proxy.counters.requests_forwarded[request.method] += 1
         except TransportError as exc:
@@ -216,6 +219,10 @@ class Proxy:
     def note_answered(self) -> None:
         """A transaction sent its final response or ended: wake `all_answered()`."""
         self._answered.set()
+
+    def is_myself(self, uri: URI) -> bool:
+        """Whether `uri` names one of our listeners (Kamailio's ``myself``)."""
+        return is_ours(uri, self.own_addresses)
 
     def has_looped(self, request: Request) -> bool:
         return has_looped(request, self.own_addresses)

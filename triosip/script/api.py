@@ -440,6 +440,11 @@ class RequestContext(_MessageView, _RouteContext):
         return self._tx.vars
 
     @property
+    def ruri_is_myself(self) -> bool:
+        """Whether the Request-URI names this proxy (Kamailio's ``uri == myself``)."""
+        return self._tx.proxy.is_myself(self._request.uri)
+
+    @property
     def is_stateless(self) -> bool:
         """True for the ACK of a 2xx, which has no transaction: relay() sends it once."""
         return isinstance(self._tx, StatelessRequest)
