@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -113,6 +114,12 @@ def next_hop_of(uri: URI, *, default_transport: str = "udp") -> NextHop:
     return NextHop(transport, normalise_host(host), uri.port or DEFAULT_PORTS[transport])
 
 
+# RFC 3261 §25.1 hostname: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?"
+)
+
+
 def parse_destination(text: str) -> NextHop:
     """A destination as scripts and ``--define`` write it.
 
@@ -132,9 +139,16 @@ def parse_destination(text: str) -> NextHop:
     head, sep, rest = text.partition(":")
     if sep and head.lower() in ("udp", "tcp"):
         transport, text = head.lower(), rest
+    elif sep and head.isalpha() and rest and not rest.isdigit():
+        # "tls:host:5061", "tel:+1555...": a scheme or transport, not "host:port".
+        raise RoutingError(
+            f"Bad destination {text!r}: unknown transport {head!r} (use udp:, tcp: or sip:)"
+        )
     host, port = _split_host_port(text)
     if not host:
         raise RoutingError(f"Bad destination {text!r}: no host")
+    if not is_ip_literal(normalise_host(host)) and not _HOSTNAME.fullmatch(host):
+        raise RoutingError(f"Bad destination {text!r}: {host!r} is not a host name or address")
     return NextHop(transport, normalise_host(host), port or DEFAULT_PORTS[transport])
 
 
@@ -149,9 +163,10 @@ def _split_host_port(text: str) -> tuple[str, int | None]:
         port_text = rest[1:]
     else:
         host, _, port_text = text.partition(":")
-    if not port_text:
+        rest = text[len(host) :]
+    if not rest:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise RoutingError(f"Bad destination port {port_text!r}")
     return host, int(port_text)
 
@@ -222,13 +237,17 @@ def prepare_forward(
 
 def target_of(request: Request, destination: NextHop | None) -> NextHop:
     """Where a forwarded request goes: an explicit destination, else the top Route, else
-    the Request-URI (RFC 3261 §16.6 step 7, RFC 3263 §4)."""
+    the Request-URI (RFC 3261 §16.6 step 7, RFC 3263 §4).
+
+    Give it the request as received (after `strip_own_routes`), before `prepare_forward`.
+    """
     if destination is not None:
         return destination
     routes = request.route
-    if routes and "lr" in routes[0].uri.params:
+    if routes:
+        # §16.6 step 7: the top Route, loose router or strict; for a strict one, step 6
+        # (prepare_forward) makes its URI the Request-URI: the same place.
         return next_hop_of(routes[0].uri)
-    # No Route, or a strict router that prepare_forward() already put in the Request-URI.
     return next_hop_of(request.uri)
 
 

@@ -9,6 +9,7 @@ Every op runs in a task named after what it waits on (``op db SELECT ...``), so 
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,18 @@ def as_op(work: OpLike) -> Op[Any]:
     """
     if isinstance(work, Op):
         return work
+    anything: object = work  # scripts are untyped: check for what the types exclude
+    if inspect.iscoroutine(anything):
+        anything.close()  # never to run: close it, or Python warns it was never awaited
+        raise ScriptError(
+            f"{anything.__qualname__}() is a coroutine, not an op: wrap the async function in "
+            "Op(kind, description, function), or pass a plain function"
+        )
+    if inspect.iscoroutinefunction(work):
+        raise ScriptError(
+            f"{work.__qualname__} is an async function, not an op: wrap it in "
+            "Op(kind, description, function), or pass a plain function"
+        )
     if callable(work):
         return in_thread(work)
     raise ScriptError(

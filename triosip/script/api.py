@@ -55,6 +55,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import trio
@@ -235,6 +236,8 @@ class _RouteContext:
         Raises:
             ScriptError: `work` is not an op, or this route has no transaction to run it in.
         """
+        if isinstance(work, str):  # a Sequence, but of characters
+            raise ScriptError(f"{work!r} is a str, not an op: pass req.db.query({work!r})")
         several = isinstance(work, Sequence)
         ops = [as_op(w) for w in work] if isinstance(work, Sequence) else [as_op(work)]
         if not ops:
@@ -259,7 +262,12 @@ class _RouteContext:
             resumed.result, resumed.error = None, exc
         else:
             resumed.result, resumed.error = (results if several else results[0]), None
-        await resume(resumed)
+        try:
+            await resume(resumed)
+        except Exception:
+            # Name the resume route here: above, only the route that started the op shows.
+            self.log.warning("resume route %s raised", _route_name(resume))
+            raise
 
     async def call(self, work: OpLike, *, timeout: float | None = None) -> Any:
         """Run `work` and return its result; the route waits, keeping its locals.
@@ -584,6 +592,13 @@ class FailureContext(RequestContext):
         return self.response.status
 
 
+@dataclass(slots=True)
+class _ReplyVerdict:
+    """What an onreply route decided, shared with the copies its resume routes get."""
+
+    dropped: bool = False
+
+
 class ReplyContext(_RouteContext):
     """The onreply route's view: one response on its way back."""
 
@@ -600,7 +615,7 @@ class ReplyContext(_RouteContext):
         self._tx = tx
         self.branch_index = branch.index
         self.response = response
-        self.dropped = False
+        self._verdict = _ReplyVerdict()
 
     @property
     def status(self) -> int:
@@ -621,9 +636,14 @@ class ReplyContext(_RouteContext):
     def header(self, name: str) -> str | None:
         return self.response.header(name)
 
+    @property
+    def dropped(self) -> bool:
+        """Whether the route (or a resume route of it) called `drop()`."""
+        return self._verdict.dropped
+
     def drop(self) -> None:
         """Don't forward this provisional response (drop() in an onreply route)."""
-        self.dropped = True
+        self._verdict.dropped = True
 
 
 class BranchContext(_MessageView, _RouteContext):

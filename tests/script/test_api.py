@@ -1,0 +1,681 @@
+"""The script API (`triosip.script.api`): its exports, and ops in every route type.
+
+Each test writes its routes in Python, as a routes file would, runs them in a real `Proxy`
+on 127.0.0.1 with a real sqlite file behind ``req.db``, and talks SIP to it over UDP: a raw
+socket is the caller, another the callee. Routes report what they saw through the
+responses the caller gets, the headers the callee gets, or a list the test reads.
+
+The ops run worker threads (sqlite, plain functions), so these tests run on the real clock:
+a thread's progress is invisible to `trio.testing.MockClock`'s autojump.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import trio
+
+from triosip.ops import open_database
+from triosip.proxy import Proxy, ProxyConfig
+from triosip.script import ScriptEnvironment, ScriptHandlers, api
+from triosip.script.api import (
+    BranchContext,
+    FailureContext,
+    Op,
+    OpFailed,
+    OpTimeout,
+    ReplyContext,
+    ReportContext,
+    RequestContext,
+    Routes,
+    ScriptError,
+    sleep,
+)
+from triosip.sip import Request, Response, build_response, parse_message
+from triosip.transport import Address
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
+# -- nothing left behind ------------------------------------------------------------------
+
+
+def child_pids() -> set[int]:
+    """This process's children, zombies included (proc(5) ``task/*/children``)."""
+    pids: set[int] = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            pids.update(int(pid) for pid in (task / "children").read_text().split())
+    return pids
+
+
+def triosip_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("triosip")]
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    # Sync: torn down once trio.run has ended, when every op must be gone.
+    yield
+    assert child_pids() == set(), "child processes left behind"
+    assert triosip_threads() == [], "worker threads still running"
+
+
+# -- SIP peers and the proxy --------------------------------------------------------------
+
+
+class Peer:
+    """A SIP endpoint on a raw UDP socket on 127.0.0.1: the caller or the callee."""
+
+    def __init__(self, sock: trio.socket.SocketType, port: int) -> None:
+        self.sock = sock
+        self.port = port
+        self.received: list[Request | Response] = []
+
+    @property
+    def destination(self) -> str:
+        return f"udp:127.0.0.1:{self.port}"
+
+    async def send(self, data: bytes, to: Address) -> None:
+        await self.sock.sendto(data, (to.host, to.port))
+
+    async def receive(self) -> tuple[Request | Response, tuple[str, int]]:
+        data, source = await self.sock.recvfrom(65535)
+        message = parse_message(data)
+        self.received.append(message)
+        return message, source
+
+    async def final_response(self) -> Response:
+        """The next final response, past the provisional ones."""
+        while True:
+            message, _ = await self.receive()
+            if isinstance(message, Response) and message.status >= 200:
+                return message
+
+    async def answer(self, *statuses: int) -> Request:
+        """Receive a request and answer it with each status in turn, as a UAS."""
+        message, source = await self.receive()
+        assert isinstance(message, Request), message
+        for status in statuses:
+            response = build_response(message, status, to_tag="callee")
+            await self.sock.sendto(bytes(response), source)
+        return message
+
+
+@contextlib.asynccontextmanager
+async def open_peer() -> AsyncIterator[Peer]:
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        yield Peer(sock, sock.getsockname()[1])
+
+
+@dataclass
+class Call:
+    """One request from the caller, so that the ACK of a failed INVITE can be built."""
+
+    caller: Peer
+    proxy: Address
+    method: str
+    call_id: str
+
+    def build(self, method: str, *, to_tag: str | None = None, headers: str = "") -> bytes:
+        to = "<sip:bob@example.org>" + (f";tag={to_tag}" if to_tag else "")
+        return (
+            f"{method} sip:bob@example.org SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.caller.port};branch=z9hG4bK-{self.call_id}\r\n"
+            "Max-Forwards: 70\r\n"
+            "From: <sip:alice@example.org>;tag=caller\r\n"
+            f"To: {to}\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: 1 {method}\r\n"
+            f"Contact: <sip:alice@127.0.0.1:{self.caller.port}>\r\n"
+            f"{headers}"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    async def final_response(self) -> Response:
+        """The final response; a failed INVITE's is ACKed (RFC 3261 §17.1.1.3)."""
+        response = await self.caller.final_response()
+        assert response.call_id == self.call_id
+        if self.method == "INVITE" and response.status >= 300:
+            await self.caller.send(self.build("ACK", to_tag=response.to.tag), self.proxy)
+        return response
+
+
+async def send_request(
+    proxy: Address, caller: Peer, method: str = "MESSAGE", *, headers: str = ""
+) -> Call:
+    call = Call(caller, proxy, method, call_id=os.urandom(6).hex())
+    await caller.send(call.build(method, headers=headers), proxy)
+    return call
+
+
+async def ask(proxy: Address, caller: Peer, method: str = "MESSAGE") -> Response:
+    """Send a request and return its final response."""
+    call = await send_request(proxy, caller, method)
+    return await call.final_response()
+
+
+async def start_proxy(
+    nursery: trio.Nursery, routes: Routes, environment: ScriptEnvironment
+) -> tuple[Proxy, Address]:
+    """Run `routes` in a proxy on 127.0.0.1 (and `environment`, for launch())."""
+    proxy = Proxy(
+        [Address("udp", "127.0.0.1", 0)],
+        handlers=ScriptHandlers(routes, environment),
+        config=ProxyConfig(fr_timeout=5.0, fr_inv_timeout=10.0),
+    )
+    await nursery.start(environment.serve)
+    listeners: list[Address] = await nursery.start(proxy.serve)
+    return proxy, listeners[0]
+
+
+@pytest.fixture
+async def environment(tmp_path: Path) -> AsyncIterator[ScriptEnvironment]:
+    """What ``req.db`` reaches: a real sqlite file (queries as ``SELECT 'x' AS v``)."""
+    async with open_database(f"sqlite:///{tmp_path / 'script.db'}") as db:
+        yield ScriptEnvironment(db=db, max_launched=10)
+
+
+def value(
+    context: RequestContext | ReplyContext | BranchContext | ReportContext, text: str
+) -> Op[list[dict[str, Any]]]:
+    """A real db op whose rows say `text`."""
+    return context.db.query("SELECT ? AS v", [text])
+
+
+# -- the exports --------------------------------------------------------------------------
+
+
+def test_the_api_exports_exactly_these_names() -> None:
+    # Routes files import only from here (tests/routes/test_route_imports.py): a name
+    # added or dropped changes what every routes file may use. Change this list on purpose.
+    assert api.__all__ == [
+        "BranchContext",
+        "Database",
+        "ErrorContext",
+        "ExecResult",
+        "FailureContext",
+        "Op",
+        "OpError",
+        "OpFailed",
+        "OpTimeout",
+        "ParseError",
+        "ReplyContext",
+        "ReportContext",
+        "Request",
+        "RequestContext",
+        "Response",
+        "RestClient",
+        "RestResponse",
+        "Routes",
+        "ScriptError",
+        "exec_",
+        "in_thread",
+        "sleep",
+    ]
+    assert all(getattr(api, name, None) is not None for name in api.__all__)
+
+
+# -- async_ and plain await in every route type -------------------------------------------
+
+
+async def test_request_route_awaits_and_resumes(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        [row] = await value(req, "awaited")  # plain await
+        called = await req.call(lambda: "called", timeout=2.0)  # a plain function
+        gathered = await req.gather(value(req, "g1"), sleep(0), timeout=2.0)
+        req.vars["seen"] = [row["v"], called, gathered[0][0]["v"], gathered[1]]
+        req.async_(value(req, "resumed"), resume=resumed, timeout=2.0)
+
+    @routes.resume
+    async def resumed(req: RequestContext) -> None:
+        assert req.error is None
+        await req.reply(200, " ".join(map(str, [*req.vars["seen"], req.result[0]["v"]])))
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            response = await ask(proxy, caller)
+            nursery.cancel_scope.cancel()
+
+    assert (response.status, response.reason) == (200, "awaited called g1 None resumed")
+
+
+async def test_failure_route_awaits_and_resumes(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.on_failure(failed)
+        await req.relay(req.params["callee"])
+
+    @routes.failure
+    async def failed(req: FailureContext) -> None:
+        [row] = await value(req, f"awaited-after-{req.status}")
+        req.vars["awaited"] = row["v"]
+        req.async_(value(req, "resumed"), resume=failure_resumed)
+
+    @routes.resume
+    async def failure_resumed(req: FailureContext) -> None:
+        # Still the failure route's view: the best failure response is there.
+        await req.reply(480, f"{req.vars['awaited']} {req.result[0]['v']} {req.status}")
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+            routes.params = {"callee": callee.destination}
+            _, proxy = await start_proxy(nursery, routes, environment)
+            call = await send_request(proxy, caller, "INVITE")
+            await callee.answer(486)
+            response = await call.final_response()
+            nursery.cancel_scope.cancel()
+
+    assert (response.status, response.reason) == (480, "awaited-after-486 resumed 486")
+
+
+async def test_onreply_route_awaits_and_resumes(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+    seen: list[tuple[int, str, str]] = []
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.on_reply(replied)
+        await req.relay(req.params["callee"])
+
+    @routes.onreply
+    async def replied(req: ReplyContext) -> None:
+        [row] = await value(req, f"awaited-{req.status}")
+        req.vars[f"awaited {req.status}"] = row["v"]
+        req.async_(value(req, f"resumed-{req.status}"), resume=reply_resumed)
+
+    @routes.resume
+    async def reply_resumed(req: ReplyContext) -> None:
+        seen.append((req.status, req.vars[f"awaited {req.status}"], req.result[0]["v"]))
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+            routes.params = {"callee": callee.destination}
+            _, proxy = await start_proxy(nursery, routes, environment)
+            call = await send_request(proxy, caller, "INVITE")
+            await callee.answer(180, 486)
+            response = await call.final_response()
+            nursery.cancel_scope.cancel()
+
+    assert seen == [(180, "awaited-180", "resumed-180"), (486, "awaited-486", "resumed-486")]
+    # The resume route ran before the response went on: the 180 was relayed after it.
+    assert [m.status for m in caller.received if isinstance(m, Response)][-2:] == [180, 486]
+    assert response.status == 486
+
+
+async def test_onreply_resume_route_can_drop_the_reply(environment: ScriptEnvironment) -> None:
+    # The resume route runs "with the same context" (api.async_): what it decides about the
+    # response it resumes for must count, as it would in the onreply route itself.
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.on_reply(replied)
+        await req.relay(req.params["callee"])
+
+    @routes.onreply
+    async def replied(req: ReplyContext) -> None:
+        req.async_(sleep(0), resume=drop_ringing)
+
+    @routes.resume
+    async def drop_ringing(req: ReplyContext) -> None:
+        if req.status == 180:
+            req.drop()
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+            routes.params = {"callee": callee.destination}
+            _, proxy = await start_proxy(nursery, routes, environment)
+            call = await send_request(proxy, caller, "INVITE")
+            await callee.answer(180, 486)
+            response = await call.final_response()
+            nursery.cancel_scope.cancel()
+
+    assert response.status == 486
+    assert 180 not in [m.status for m in caller.received if isinstance(m, Response)]
+
+
+async def test_branch_route_awaits_and_resumes(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.on_branch(branched)
+        await req.relay(req.params["callee"])
+
+    @routes.branch
+    async def branched(req: BranchContext) -> None:
+        [row] = await value(req, f"awaited-{req.branch_index}")
+        req.add_header("X-Awaited", row["v"])
+        req.async_(value(req, "resumed"), resume=branch_resumed)
+
+    @routes.resume
+    async def branch_resumed(req: BranchContext) -> None:
+        # Edits in the resume route go into the branch's request, before it is sent.
+        req.add_header("X-Resumed", req.result[0]["v"])
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+            routes.params = {"callee": callee.destination}
+            _, proxy = await start_proxy(nursery, routes, environment)
+            call = await send_request(proxy, caller)
+            request = await callee.answer(200)
+            response = await call.final_response()
+            nursery.cancel_scope.cancel()
+
+    assert request.header("x-awaited") == "awaited-0"
+    assert request.header("x-resumed") == "resumed"
+    assert response.status == 200
+
+
+async def test_resume_route_starts_another_async(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.async_(value(req, "first"), resume=first)
+
+    @routes.resume
+    async def first(req: RequestContext) -> None:
+        [row] = await value(req, "awaited")  # plain await in a resume route
+        req.vars["chain"] = [req.result[0]["v"], row["v"]]
+        req.async_(value(req, "second"), resume=second)
+
+    @routes.resume
+    async def second(req: RequestContext) -> None:
+        await req.reply(200, " ".join([*req.vars["chain"], req.result[0]["v"]]))
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            response = await ask(proxy, caller)
+            nursery.cancel_scope.cancel()
+
+    assert (response.status, response.reason) == (200, "first awaited second")
+
+
+async def test_report_route_awaits_and_resumes(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+    seen: list[str] = []
+    done = trio.Event()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.launch(value(req, "launched"), report=reported)
+        await req.reply(202, "Launched")
+
+    @routes.report
+    async def reported(req: ReportContext) -> None:
+        [row] = await value(req, "awaited")
+        seen.extend([req.result[0]["v"], row["v"]])
+        req.async_(value(req, "resumed"), resume=report_resumed)
+
+    @routes.resume
+    async def report_resumed(req: ReportContext) -> None:
+        seen.append(req.result[0]["v"])
+        done.set()
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            response = await ask(proxy, caller)
+            await done.wait()
+            nursery.cancel_scope.cancel()
+
+    assert response.status == 202
+    assert seen == ["launched", "awaited", "resumed"]
+
+
+# -- what a resume route sees --------------------------------------------------------------
+
+
+async def test_vars_survive_into_resume_and_later_routes(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.vars["before"] = 1
+        req.async_(sleep(0), resume=resumed)
+        req.vars["after"] = 2  # still the request route: the op has not ended yet
+
+    @routes.resume
+    async def resumed(req: RequestContext) -> None:
+        req.vars["resumed"] = dict(req.vars)
+        req.on_failure(failed)
+        await req.relay(req.params["callee"])
+
+    @routes.failure
+    async def failed(req: FailureContext) -> None:
+        await req.reply(480, repr(sorted(req.vars["resumed"].items())) + f" {len(req.vars)}")
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+            routes.params = {"callee": callee.destination}
+            _, proxy = await start_proxy(nursery, routes, environment)
+            call = await send_request(proxy, caller)
+            await callee.answer(503)
+            response = await call.final_response()
+            nursery.cancel_scope.cancel()
+
+    assert (response.status, response.reason) == (480, "[('after', 2), ('before', 1)] 3")
+
+
+async def test_plain_function_runs_in_a_thread_and_resumes(
+    environment: ScriptEnvironment,
+) -> None:
+    routes = Routes()
+    threads: list[tuple[threading.Thread, str]] = []
+
+    def lookup() -> str:
+        thread = threading.current_thread()
+        threads.append((thread, thread.name))  # trio renames the thread once idle
+        return "from a thread"
+
+    def broken() -> str:
+        raise ValueError("no such subscriber")
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        function = broken if req.header("x-break") else lookup
+        req.async_(function, resume=resumed)
+
+    @routes.resume
+    async def resumed(req: RequestContext) -> None:
+        if req.error is None:
+            await req.reply(200, req.result)
+            return
+        assert req.result is None
+        assert isinstance(req.error, OpFailed)
+        assert isinstance(req.error.__cause__, ValueError)
+        await req.reply(500, f"{req.error.kind}: {req.error.reason}")
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            good = await ask(proxy, caller)
+            call = await send_request(proxy, caller, headers="X-Break: yes\r\n")
+            bad = await call.final_response()
+            nursery.cancel_scope.cancel()
+
+    assert (good.status, good.reason) == (200, "from a thread")
+    [(thread, name)] = threads
+    assert thread is not threading.main_thread()
+    assert name == "triosip thread test_plain_function_runs_in_a_thread_and_resumes.<locals>.lookup"
+    assert (bad.status, bad.reason) == (500, "thread: ValueError: no such subscriber")
+
+
+async def test_async_with_a_list_resumes_with_a_list(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        ops: list[Op[Any] | Callable[[], Any]]
+        if req.header("x-break"):
+            ops = [value(req, "a"), req.db.query("SELECT * FROM missing"), sleep(10)]
+        else:
+            ops = [value(req, "a"), lambda: "b", sleep(0)]
+        req.async_(ops, resume=resumed)
+
+    @routes.resume
+    async def resumed(req: RequestContext) -> None:
+        if req.error is not None:
+            assert req.result is None
+            await req.reply(500, f"{type(req.error).__name__} {req.error.reason}")
+            return
+        rows, text, nothing = req.result
+        await req.reply(200, f"{rows[0]['v']} {text} {nothing}")
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            good = await ask(proxy, caller)
+            started = trio.current_time()
+            call = await send_request(proxy, caller, headers="X-Break: yes\r\n")
+            bad = await call.final_response()
+            took = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+
+    assert (good.status, good.reason) == (200, "a b None")
+    # The failed query ended the list at once: the 10 s sleep was cancelled.
+    assert (bad.status, bad.reason) == (500, "OpFailed no such table: missing")
+    assert took < 2
+
+
+async def test_async_timeout_resumes_with_op_timeout(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.async_(sleep(10), resume=resumed, timeout=0.05)
+
+    @routes.resume
+    async def resumed(req: RequestContext) -> None:
+        assert isinstance(req.error, OpTimeout)
+        await req.reply(503, f"{req.error.timeout:g} {req.result}")
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            response = await ask(proxy, caller)
+            nursery.cancel_scope.cancel()
+
+    assert (response.status, response.reason) == (503, "0.05 None")
+
+
+async def _coroutine_function() -> str:
+    return "never"
+
+
+async def test_async_with_a_non_op_raises_at_once(environment: ScriptEnvironment) -> None:
+    routes = Routes()
+    resumed_with: list[Any] = []
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        coroutine = _coroutine_function()  # the classic slip: called, not awaited
+        errors = []
+        for work in [42, "SELECT 1", coroutine, [], [sleep(0), None]]:
+            try:
+                req.async_(work, resume=resumed)  # type: ignore[arg-type]
+            except ScriptError as exc:
+                errors.append(type(work).__name__)
+                req.log.info("refused: %s", exc)
+        coroutine.close()
+        await req.reply(200, " ".join(errors))
+
+    @routes.resume
+    async def resumed(req: RequestContext) -> None:
+        resumed_with.append(req.result)
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            response = await ask(proxy, caller)
+            nursery.cancel_scope.cancel()
+
+    assert (response.status, response.reason) == (200, "int str coroutine list list")
+    assert resumed_with == []
+
+
+async def test_async_with_an_async_function_raises_at_once(
+    environment: ScriptEnvironment,
+) -> None:
+    # An async function is callable, but it is no plain blocking function: run in a
+    # thread it would only make a coroutine that nobody awaits. It must be refused like
+    # any other non-op, at the call, not resume with a coroutine object as its result.
+    routes = Routes()
+    resumed_with: list[Any] = []
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        try:
+            req.async_(_coroutine_function, resume=resumed)
+        except ScriptError as exc:
+            await req.reply(500, f"refused: {exc}"[:100])
+            return
+        await req.reply(200, "accepted")
+
+    @routes.resume
+    async def resumed(req: RequestContext) -> None:
+        resumed_with.append(req.result)
+        if hasattr(req.result, "close"):
+            req.result.close()  # keep the unawaited coroutine from warning at exit
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            response = await ask(proxy, caller)
+            nursery.cancel_scope.cancel()
+
+    assert response.status == 500, resumed_with
+    assert response.reason.startswith("refused: ")
+    assert resumed_with == []
+
+
+async def test_resume_route_that_raises_gets_500_and_the_proxy_serves_on(
+    environment: ScriptEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        if req.header("x-break"):
+            req.async_(sleep(0), resume=broken_resume)
+        else:
+            await req.reply(200, "Still Here")
+
+    @routes.resume
+    async def broken_resume(req: RequestContext) -> None:
+        raise RuntimeError("bug in the resume route")
+
+    with trio.fail_after(5):
+        async with open_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            call = await send_request(proxy, caller, headers="X-Break: yes\r\n")
+            broken = await call.final_response()
+            after = await ask(proxy, caller)
+            nursery.cancel_scope.cancel()
+
+    assert broken.status == 500
+    assert (after.status, after.reason) == (200, "Still Here")
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert call.call_id in record.getMessage()
+    assert record.exc_info is not None
+    # The traceback reaches the resume route and its exception.
+    assert "broken_resume" in caplog.text
+    assert "RuntimeError: bug in the resume route" in caplog.text
