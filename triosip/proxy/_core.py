@@ -182,9 +182,11 @@ class Proxy:
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            # The transaction layer first: the transport hands it requests as soon as the
+            # sockets are bound, and what arrives before it serves would be dropped.
+            await nursery.start(self.transactions.serve)
             listeners: list[Address] = await nursery.start(self.transport.serve)
             self.own_addresses = {(normalise_host(a.host), a.port) for a in listeners}
-            await nursery.start(self.transactions.serve)
             task_status.started(listeners)
 
     def statistics(self) -> ProxyStatistics:
@@ -270,6 +272,17 @@ class Proxy:
 
     async def _on_request(self, server: ServerTransaction) -> None:
         request = server.request
+        try:
+            _ = request.uri
+        except ParseError as exc:
+            # RFC 3261 §16.3 step 1: the request must be well formed, Request-URI included;
+            # the parser leaves the URI to first use, so it is checked here, before a route
+            # trips on it (which used to end in a 500 and a logged traceback).
+            self.counters.replies_generated[status_class(exc.status)] += 1
+            await server.respond(
+                build_response(request, exc.status, exc.reason, to_tag=_local_tag())
+            )
+            return
         if request.method == "CANCEL":
             await self._on_cancel(server)
             return
@@ -291,8 +304,10 @@ class Proxy:
         tx = self.live.get(invite) if invite is not None else None
         if tx is None:
             response = build_response(server.request, 481, to_tag=_local_tag())
+            self.counters.replies_generated[status_class(481)] += 1
             await server.respond(response)
             return
+        self.counters.replies_generated[status_class(200)] += 1
         await server.respond(build_response(server.request, 200, to_tag=tx.to_tag))
         logger.info("%s CANCEL received", tx.log_prefix())
         tx.cancel()
@@ -353,6 +368,7 @@ class Proxy:
                 logger.exception("error route raised")
             answer = build_error_response(bad.error, to_tag=_local_tag())
             if answer is not None:
+                self.counters.replies_generated[status_class(bad.error.status)] += 1
                 try:
                     await self.transport.send(answer, bad.source)
                 except TransportError as exc:
