@@ -31,7 +31,10 @@ def _rank(status: int) -> tuple[int, int]:
 def best_response(responses: Sequence[Response]) -> Response:
     """The final response to forward once every branch has answered (RFC 3261 §16.7 step 6).
 
-    A 6xx wins, then a 2xx, then the lowest class; within a class the first to arrive.
+    A 6xx wins, then a 2xx, then the lowest class, where a 4xx the caller can act on
+    (401, 407, 415, 420, 484) comes before the other 4xx; within that, the lowest status,
+    and on a tie the first in `responses` (branch order). The challenges of several
+    401/407 are not merged (§16.7 step 7): the one chosen goes as it came.
 
     Raises:
         ValueError: `responses` is empty (a caller bug: there is always one per branch).

@@ -57,7 +57,9 @@ def load_routes(path: str | Path | None, params: Mapping[str, str]) -> Routes:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(file)]
+        # The frames name the file as the spec does (made absolute), not as it was given.
+        origin = spec.origin
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == origin]
         line = (
             exc.lineno if isinstance(exc, SyntaxError) else (frames[-1].lineno if frames else "?")
         )

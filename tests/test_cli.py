@@ -1,0 +1,254 @@
+"""The ``triosip`` command as users run it: a real subprocess (``python -m triosip``).
+
+Mistakes a user can make (a routes file that does not load or is missing, an address in
+use, a malformed ``--listen`` or ``--define``) must end in exit code 2 and one line on
+standard error that says what to fix, never a traceback. A proxy started with no routes
+file relays real sipp calls to ``--define downstream=...``, and SIGTERM stops it with exit
+code 0 within its grace period. Every process is stopped by PID and reaped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+
+from triosip.testing.proxy import open_udp_peer
+from triosip.testing.sipp import (
+    UAC_RRS,
+    UAS_RECORD_ROUTE,
+    find_free_port,
+    open_uas,
+    run_uac,
+    stop_process,
+    wait_listening,
+)
+from triosip.transport import Address
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+EXIT_USAGE = 2
+# The management interface's default port is one for the whole machine: tests that run
+# at the same time would fight over it. These tests are about SIP, so it is off.
+NO_MI = ("--mi", "off")
+
+
+def _command(args: tuple[str, ...]) -> list[str]:
+    if args[:1] == ("run",):
+        args = ("run", *NO_MI, *args[1:])
+    return [sys.executable, "-m", "triosip", *args]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    # The embedded database goes to the test's folder, not the user's.
+    return {**os.environ, "TRIOSIP_DATA_DIR": str(tmp_path / "data")}
+
+
+async def triosip(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """Run ``triosip ARGS`` to its end, in `tmp_path`, and return what it did."""
+    with trio.fail_after(20):
+        return await trio.run_process(
+            _command(args),
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+
+def problem(result: subprocess.CompletedProcess[bytes]) -> str:
+    """The one line saying what to fix; log lines (INFO only) may come before it."""
+    stderr = result.stderr.decode()
+    assert "Traceback" not in stderr, stderr
+    assert result.returncode == EXIT_USAGE, stderr
+    lines = stderr.splitlines()
+    problems = [line for line in lines if line.startswith("triosip: ")]
+    assert len(problems) == 1, stderr
+    assert lines[-1] == problems[0], stderr
+    assert all(" INFO " in line for line in lines[:-1]), stderr
+    return problems[0]
+
+
+# -- what the user must fix -----------------------------------------------------------------
+
+
+async def test_routes_file_that_raises(tmp_path):
+    (tmp_path / "broken.py").write_text(
+        "from triosip.script.api import Routes\n\nroutes = Routes()\nraise RuntimeError('boom')\n"
+    )
+    line = problem(await triosip(tmp_path, "run", "broken.py", "--listen", "udp:127.0.0.1:0"))
+    # The file as given (relative to the working directory), the line, the error.
+    assert line == "triosip: routes file broken.py line 4: RuntimeError: boom"
+
+
+async def test_routes_file_with_a_syntax_error(tmp_path):
+    (tmp_path / "syntax.py").write_text("routes = (\n")
+    line = problem(await triosip(tmp_path, "run", "syntax.py", "--listen", "udp:127.0.0.1:0"))
+    assert line.startswith("triosip: routes file syntax.py line 1: SyntaxError")
+
+
+async def test_routes_file_without_routes(tmp_path):
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    line = problem(await triosip(tmp_path, "run", "empty.py", "--listen", "udp:127.0.0.1:0"))
+    assert line == "triosip: routes file empty.py defines no `routes = Routes()`"
+
+
+async def test_missing_routes_file(tmp_path):
+    line = problem(await triosip(tmp_path, "run", "missing.py", "--listen", "udp:127.0.0.1:0"))
+    assert line == "triosip: routes file missing.py not found"
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_address_in_use(tmp_path, transport):
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            taken.listen()
+        port = taken.getsockname()[1]
+        listen = f"{transport}:127.0.0.1:{port}"
+        line = problem(await triosip(tmp_path, "run", "--listen", listen))
+    assert line == f"triosip: cannot listen on {listen}: address already in use"
+
+
+@pytest.mark.parametrize(
+    ("listen", "says"),
+    [
+        ("udp:localhost:5060", "'localhost' is not an IP address"),
+        ("5060", "expected transport:host[:port]"),
+        ("sctp:127.0.0.1:5060", "unsupported transport 'sctp'"),
+        ("udp:127.0.0.1:70000", "out of range"),
+        ("udp:::1:5060", "put an IPv6 address in brackets"),
+    ],
+)
+async def test_malformed_listen(tmp_path, listen, says):
+    line = problem(await triosip(tmp_path, "run", "--listen", listen))
+    assert line.startswith(f"triosip: --listen {listen}: ")
+    assert says in line
+
+
+@pytest.mark.parametrize("define", ["downstream", "=udp:127.0.0.1:5080", " =x"])
+async def test_bad_define(tmp_path, define):
+    line = problem(
+        await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--define", define)
+    )
+    assert line == f"triosip: --define {define!r}: write NAME=VALUE"
+
+
+# -- a running proxy ----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def running(tmp_path: Path, *args: str) -> AsyncIterator[trio.Process]:
+    """``triosip ARGS`` running in the background; stopped by PID and reaped at the end.
+    Its standard error goes to ``tmp_path / "stderr.log"``."""
+    stderr = os.open(tmp_path / "stderr.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        process = await trio.lowlevel.open_process(
+            _command(args),
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    finally:
+        os.close(stderr)
+    try:
+        yield process
+    finally:
+        await stop_process(process, first_signal=signal.SIGKILL, grace=0)
+
+
+def _stderr(tmp_path: Path) -> str:
+    return (tmp_path / "stderr.log").read_text()
+
+
+async def test_run_relays_calls_to_the_downstream(tmp_path):
+    # No routes file: the default routes, which send new calls to --define downstream.
+    # The Request-URI names a port nobody listens on: only the downstream makes the calls
+    # work. The ACK and BYE follow the Record-Route back through the proxy.
+    port = find_free_port("udp")
+    nobody = find_free_port("udp")
+    with trio.fail_after(30):
+        async with open_uas(scenario=UAS_RECORD_ROUTE, stop_grace=0) as uas:
+            args = ["run", "--listen", f"udp:127.0.0.1:{port}"]
+            args += ["--define", f"downstream=udp:{uas.address}", "--grace", "2"]
+            async with running(tmp_path, *args) as process:
+                await wait_listening(process, port, "udp")
+                result = await run_uac(
+                    f"127.0.0.1:{nobody}",
+                    scenario=UAC_RRS,
+                    remote_sending_address=f"127.0.0.1:{port}",
+                    rate=100,
+                    max_calls=10,
+                    global_timeout=10,
+                )
+                process.send_signal(signal.SIGTERM)
+                with trio.fail_after(3):
+                    status = await process.wait()
+
+    assert (result.calls_successful, result.calls_failed) == (10, 0), result.error_log
+    assert uas.result.calls_created == 10
+    assert status == 0, _stderr(tmp_path)
+    assert "Traceback" not in _stderr(tmp_path)
+
+
+async def test_sigterm_when_idle_exits_0_at_once(tmp_path):
+    port = find_free_port("udp")
+    with trio.fail_after(30):
+        async with running(
+            tmp_path, "run", "--listen", f"udp:127.0.0.1:{port}", "--grace", "5"
+        ) as process:
+            await wait_listening(process, port, "udp")
+            process.send_signal(signal.SIGTERM)
+            start = trio.current_time()
+            status = await process.wait()
+            took = trio.current_time() - start
+
+    assert status == 0, _stderr(tmp_path)
+    assert took < 2.0  # nothing to wait for: not the 5 s of grace
+    assert "Traceback" not in _stderr(tmp_path)
+    assert "stopped" in _stderr(tmp_path)
+
+
+async def test_sigterm_lets_live_calls_run_for_the_grace_period(tmp_path):
+    # An INVITE rings at a callee that never answers (fr_timeout 30 s). On SIGTERM the
+    # proxy refuses new calls with 503, waits the grace period (1 s) for the live one,
+    # then cancels it and exits 0.
+    port = find_free_port("udp")
+    with trio.fail_after(30):
+        async with open_udp_peer() as caller, open_udp_peer() as callee:
+            downstream = f"downstream=udp:{callee.address.host_port}"
+            args = ["run", "--listen", f"udp:127.0.0.1:{port}", "--define", downstream]
+            async with running(tmp_path, *args, "--grace", "1") as process:
+                await wait_listening(process, port, "udp")
+                proxy = Address("udp", "127.0.0.1", port)
+                live = caller.request("INVITE", "sip:bob@example.com")
+                await caller.send(live, proxy)
+                await callee.receive_request("INVITE")
+                process.send_signal(signal.SIGTERM)
+                start = trio.current_time()
+                await trio.sleep(0.3)
+                late = caller.request("INVITE", "sip:carol@example.com")
+                await caller.send(late, proxy)
+                refused = await caller.receive_response()
+                await caller.send(caller.ack(late, refused), proxy)
+                status = await process.wait()
+                took = trio.current_time() - start
+
+    assert (refused.status, refused.call_id) == (503, late.call_id)
+    assert status == 0, _stderr(tmp_path)
+    assert 0.9 < took < 3.0
+    assert "cancelling 1 unanswered transactions" in _stderr(tmp_path)
+    assert "Traceback" not in _stderr(tmp_path)
