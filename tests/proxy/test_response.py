@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from triosip.proxy._response import best_response, forwarded_status
+from triosip.proxy._response import best_response, forwarded_status, merge_challenges
 from triosip.sip import Request, Response, build_response, parse_message
 
 
@@ -109,3 +109,30 @@ def test_best_response_keeps_the_branch_s_headers() -> None:
     assert best is challenge
     assert best.header("www-authenticate") == 'Digest realm="example.com", nonce="n1"'
     assert len(best.via) == 2
+
+
+def challenge(status: int, to_tag: str, header: str, realm: str) -> Response:
+    return build_response(
+        INVITE, status, to_tag=to_tag, headers=((header, f'Digest realm="{realm}", nonce="n"'),)
+    )
+
+
+def test_challenges_of_every_branch_are_merged_into_the_best() -> None:
+    # §16.7 step 7: the caller gets every branch's challenge at once, in one 401 or 407.
+    first = challenge(401, "b0", "WWW-Authenticate", "a.example")
+    second = challenge(407, "b1", "Proxy-Authenticate", "b.example")
+    busy = build_response(INVITE, 486, to_tag="b2")
+    responses = [first, second, busy]
+    merged = merge_challenges(best_response(responses), responses)
+    assert merged.status == 401
+    assert merged.header_lines("www-authenticate") == ['Digest realm="a.example", nonce="n"']
+    assert merged.header_lines("proxy-authenticate") == ['Digest realm="b.example", nonce="n"']
+
+
+def test_only_a_challenge_gets_merged_challenges() -> None:
+    responses = [
+        build_response(INVITE, 404, to_tag="b0"),
+        challenge(401, "b1", "WWW-Authenticate", "x"),
+    ]
+    not_found = responses[0]
+    assert merge_challenges(not_found, responses) is not_found

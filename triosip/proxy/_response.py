@@ -33,8 +33,8 @@ def best_response(responses: Sequence[Response]) -> Response:
 
     A 6xx wins, then a 2xx, then the lowest class, where a 4xx the caller can act on
     (401, 407, 415, 420, 484) comes before the other 4xx; within that, the lowest status,
-    and on a tie the first in `responses` (branch order). The challenges of several
-    401/407 are not merged (§16.7 step 7): the one chosen goes as it came.
+    and on a tie the first in `responses` (branch order). When the best is a 401 or 407,
+    `merge_challenges` adds the other branches' challenges to it (§16.7 step 7).
 
     Raises:
         ValueError: `responses` is empty (a caller bug: there is always one per branch).
@@ -48,3 +48,24 @@ def forwarded_status(status: int) -> int:
     """RFC 3261 §16.7 step 6: a 503 chosen as best goes back as a 500, so that the caller
     does not take it for this proxy being unavailable."""
     return 500 if status == 503 else status
+
+
+# RFC 3261 §16.7 step 7: the headers that carry a challenge, by the status that carries them.
+_CHALLENGE_HEADERS = ("www-authenticate", "proxy-authenticate")
+
+
+def merge_challenges(best: Response, responses: Sequence[Response]) -> Response:
+    """`best` (a 401 or 407) with the WWW-Authenticate and Proxy-Authenticate values of
+    every other 401 and 407 in `responses` added (RFC 3261 §16.7 step 7), so that the
+    caller can answer every branch's challenge at once. Any other `best` is returned as is.
+    """
+    if best.status not in (401, 407):
+        return best
+    merged = best
+    for response in responses:
+        if response is best or response.status not in (401, 407):
+            continue
+        for name in _CHALLENGE_HEADERS:
+            for value in response.header_lines(name):
+                merged = merged.with_header_last(name, value)
+    return merged

@@ -42,7 +42,7 @@ from triosip.proxy._forward import (
     target_of,
     via_value,
 )
-from triosip.proxy._response import best_response, forwarded_status
+from triosip.proxy._response import best_response, forwarded_status, merge_challenges
 from triosip.proxy._statistics import status_class
 from triosip.sip import ParseError, Request, Response, build_response, parse_message
 from triosip.transaction import (
@@ -435,7 +435,7 @@ class ProxyTransaction:
         if self.final_sent or any(b.pending for b in self.branches):
             return
         answers = [b.response for b in self.branches if b.response is not None]
-        best = best_response(answers)
+        best = merge_challenges(best_response(answers), answers)
         await self._fail(best)
 
     async def _fail(self, best: Response, *, via_is_ours: bool = True) -> None:
