@@ -1,4 +1,5 @@
-"""The ``triosip`` command line: ``triosip run`` (the proxy)."""
+"""The ``triosip`` command line: ``triosip run`` (the proxy), and ``triosip tasks`` and
+``triosip stats``, which ask a running proxy's management interface."""
 
 from __future__ import annotations
 
@@ -14,9 +15,23 @@ from typing import TYPE_CHECKING
 import trio
 
 from triosip import __version__
+from triosip.mi import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MIClient,
+    MIConfig,
+    MIError,
+    MIRefused,
+    MIUnavailable,
+    parse_mi_address,
+    print_stats,
+    print_tasks,
+    serve_mi,
+)
 from triosip.ops import database_path, open_database, open_rest_client
 from triosip.proxy import Proxy, ProxyConfig
 from triosip.script import (
+    DEFAULT_ROUTES,
     RoutesLoadError,
     ScriptEnvironment,
     ScriptHandlers,
@@ -32,7 +47,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+DEFAULT_MI = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
 
 
 class UsageError(Exception):
@@ -116,7 +133,46 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default INFO",
     )
+    run.add_argument(
+        "--mi",
+        default=DEFAULT_MI,
+        metavar="HOST:PORT",
+        help=f"where the management interface listens (default {DEFAULT_MI}), or off",
+    )
+    token = run.add_mutually_exclusive_group()
+    token.add_argument(
+        "--mi-token", metavar="TOKEN", help="the token MI clients not on loopback must show"
+    )
+    token.add_argument("--mi-token-file", metavar="PATH", help="read --mi-token from a file")
+
+    tasks = commands.add_parser("tasks", help="draw the live task tree of a running proxy")
+    _add_mi_client_arguments(tasks)
+    tasks.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    tasks.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="--watch's period"
+    )
+    tasks.add_argument("--call-id", metavar="CALL-ID", help="only this call's transactions")
+    tasks.add_argument(
+        "--older-than", type=float, metavar="SECONDS", help="only transactions this old"
+    )
+    tasks.add_argument("--method", metavar="METHOD", help="only transactions of this method")
+
+    stats = commands.add_parser("stats", help="show the counters of a running proxy")
+    _add_mi_client_arguments(stats)
     return parser
+
+
+def _add_mi_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mi",
+        default=DEFAULT_MI,
+        metavar="HOST:PORT",
+        help=f"the management interface of the proxy (default {DEFAULT_MI})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the MI's JSON")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token", metavar="TOKEN", help="the MI token (for an MI off loopback)")
+    token.add_argument("--token-file", metavar="PATH", help="read --token from a file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return _run(args)
+        return _run(args) if args.command == "run" else _query_mi(args)
     except UsageError as exc:
         print(f"triosip: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -144,6 +200,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
     listen = _listen_addresses(args.listen or DEFAULT_LISTEN)
     params = _defines(args.define)
+    mi = _mi_config(args, params)
     for name, value in (
         ("--fr-timeout", args.fr_timeout),
         ("--fr-inv-timeout", args.fr_inv_timeout),
@@ -176,15 +233,15 @@ def _run(args: argparse.Namespace) -> int:
         timers=TimerConfig(t1=args.t1, t2=args.t2, t4=args.t4),
     )
     try:
-        trio.run(_serve, proxy, handlers, args, db_url)
+        trio.run(_serve, proxy, handlers, args, db_url, mi)
     except BaseExceptionGroup as group:
         # A listener that can't bind or a database that can't open fails at startup, deep
         # in the nurseries: say what to fix, not the traceback of each nursery.
-        startup = _first_leaf(group, (TransportError, sqlite3.Error))
+        startup = _first_leaf(group, (TransportError, sqlite3.Error, MIError))
         if startup is None:
             raise
         raise UsageError(_startup_problem(startup, db_url)) from None
-    except (TransportError, sqlite3.Error) as exc:
+    except (TransportError, sqlite3.Error, MIError) as exc:
         raise UsageError(_startup_problem(exc, db_url)) from None
     return 0
 
@@ -203,7 +260,11 @@ def _startup_problem(exc: BaseException, db_url: str) -> str:
 
 
 async def _serve(
-    proxy: Proxy, handlers: ScriptHandlers, args: argparse.Namespace, db_url: str
+    proxy: Proxy,
+    handlers: ScriptHandlers,
+    args: argparse.Namespace,
+    db_url: str,
+    mi: MIConfig | None,
 ) -> None:
     async with (
         open_database(db_url) as db,
@@ -211,17 +272,23 @@ async def _serve(
     ):
         logger.info("database %s", db_url)
         handlers.environment = ScriptEnvironment(db=db, rest=rest, max_launched=args.max_launched)
-        await serve_until_signalled(proxy, handlers.environment, args.grace)
+        await serve_until_signalled(proxy, handlers.environment, args.grace, mi=mi)
 
 
-async def serve_until_signalled(proxy: Proxy, environment: ScriptEnvironment, grace: float) -> None:
+async def serve_until_signalled(
+    proxy: Proxy, environment: ScriptEnvironment, grace: float, *, mi: MIConfig | None = None
+) -> None:
     """Run `proxy` until SIGTERM or SIGINT, then shut down as DESIGN.md promises: stop
     taking new transactions, let live ones finish within `grace` seconds, cancel the rest
-    (their ops and launched work with them).
+    (their ops and launched work with them). The management interface (`mi`, if given)
+    starts first, so that a port in use fails before any SIP listener opens, and serves
+    until the end of the shutdown.
     """
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(environment.serve)
+            if mi is not None:
+                await nursery.start(serve_mi, proxy, mi)
             await nursery.start(proxy.serve)
             received = await signals.__anext__()
             logger.info(
@@ -246,6 +313,75 @@ def _default_db_url() -> str:
     except OSError as exc:
         raise UsageError(f"cannot create the data folder {folder}: {exc}; give --db") from None
     return f"sqlite:///{Path(folder).resolve() / 'triosip.sqlite'}"
+
+
+def _mi_config(args: argparse.Namespace, params: dict[str, str]) -> MIConfig | None:
+    address = _mi_address(args.mi)
+    if address is None:
+        return None
+    host, port = address
+    token = _token(args.mi_token, args.mi_token_file, "--mi-token-file")
+    return MIConfig(
+        host=host,
+        port=port,
+        token=token,
+        routes_file=args.routes or DEFAULT_ROUTES,
+        params=params,
+    )
+
+
+def _mi_address(spec: str) -> tuple[str, int] | None:
+    try:
+        return parse_mi_address(spec)
+    except ValueError as exc:
+        raise UsageError(f"--mi {spec}: {exc}") from None
+
+
+def _token(token: str | None, token_file: str | None, option: str) -> str | None:
+    if token_file is None:
+        return token or None
+    try:
+        text = Path(token_file).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {token_file}: {exc}") from None
+    if not text:
+        raise UsageError(f"{option} {token_file}: the file is empty")
+    return text
+
+
+def _query_mi(args: argparse.Namespace) -> int:
+    """``triosip tasks`` and ``triosip stats``: ask a running proxy's MI."""
+    address = _mi_address(args.mi)
+    if address is None:
+        raise UsageError(f"triosip {args.command} needs the MI's HOST:PORT, not --mi off")
+    token = _token(args.token, args.token_file, "--token-file")
+    try:
+        with MIClient(*address, token=token) as client:
+            if args.command == "stats":
+                print_stats(client, as_json=args.json)
+                return 0
+            if args.watch and args.json:
+                raise UsageError("--watch draws the tree; --json prints it once: pick one")
+            if not args.interval > 0:
+                raise UsageError(f"--interval must be a number of seconds > 0, not {args.interval}")
+            if args.older_than is not None and not args.older_than >= 0:
+                raise UsageError(f"--older-than must be >= 0 seconds, not {args.older_than}")
+            filters = {
+                "call_id": args.call_id,
+                "method": args.method,
+                "older_than": None if args.older_than is None else repr(args.older_than),
+            }
+            print_tasks(
+                client,
+                {name: value for name, value in filters.items() if value is not None},
+                as_json=args.json,
+                watch=args.watch,
+                interval=args.interval,
+            )
+    except (MIUnavailable, MIRefused) as exc:
+        print(f"triosip: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0
 
 
 def _listen_addresses(specs: Sequence[str]) -> list[Address]:

@@ -736,7 +736,9 @@ class Running:
 @contextlib.asynccontextmanager
 async def triosip_run(nursery: trio.Nursery, *args: str) -> AsyncIterator[Running]:
     """Run ``triosip run ARGS`` as a user would; killed and reaped however the block ends."""
-    process = await trio.lowlevel.open_process([str(TRIOSIP), "run", *args], stderr=subprocess.PIPE)
+    # --mi off: the MI's default port is one per machine, and tests may run side by side.
+    command = [str(TRIOSIP), "run", "--mi", "off", *args]
+    process = await trio.lowlevel.open_process(command, stderr=subprocess.PIPE)
     running = Running(process)
 
     async def read_log(stream: trio.abc.ReceiveStream) -> None:

@@ -54,7 +54,11 @@ def load_routes(path: str | Path | None, params: Mapping[str, str]) -> Routes:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        # Compiled from the source every time, not through the bytecode cache: the cache
+        # is keyed by whole-second mtime and size, so an edit made within the second of
+        # the last load (a quick fix, then a reload) would run the old code.
+        code = compile(file.read_bytes(), spec.origin or str(file), "exec", dont_inherit=True)
+        exec(code, module.__dict__)
     except Exception as exc:
         del sys.modules[name]
         # The frames name the file as the spec does (made absolute), not as it was given.

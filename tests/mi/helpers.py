@@ -1,0 +1,197 @@
+"""A proxy with its management interface on 127.0.0.1, and the SIP peers that talk to it.
+
+The proxy and the MI run in the test's nursery on free ports; the MI is asked with an
+httpx client, as any operator's script would, and SIP goes over raw UDP sockets (the
+caller and the callee), or through sipp where a real peer matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import trio
+
+from triosip.mi import MIConfig, serve_mi
+from triosip.proxy import Proxy, ProxyConfig
+from triosip.script import ScriptEnvironment, ScriptHandlers
+from triosip.sip import Request, Response, build_response, parse_message
+from triosip.transaction import TimerConfig
+from triosip.transport import Address
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from triosip.script.api import Routes
+
+# Short RFC 3261 timers, so that a transaction that has answered ends within a second:
+# Timer H and J are 64*T1 = 0.64 s, Timer I is T4.
+FAST_TIMERS = TimerConfig(t1=0.01, t2=0.04, t4=0.05)
+
+
+@dataclass
+class Running:
+    """A proxy and its MI, running in a test's nursery."""
+
+    proxy: Proxy
+    sip: Address
+    mi: httpx.AsyncClient
+    mi_address: tuple[str, int]
+
+    async def tasks(self, **params: str) -> dict[str, Any]:
+        response = await self.mi.get("/tasks", params=params)
+        assert response.status_code == 200, response.text
+        document: dict[str, Any] = response.json()
+        return document
+
+    async def stats(self) -> dict[str, Any]:
+        response = await self.mi.get("/stats")
+        assert response.status_code == 200, response.text
+        document: dict[str, Any] = response.json()
+        return document
+
+    async def wait_for_tasks(self, predicate: Any, **params: str) -> dict[str, Any]:
+        """Ask ``/tasks`` until `predicate(document)` holds (the caller bounds the time)."""
+        while True:
+            document = await self.tasks(**params)
+            if predicate(document):
+                return document
+            await trio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def run_proxy(
+    routes: Routes | ScriptHandlers,
+    *,
+    environment: ScriptEnvironment | None = None,
+    config: ProxyConfig | None = None,
+    timers: TimerConfig = FAST_TIMERS,
+    mi: MIConfig | None = None,
+) -> AsyncIterator[Running]:
+    """Run `routes` (or handlers made from a routes file) in a proxy on 127.0.0.1 with its
+    MI, both on free ports."""
+    if isinstance(routes, ScriptHandlers):
+        handlers = routes
+        environment = handlers.environment
+    else:
+        environment = environment or ScriptEnvironment(max_launched=10)
+        handlers = ScriptHandlers(routes, environment)
+    proxy = Proxy(
+        [Address("udp", "127.0.0.1", 0)],
+        handlers=handlers,
+        config=config or ProxyConfig(fr_timeout=5.0, fr_inv_timeout=10.0),
+        timers=timers,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(environment.serve)
+        mi_address: tuple[str, int] = await nursery.start(serve_mi, proxy, mi or MIConfig(port=0))
+        listeners: list[Address] = await nursery.start(proxy.serve)
+        base_url = f"http://{mi_address[0]}:{mi_address[1]}"
+        async with httpx.AsyncClient(base_url=base_url, trust_env=False) as client:
+            yield Running(proxy, listeners[0], client, mi_address)
+        nursery.cancel_scope.cancel()
+
+
+class Peer:
+    """A SIP endpoint on a raw UDP socket on 127.0.0.1: the caller or the callee."""
+
+    def __init__(self, sock: trio.socket.SocketType, port: int) -> None:
+        self.sock = sock
+        self.port = port
+
+    @property
+    def destination(self) -> str:
+        return f"udp:127.0.0.1:{self.port}"
+
+    async def send(self, data: bytes, to: Address) -> None:
+        await self.sock.sendto(data, (to.host, to.port))
+
+    async def receive(self) -> tuple[Request | Response, tuple[str, int]]:
+        data, source = await self.sock.recvfrom(65535)
+        return parse_message(data), source
+
+    async def response(self, status: int, method: str = "INVITE") -> Response:
+        """The next response of `status` to `method`, past the others."""
+        while True:
+            message, _ = await self.receive()
+            if (
+                isinstance(message, Response)
+                and message.status == status
+                and message.cseq.method == method
+            ):
+                return message
+
+    async def request(self) -> tuple[Request, tuple[str, int]]:
+        while True:
+            message, source = await self.receive()
+            if isinstance(message, Request):
+                return message, source
+
+    async def answer(self, request: Request, source: tuple[str, int], status: int) -> None:
+        await self.sock.sendto(bytes(build_response(request, status, to_tag="callee")), source)
+
+
+@contextlib.asynccontextmanager
+async def open_peer() -> AsyncIterator[Peer]:
+    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        yield Peer(sock, sock.getsockname()[1])
+
+
+@dataclass
+class Call:
+    """Requests of one call from `caller`, built as a UAC builds them (RFC 3261 §8.1.1)."""
+
+    caller: Peer
+    proxy: Address
+    call_id: str
+
+    @classmethod
+    def new(cls, caller: Peer, proxy: Address) -> Call:
+        return cls(caller, proxy, f"{os.urandom(6).hex()}@mi.test")
+
+    @property
+    def branch(self) -> str:
+        return f"z9hG4bK-{self.call_id.split('@')[0]}"
+
+    def build(self, method: str, *, cseq_method: str | None = None, to_tag: str = "") -> bytes:
+        to = "<sip:bob@example.org>" + (f";tag={to_tag}" if to_tag else "")
+        return (
+            f"{method} sip:bob@example.org SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.caller.port};branch={self.branch}\r\n"
+            "Max-Forwards: 70\r\n"
+            "From: <sip:alice@example.org>;tag=caller\r\n"
+            f"To: {to}\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: 1 {cseq_method or method}\r\n"
+            f"Contact: <sip:alice@127.0.0.1:{self.caller.port}>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    async def send(self, method: str, **kwargs: Any) -> None:
+        await self.caller.send(self.build(method, **kwargs), self.proxy)
+
+    async def cancel(self) -> Response:
+        """CANCEL the INVITE (RFC 3261 §9.1), take the 487 and ACK it (§17.1.1.3)."""
+        await self.send("CANCEL")
+        terminated = await self.caller.response(487)
+        await self.send("ACK", to_tag=terminated.to.tag or "")
+        return terminated
+
+
+def walk(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """`node` and every node under it, depth first."""
+    nodes = [node]
+    for child in node.get("children", ()):
+        nodes.extend(walk(child))
+    return nodes
+
+
+def ops_of(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every op node of a ``/tasks`` document, under transactions or launched."""
+    roots = document["transactions"] + document["launched"]
+    return [node for root in roots for node in walk(root) if node.get("kind") == "op"]
