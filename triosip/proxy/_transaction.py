@@ -401,16 +401,21 @@ class ProxyTransaction:
         status = response.status
         if not branch.pending and not (status // 100 == 2 and self.request.method == "INVITE"):
             return  # a late answer on a branch we already closed (its local 408, say)
+        if status < 200:
+            # The client transaction got it, whatever the onreply route decides: a CANCEL
+            # may go now (RFC 3261 §9.1), and Timer C runs (§16.7 step 2: not for a 100).
+            branch.provisional = True
+            if self.request.method == "INVITE" and status > 100:
+                branch.fr_deadline = trio.current_time() + self.fr_inv_timeout
         if self.reply_route is not None:
             keep: list[bool] = []
             await self.run_route(self._run_reply_route, branch, response, keep)
             if keep == [False] and status < 200:
+                if self.is_cancelled():
+                    self._send_cancel(branch)
                 return
         if status < 200:
-            branch.provisional = True
-            if self.request.method == "INVITE" and status > 100:
-                branch.fr_deadline = trio.current_time() + self.fr_inv_timeout
-            if self.cancelled:
+            if self.is_cancelled():
                 self._send_cancel(branch)
             elif status > 100 and not self.final_sent:
                 await self._send_upstream(response.without_first_value("via"))
