@@ -262,6 +262,43 @@ async def test_ict_2xx_goes_up_and_its_retransmissions_too_in_accepted(
     assert [i.message for i in strays] == [ok]
 
 
+async def test_ict_without_accepted_ends_with_its_2xx_and_leaves_retransmissions_to_strays(
+    autojump_clock: trio.testing.MockClock,
+    layer: TransactionLayer,
+    transport: FakeTransport,
+    strays: list[Inbound],
+) -> None:
+    ended: list[float] = []
+    seen: list[tuple[int, ClientState]] = []
+
+    async def run_branch(req: Request, *, task_status: trio.TaskStatus[ClientTransaction]) -> None:
+        await layer.run_client(
+            req,
+            NEXT_HOP,
+            on_response=lambda client, resp: seen.append((resp.status, client.state)),
+            wait_in_accepted=False,
+            task_status=task_status,
+        )
+        ended.append(trio.current_time())
+
+    req = proxied(branch=layer.new_branch())
+    async with trio.open_nursery() as nursery:
+        start = trio.current_time()
+        await nursery.start(run_branch, req)
+        await trio.sleep(0.3)
+        ok = response(req, 200)
+        layer.receive(inbound(ok, NEXT_HOP))
+        await trio.sleep(0.5)
+        # RFC 3261 §17.1.1.2 without RFC 6026: the 2xx ended the ICT at once (a Timer M of
+        # 0); its retransmission matches nothing, and goes to the proxy as a stray.
+        assert ended == [pytest.approx(start + 0.3)]
+        layer.receive(inbound(ok, NEXT_HOP))
+    assert seen == [(200, ClientState.ACCEPTED)]
+    assert [i.message for i in strays] == [ok]
+    assert transport.lines() == [INVITE_LINE]
+    assert layer.client_transactions() == []
+
+
 # --- NICT --------------------------------------------------------------------------------
 
 

@@ -253,8 +253,7 @@ class _State:
     """
 
     wire: bytes | None = None  # the exact bytes parsed, while unmodified
-    names: list[str] | None = None  # canonical name of each line
-    index: dict[str, list[int]] | None = None  # canonical name -> line numbers
+    names: tuple[str, ...] | None = None  # canonical name of each line
     headers: tuple[Header, ...] | None = None
     # What the parser checked (RFC 3261 §8.1.1): text and parts, made into values when read
     via_p: tuple[str, ViaParts] | None = None
@@ -291,19 +290,19 @@ _ENTRIES: Final[Mapping[str, tuple[str, ...]]] = {
     "record-route": ("record_route",),
     "contact": ("contact", "contact_star"),
 }
-_ALWAYS_DROPPED: Final = ("wire", "index", "headers", "names")
+_ALWAYS_DROPPED: Final = ("wire", "headers", "names")
 _DROPPED: Final[Mapping[str, tuple[str, ...]]] = {
     name: _ALWAYS_DROPPED + entries for name, entries in _ENTRIES.items()
 }
 
 
-def names_of(lines: Sequence[str]) -> list[str]:
+def names_of(lines: Sequence[str]) -> tuple[str, ...]:
     """The canonical name of each header line."""
     # Most lines are "long-name:" with nothing odd: one findall finds them all.
     names: list[str] = _abnf.FAST_NAMES.findall("\n" + "\n".join(lines).lower())
     if len(names) == len(lines):
-        return names
-    return [canonical_name(line.partition(":")[0].strip(" \t")) for line in lines]
+        return tuple(names)
+    return tuple(canonical_name(line.partition(":")[0].strip(" \t")) for line in lines)
 
 
 class _MessageSlots:
@@ -335,7 +334,7 @@ class Message(_MessageSlots):
 
     # -- generic header access ------------------------------------------------------
 
-    def _names(self) -> list[str]:
+    def _names(self) -> tuple[str, ...]:
         # The canonical name of each line, aligned with `lines`: the parser leaves it in
         # the cache, edits pass on an updated copy, a message built by hand computes it.
         state = self._state
@@ -343,20 +342,6 @@ class Message(_MessageSlots):
         if names is None:
             names = state.names = names_of(self.lines)
         return names
-
-    def _index(self) -> dict[str, list[int]]:
-        state = self._state
-        index = state.index
-        if index is None:
-            index = {}
-            for number, name in enumerate(self._names()):
-                found = index.get(name)
-                if found is None:
-                    index[name] = [number]
-                else:
-                    found.append(number)
-            state.index = index
-        return index
 
     @property
     def headers(self) -> tuple[Header, ...]:
@@ -385,10 +370,17 @@ class Message(_MessageSlots):
     def header_lines(self, name: str) -> list[str]:
         """The value of each line of a header, in order."""
         canonical = canonical_name(name)
-        if canonical not in self._names():
+        names = self._names()
+        if canonical not in names:
             return []
-        lines = self.lines
-        return [_line_value(lines[n]) for n in self._index()[canonical]]
+        # A scan of a dozen names costs less than a name -> line numbers index kept per
+        # message, whose lists the garbage collector would walk for as long as a
+        # transaction keeps the message (64*T1 after a call's end).
+        return [
+            _line_value(line)
+            for line, line_name in zip(self.lines, names, strict=True)
+            if line_name == canonical
+        ]
 
     def header_values(self, name: str) -> list[str]:
         """Every comma-separated value of a header over all its lines (RFC 3261 §7.3.1).
@@ -581,7 +573,7 @@ class Message(_MessageSlots):
 
     # -- edits --------------------------------------------------------------------------
 
-    def _edited(self, lines: tuple[str, ...], names: list[str], touched: str) -> Self:
+    def _edited(self, lines: tuple[str, ...], names: tuple[str, ...], touched: str) -> Self:
         # A copy with new header lines: the cache keeps what the edit did not touch.
         new = self._clone()
         _set(new, "lines", lines)
@@ -616,7 +608,7 @@ class Message(_MessageSlots):
         lines = self.lines
         return self._edited(
             (*lines[:position], line, *lines[position:]),
-            [*names[:position], canonical, *names[position:]],
+            (*names[:position], canonical, *names[position:]),
             canonical,
         )
 
@@ -627,7 +619,7 @@ class Message(_MessageSlots):
             LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
         """
         line, canonical = _make_line(name, value)
-        return self._edited((*self.lines, line), [*self._names(), canonical], canonical)
+        return self._edited((*self.lines, line), (*self._names(), canonical), canonical)
 
     def without_first_value(self, name: str) -> Self:
         """A copy without the first comma-separated value of that header.
@@ -650,10 +642,10 @@ class Message(_MessageSlots):
         if rest:
             new_line = raw_name.rstrip(" \t") + ": " + rest
             new_lines = (*lines[:position], new_line, *lines[position + 1 :])
-            new_names = names.copy()
+            new_names = names
         else:
             new_lines = (*lines[:position], *lines[position + 1 :])
-            new_names = [*names[:position], *names[position + 1 :]]
+            new_names = (*names[:position], *names[position + 1 :])
         return self._edited(new_lines, new_names, canonical)
 
     def without_header(self, name: str) -> Self:
@@ -664,7 +656,7 @@ class Message(_MessageSlots):
             return self
         kept = [n for n, line_name in enumerate(names) if line_name != canonical]
         lines = self.lines
-        return self._edited(tuple(lines[n] for n in kept), [names[n] for n in kept], canonical)
+        return self._edited(tuple(lines[n] for n in kept), tuple(names[n] for n in kept), canonical)
 
     def with_header_replaced(self, name: str, value: str) -> Self:
         """A copy whose first line of that header says ``value``; its other lines go.
@@ -677,17 +669,17 @@ class Message(_MessageSlots):
         line, canonical = _make_line(name, value)
         names = self._names()
         if canonical not in names:
-            return self._edited((*self.lines, line), [*names, canonical], canonical)
+            return self._edited((*self.lines, line), (*names, canonical), canonical)
         position = names.index(canonical)
         lines = list(self.lines)
-        new_names = names.copy()
+        new_names = names
         lines[position] = line
         if names.count(canonical) > 1:
             kept = [
                 n for n, line_name in enumerate(names) if line_name != canonical or n == position
             ]
             lines = [lines[n] for n in kept]
-            new_names = [names[n] for n in kept]
+            new_names = tuple(names[n] for n in kept)
         return self._edited(tuple(lines), new_names, canonical)
 
     def with_max_forwards(self, value: int) -> Self:
@@ -772,7 +764,7 @@ class Request(Message):
         # Whatever would break the Request-Line (§7.1) or inject another line.
         if _abnf.REQUEST_URI_RE.fullmatch(text) is None:
             raise LocalSIPError(f"Invalid Request-URI {text!r}")
-        new = self._edited(self.lines, self._names().copy(), "")
+        new = self._edited(self.lines, self._names(), "")
         _set(new, "uri_raw", text)
         new._state.uri = uri if isinstance(uri, URI) else None
         return new
@@ -915,7 +907,7 @@ def build_response(
     names.append("content-length")
     response = Response(status=status, reason=reason, lines=tuple(lines), body=body)
     state = response._state
-    state.names = names
+    state.names = tuple(names)
     # What the request's parse checked holds here too: the lines are the same. The To
     # is read again if a tag was added.
     source = request._state

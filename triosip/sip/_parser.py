@@ -213,7 +213,9 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
     # The cache, in one go (see _message._State; its attributes default to "not yet").
     state = _new(_State)
     state.__dict__ = {
-        "names": names,
+        # A tuple of str, which the garbage collector stops tracking (a list it would walk
+        # for as long as a transaction keeps the message).
+        "names": tuple(names),
         "wire": data if start == 0 and body_end == len(data) else data[start:body_end],
         "via_p": (g[_G_VIA], g[_G_VIA_PARTS]),
         "from_p": (from_, g[_G_FROM_PARTS]),
@@ -411,7 +413,7 @@ def _check_headers(
     # RFC 3261 §8.1.1 / §8.2: the fields every message needs, one by one. Fills in the
     # same groups as the fast path's pattern, so the accessors read both the same way.
     state = _State()
-    state.names = names
+    state.names = tuple(names)
     if "via" not in names:
         raise ParseError("Missing Via")
     text, parts, _ = first_via(_value(lines[names.index("via")], folded))

@@ -78,6 +78,7 @@ class ClientTransaction:
         "_on_response",
         "_outbox",
         "_wait",
+        "_wait_in_accepted",
         "branch",
         "connection",
         "created_at",
@@ -100,8 +101,10 @@ class ClientTransaction:
         key: ClientKey,
         connection: TcpConnection | None,
         on_response: Callable[[ClientTransaction, Response], None],
+        wait_in_accepted: bool = True,
     ) -> None:
         self._layer = layer
+        self._wait_in_accepted = wait_in_accepted
         self._key = key
         self._on_response = on_response
         self.request = request
@@ -276,7 +279,10 @@ class ClientTransaction:
         elif action is Action.START_TIMER_K:
             deadlines[ClientInput.TIMER_K] = now + timers.timer_k(self.reliable)
         elif action is Action.START_TIMER_M:
-            deadlines[ClientInput.TIMER_M] = now + timers.timer_m
+            # RFC 6026 §7.2: Accepted lasts 64*T1, to pass the 2xx retransmissions up. With
+            # wait_in_accepted False it lasts no time, as RFC 3261 §17.1.1.2 had it.
+            wait = timers.timer_m if self._wait_in_accepted else 0.0
+            deadlines[ClientInput.TIMER_M] = now + wait
         elif action is Action.INFORM_TU_TIMEOUT:
             self._layer._counters.timeouts += 1
             # Normal SIP life (a dead or unreachable next hop): INFO, not WARNING.

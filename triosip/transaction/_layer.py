@@ -258,6 +258,7 @@ class TransactionLayer:
         *,
         on_response: Callable[[ClientTransaction, Response], None],
         connection: TcpConnection | None = None,
+        wait_in_accepted: bool = True,
         task_status: trio.TaskStatus[ClientTransaction] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run one client transaction (RFC 3261 §17.1) to its end, in the caller's task.
@@ -275,6 +276,13 @@ class TransactionLayer:
             on_response: called with each response passed up. An exception from it ends
                 the transaction and is raised from here.
             connection: the TCP connection to send it on, if any.
+            wait_in_accepted: for an INVITE, whether the transaction stays in Accepted
+                for Timer M (64*T1) after a 2xx, passing the 2xx retransmissions to
+                ``on_response`` (RFC 6026 §7.2, the default). With False it ends with the
+                first 2xx, as RFC 3261 §17.1.1.2 had it, and returns: retransmissions then
+                match nothing and go to ``on_stray`` (a proxy forwards them statelessly,
+                RFC 3261 §16.7 step 2), and the caller's task, with all it holds, need not
+                live for 32 s after each call set up.
             task_status: ``started(client_transaction)`` right after the first
                 transmission.
 
@@ -300,6 +308,7 @@ class TransactionLayer:
             key=key,
             connection=connection,
             on_response=on_response,
+            wait_in_accepted=wait_in_accepted,
         )
         # Registered before the first send: over TCP a response can be read before send()
         # returns.
