@@ -56,7 +56,7 @@ from triosip.testing.sipp import (
 BENCH = Path(__file__).resolve().parent
 TARGETS = ("ceiling", "kamailio", "triosip")
 DEFAULT_TRIOSIP_CMD = (
-    "{python} -m triosip run --listen udp:127.0.0.1:{port} "
+    "{python} -m triosip run --mi off --listen udp:127.0.0.1:{port} "
     "--define downstream=udp:127.0.0.1:{uas_port}"
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
