@@ -115,9 +115,10 @@ class ProxyTransaction:
         self.work_scope = trio.CancelScope()
         self._route_scopes: list[trio.CancelScope] = []
         self._to_tag: str | None = None
-        self._inbox_send, self._inbox = trio.open_memory_channel[tuple[Branch, Response | None]](
-            INBOX_SIZE
-        )
+        # Unsubscripted: open_memory_channel[T] costs ~3 µs per call, per transaction.
+        self._inbox_send: trio.MemorySendChannel[tuple[Branch, Response | None]]
+        self._inbox: trio.MemoryReceiveChannel[tuple[Branch, Response | None]]
+        self._inbox_send, self._inbox = trio.open_memory_channel(INBOX_SIZE)
         self._live_branches = 0
 
     # -- what routes see ------------------------------------------------------------
@@ -337,6 +338,10 @@ class ProxyTransaction:
                     branch.request,
                     branch.destination,
                     on_response=lambda _client, response: self._post(branch, response),
+                    # The 2xx retransmissions that the Accepted state would pass up go
+                    # through on_stray, forwarded statelessly (RFC 6026 §8.4), so the
+                    # branch need not hold its 64*T1 of memory for them.
+                    wait_in_accepted=False,
                 )
             except TransactionTimeout:
                 local = build_response(branch.request, 408, to_tag=self.to_tag)

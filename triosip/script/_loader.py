@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING
 import trio
 
 from triosip.errors import TriosipError
+from triosip.proxy import StatelessRequest
 from triosip.script._runner import ScriptEnvironment
 from triosip.script.api import ErrorContext, RequestContext, Routes
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from triosip.proxy import BadMessage, Proxy, ProxyTransaction, StatelessRequest
+    from triosip.proxy import BadMessage, Proxy, ProxyTransaction
 
 # The routes shipped with the package; `routes/default.py` in the source tree is the same
 # file, so that `triosip run` works with no argument from a wheel as from a checkout.
@@ -97,6 +98,11 @@ class ScriptHandlers:
         assert route is not None  # load_routes() checked
         # The route's ops (async_) run in this nursery, inside the transaction's cancel
         # scope: the route's run ends when they and their resume routes have ended.
+        if isinstance(tx, StatelessRequest):
+            # The ACK of a 2xx has no transaction to run ops in (async_ refuses); plain
+            # awaits still work. It is a third of a call's requests: skip the nursery.
+            await route(RequestContext(tx, self.routes.params, self.environment, None))
+            return
         async with trio.open_nursery() as ops:
             await route(RequestContext(tx, self.routes.params, self.environment, ops))
 
