@@ -571,7 +571,9 @@ def _triosip_command(
     else:
         wait, delay = ("sleep", 0.0) if mode == "sleep0" else (mode, delay or args.delay)
         routes = WAIT_ROUTES
-        defines = [f"wait={wait}", f"delay={delay:g}"]
+        # The op's own timeout must outlast the wait, or a long wait (the memory part)
+        # ends in the route's 503 instead of waiting.
+        defines = [f"wait={wait}", f"delay={delay:g}", f"op_timeout={max(5.0, 2 * delay):g}"]
         if rest_url:
             defines.append(f"rest_url={rest_url}")
     words = [
