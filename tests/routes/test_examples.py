@@ -34,7 +34,8 @@ import trio
 from triosip.ops import open_database, open_rest_client
 from triosip.proxy import Proxy, ProxyConfig
 from triosip.script import ScriptEnvironment, ScriptHandlers, load_routes
-from triosip.sip import Request, Response, build_response, parse_message
+from triosip.sip import Request, Response
+from triosip.testing.proxy import UdpPeer, open_udp_peer
 from triosip.testing.sipp import UAC_RRS, UAS_RECORD_ROUTE, find_free_port, open_uas, run_uac
 from triosip.transport import Address
 
@@ -98,98 +99,35 @@ def nothing_left_behind() -> Iterator[None]:
 # -- SIP peers ----------------------------------------------------------------------------
 
 
-class Peer:
-    """A SIP endpoint on a raw UDP socket on 127.0.0.1: the caller or a callee."""
-
-    def __init__(self, sock: trio.socket.SocketType, port: int) -> None:
-        self.sock = sock
-        self.port = port
-        self.received: list[Request | Response] = []
-
-    @property
-    def destination(self) -> str:
-        return f"udp:127.0.0.1:{self.port}"
-
-    async def send(self, data: bytes, to: Address) -> None:
-        await self.sock.sendto(data, (to.host, to.port))
-
-    async def receive(self) -> tuple[Request | Response, tuple[str, int]]:
-        data, source = await self.sock.recvfrom(65535)
-        message = parse_message(data)
-        self.received.append(message)
-        return message, source
-
-    async def final_response(self) -> Response:
-        """The next final response, past the 100 and 180s."""
-        while True:
-            message, _ = await self.receive()
-            if isinstance(message, Response) and message.status >= 200:
-                return message
-
-    async def answer_next_request(self, status: int = 200) -> Request:
-        """Receive a request and answer it, as a UAS (to where it came from, the proxy)."""
-        message, source = await self.receive()
-        assert isinstance(message, Request), message
-        response = build_response(
-            message,
-            status,
-            to_tag="callee",
-            headers=[("Contact", f"<sip:callee@127.0.0.1:{self.port}>")],
-        )
-        await self.sock.sendto(bytes(response), source)
-        return message
+async def answer_next_request(callee: UdpPeer, status: int = 200) -> Request:
+    """Receive a request and answer it, as a UAS (to where it came from, the proxy)."""
+    contact = f"<sip:callee@{callee.address.host_port}>"
+    return await callee.answer(status, headers=[("Contact", contact)])
 
 
-@contextlib.asynccontextmanager
-async def open_peer() -> AsyncIterator[Peer]:
-    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        await sock.bind(("127.0.0.1", 0))
-        yield Peer(sock, sock.getsockname()[1])
+async def place_call(proxy: Address, caller: UdpPeer, *, uri: str, from_user: str) -> Request:
+    """Send an INVITE from `from_user` to `uri`; the INVITE, so that its ACK can be built."""
+    call_id = os.urandom(6).hex()
+    invite = caller.request(
+        "INVITE",
+        uri,
+        call_id=call_id,
+        branch=f"z9hG4bK-{call_id}",
+        from_uri=f"sip:{from_user}@127.0.0.1",
+        to_uri=uri,
+    )
+    await caller.send(invite, proxy)
+    return invite
 
 
-@dataclass
-class Call:
-    """One INVITE from the caller, so that its ACK can be built."""
-
-    caller: Peer
-    uri: str
-    from_user: str
-    call_id: str
-
-    def invite(self) -> bytes:
-        return self._request("INVITE", to=f"<{self.uri}>")
-
-    def ack(self, response: Response) -> bytes:
-        # RFC 3261 §17.1.1.3: the ACK of a non-2xx has the INVITE's branch and the
-        # response's To.
-        return self._request("ACK", to=response.header("to") or "")
-
-    def _request(self, method: str, *, to: str) -> bytes:
-        return (
-            f"{method} {self.uri} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.caller.port};branch=z9hG4bK-{self.call_id}\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:{self.from_user}@127.0.0.1>;tag=caller\r\n"
-            f"To: {to}\r\n"
-            f"Call-ID: {self.call_id}\r\n"
-            f"CSeq: 1 {method}\r\n"
-            f"Contact: <sip:{self.from_user}@127.0.0.1:{self.caller.port}>\r\n"
-            "Content-Length: 0\r\n\r\n"
-        ).encode()
-
-
-async def place_call(proxy: Address, caller: Peer, *, uri: str, from_user: str) -> Call:
-    call = Call(caller, uri, from_user, call_id=os.urandom(6).hex())
-    await caller.send(call.invite(), proxy)
-    return call
-
-
-async def failed_call(proxy: Address, caller: Peer, *, uri: str, from_user: str) -> Response:
+async def failed_call(proxy: Address, caller: UdpPeer, *, uri: str, from_user: str) -> Response:
     """Place a call that must fail: its final response, ACKed."""
-    call = await place_call(proxy, caller, uri=uri, from_user=from_user)
-    response = await caller.final_response()
+    invite = await place_call(proxy, caller, uri=uri, from_user=from_user)
+    response = await caller.receive_response()
     assert response.status >= 300, response
-    await caller.send(call.ack(response), proxy)
+    # RFC 3261 §17.1.1.3: the ACK of a non-2xx has the INVITE's branch and the
+    # response's To.
+    await caller.send(caller.ack(invite, response), proxy)
     return response
 
 
@@ -317,9 +255,9 @@ async def test_opensips_async_resumes_with_the_set_and_relays(
     with trio.fail_after(5):
         async with (
             open_database(url) as db,
-            open_peer() as caller,
-            open_peer() as callee,
-            open_peer() as decoy,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            open_udp_peer() as decoy,
             trio.open_nursery() as nursery,
         ):
             # With a downstream the call goes there whatever the Request-URI says; without
@@ -332,8 +270,8 @@ async def test_opensips_async_resumes_with_the_set_and_relays(
                 nursery, "opensips_async.py", params, ScriptEnvironment(db=db)
             )
             await place_call(proxy, caller, uri=uri, from_user="alice")
-            invite = await callee.answer_next_request(200)
-            response = await caller.final_response()
+            invite = await answer_next_request(callee, 200)
+            response = await caller.receive_response()
             nursery.cancel_scope.cancel()
 
     assert invite.method == "INVITE"
@@ -355,8 +293,8 @@ async def test_opensips_async_relays_an_unknown_subscriber_without_a_set(
     with trio.fail_after(5):
         async with (
             open_database(url) as db,
-            open_peer() as caller,
-            open_peer() as callee,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
             trio.open_nursery() as nursery,
         ):
             params = {"downstream": callee.destination}
@@ -364,9 +302,9 @@ async def test_opensips_async_relays_an_unknown_subscriber_without_a_set(
                 nursery, "opensips_async.py", params, ScriptEnvironment(db=db)
             )
             call = await place_call(proxy, caller, uri="sip:bob@example.org", from_user="mallory")
-            invite = await callee.answer_next_request(486)
-            response = await caller.final_response()
-            await caller.send(call.ack(response), proxy)
+            invite = await answer_next_request(callee, 486)
+            response = await caller.receive_response()
+            await caller.send(caller.ack(call, response), proxy)
             nursery.cancel_scope.cancel()
 
     assert invite.header("x-subscriber-set") is None
@@ -391,8 +329,8 @@ async def test_opensips_async_answers_a_failed_lookup(
     with trio.fail_after(5):
         async with (
             open_database(url) as db,
-            open_peer() as caller,
-            open_peer() as callee,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
             trio.open_nursery() as nursery,
         ):
             params = {**params, "downstream": callee.destination}
@@ -451,9 +389,9 @@ async def test_rest_routing_relays_where_the_service_says() -> None:
     with trio.fail_after(5):
         async with (
             open_rest_client() as rest,
-            open_peer() as caller,
-            open_peer() as callee,
-            open_peer() as decoy,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            open_udp_peer() as decoy,
             trio.open_nursery() as nursery,
         ):
             service = await start_service(nursery, {"bob": callee.destination})
@@ -463,8 +401,8 @@ async def test_rest_routing_relays_where_the_service_says() -> None:
             )
             uri = f"sip:bob@127.0.0.1:{decoy.port}"
             await place_call(proxy, caller, uri=uri, from_user="alice")
-            invite = await callee.answer_next_request(200)
-            response = await caller.final_response()
+            invite = await answer_next_request(callee, 200)
+            response = await caller.receive_response()
             nursery.cancel_scope.cancel()
 
     assert service.targets == ["/route?user=bob"]
@@ -490,8 +428,8 @@ async def test_rest_routing_answers_what_the_service_could_not(
     with trio.fail_after(5):
         async with (
             open_rest_client() as rest,
-            open_peer() as caller,
-            open_peer() as callee,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
             trio.open_nursery() as nursery,
         ):
             service = await start_service(
@@ -545,9 +483,9 @@ def routing_program(tmp_path: Path, port: int) -> Path:
 async def test_exec_example_relays_where_the_program_says(tmp_path: Path) -> None:
     with trio.fail_after(5):
         async with (
-            open_peer() as caller,
-            open_peer() as callee,
-            open_peer() as decoy,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            open_udp_peer() as decoy,
             trio.open_nursery() as nursery,
         ):
             program = routing_program(tmp_path, callee.port)
@@ -555,8 +493,8 @@ async def test_exec_example_relays_where_the_program_says(tmp_path: Path) -> Non
             proxy = await start_proxy(nursery, "exec_example.py", params, ScriptEnvironment())
             uri = f"sip:bob@127.0.0.1:{decoy.port}"
             call = await place_call(proxy, caller, uri=uri, from_user="$(id)")
-            invite = await callee.answer_next_request(200)
-            response = await caller.final_response()
+            invite = await answer_next_request(callee, 200)
+            response = await caller.receive_response()
             nursery.cancel_scope.cancel()
 
     assert response.status == 200
@@ -583,8 +521,8 @@ async def test_exec_example_answers_500_when_the_program_fails(
 ) -> None:
     with trio.fail_after(5):
         async with (
-            open_peer() as caller,
-            open_peer() as callee,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
             trio.open_nursery() as nursery,
         ):
             routing_program(tmp_path, callee.port)
@@ -614,9 +552,9 @@ async def test_parallel_lookup_joins_both_answers_and_relays(tmp_path: Path) -> 
         async with (
             open_database(url) as db,
             open_rest_client() as rest,
-            open_peer() as caller,
-            open_peer() as callee,
-            open_peer() as decoy,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            open_udp_peer() as decoy,
             trio.open_nursery() as nursery,
         ):
             service = await start_service(nursery, {"bob": callee.destination})
@@ -629,8 +567,8 @@ async def test_parallel_lookup_joins_both_answers_and_relays(tmp_path: Path) -> 
             await place_call(
                 proxy, caller, uri=f"sip:bob@127.0.0.1:{decoy.port}", from_user="alice"
             )
-            invite = await callee.answer_next_request(200)
-            response = await caller.final_response()
+            invite = await answer_next_request(callee, 200)
+            response = await caller.receive_response()
             nursery.cancel_scope.cancel()
 
     assert service.targets == ["/route?user=bob"]
@@ -668,8 +606,8 @@ async def test_parallel_lookup_answers_clearly_when_one_fails(
         async with (
             open_database(url) as db,
             open_rest_client() as rest,
-            open_peer() as caller,
-            open_peer() as callee,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
             trio.open_nursery() as nursery,
         ):
             service = await start_service(nursery, {"bob": callee.destination})
@@ -765,8 +703,8 @@ async def test_triosip_run_opensips_async_with_db(tmp_path: Path) -> None:
     proxy = Address("udp", "127.0.0.1", port)
     with trio.fail_after(15):
         async with (
-            open_peer() as caller,
-            open_peer() as callee,
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
             trio.open_nursery() as nursery,
             triosip_run(
                 nursery,
@@ -782,17 +720,26 @@ async def test_triosip_run_opensips_async_with_db(tmp_path: Path) -> None:
             ) as running,
         ):
             await running.listening.wait()
-            call = Call(caller, "sip:bob@example.org", "alice", call_id=os.urandom(6).hex())
-            invite = None
-            while invite is None:
+            call_id = os.urandom(6).hex()
+            call = caller.request(
+                "INVITE",
+                "sip:bob@example.org",
+                call_id=call_id,
+                branch=f"z9hG4bK-{call_id}",
+                from_uri="sip:alice@127.0.0.1",
+                to_uri="sip:bob@example.org",
+            )
+            received = None
+            while received is None:
                 # As a UDP UAC does (RFC 3261 §17.1.1.2, Timer A): send the INVITE
                 # again until something comes of it.
-                await caller.send(call.invite(), proxy)
+                await caller.send(call, proxy)
                 with trio.move_on_after(0.5):
-                    invite, source = await callee.receive()
+                    received = await callee.receive()
+            invite = received.message
             assert isinstance(invite, Request)
-            await callee.sock.sendto(bytes(build_response(invite, 200, to_tag="b")), source)
-            response = await caller.final_response()
+            await callee.respond(invite, 200, received.source, to_tag="b")
+            response = await caller.receive_response()
             running.process.send_signal(signal.SIGTERM)
             returncode = await running.process.wait()
 
@@ -824,13 +771,13 @@ async def test_triosip_run_drops_no_request_while_it_starts(tmp_path: Path) -> N
 
     async def collect_answers() -> None:
         while True:
-            answers.append(await caller.final_response())
+            answers.append(await caller.receive_response())
             first_answer.set()
 
     sent = 0
     with trio.fail_after(10):
         async with (
-            open_peer() as caller,
+            open_udp_peer() as caller,
             trio.open_nursery() as nursery,
             triosip_run(
                 nursery,

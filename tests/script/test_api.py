@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +38,12 @@ from triosip.script.api import (
     ScriptError,
     sleep,
 )
-from triosip.sip import Request, Response, build_response, parse_message
+from triosip.sip import Request, Response
+from triosip.testing.proxy import UdpPeer, open_udp_peer
 from triosip.transport import Address
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 # -- nothing left behind ------------------------------------------------------------------
 
@@ -72,93 +72,49 @@ def nothing_left_behind() -> Iterator[None]:
 # -- SIP peers and the proxy --------------------------------------------------------------
 
 
-class Peer:
-    """A SIP endpoint on a raw UDP socket on 127.0.0.1: the caller or the callee."""
-
-    def __init__(self, sock: trio.socket.SocketType, port: int) -> None:
-        self.sock = sock
-        self.port = port
-        self.received: list[Request | Response] = []
-
-    @property
-    def destination(self) -> str:
-        return f"udp:127.0.0.1:{self.port}"
-
-    async def send(self, data: bytes, to: Address) -> None:
-        await self.sock.sendto(data, (to.host, to.port))
-
-    async def receive(self) -> tuple[Request | Response, tuple[str, int]]:
-        data, source = await self.sock.recvfrom(65535)
-        message = parse_message(data)
-        self.received.append(message)
-        return message, source
-
-    async def final_response(self) -> Response:
-        """The next final response, past the provisional ones."""
-        while True:
-            message, _ = await self.receive()
-            if isinstance(message, Response) and message.status >= 200:
-                return message
-
-    async def answer(self, *statuses: int) -> Request:
-        """Receive a request and answer it with each status in turn, as a UAS."""
-        message, source = await self.receive()
-        assert isinstance(message, Request), message
-        for status in statuses:
-            response = build_response(message, status, to_tag="callee")
-            await self.sock.sendto(bytes(response), source)
-        return message
-
-
-@contextlib.asynccontextmanager
-async def open_peer() -> AsyncIterator[Peer]:
-    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        await sock.bind(("127.0.0.1", 0))
-        yield Peer(sock, sock.getsockname()[1])
-
-
 @dataclass
 class Call:
     """One request from the caller, so that the ACK of a failed INVITE can be built."""
 
-    caller: Peer
+    caller: UdpPeer
     proxy: Address
-    method: str
-    call_id: str
+    request: Request
 
-    def build(self, method: str, *, to_tag: str | None = None, headers: str = "") -> bytes:
-        to = "<sip:bob@example.org>" + (f";tag={to_tag}" if to_tag else "")
-        return (
-            f"{method} sip:bob@example.org SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.caller.port};branch=z9hG4bK-{self.call_id}\r\n"
-            "Max-Forwards: 70\r\n"
-            "From: <sip:alice@example.org>;tag=caller\r\n"
-            f"To: {to}\r\n"
-            f"Call-ID: {self.call_id}\r\n"
-            f"CSeq: 1 {method}\r\n"
-            f"Contact: <sip:alice@127.0.0.1:{self.caller.port}>\r\n"
-            f"{headers}"
-            "Content-Length: 0\r\n\r\n"
-        ).encode()
+    @property
+    def call_id(self) -> str:
+        return self.request.call_id
 
     async def final_response(self) -> Response:
         """The final response; a failed INVITE's is ACKed (RFC 3261 §17.1.1.3)."""
-        response = await self.caller.final_response()
+        response = await self.caller.receive_response()
         assert response.call_id == self.call_id
-        if self.method == "INVITE" and response.status >= 300:
-            await self.caller.send(self.build("ACK", to_tag=response.to.tag), self.proxy)
+        if self.request.method == "INVITE" and response.status >= 300:
+            await self.caller.send(self.caller.ack(self.request, response), self.proxy)
         return response
 
 
 async def send_request(
-    proxy: Address, caller: Peer, method: str = "MESSAGE", *, headers: str = ""
+    proxy: Address,
+    caller: UdpPeer,
+    method: str = "MESSAGE",
+    *,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> Call:
-    call = Call(caller, proxy, method, call_id=os.urandom(6).hex())
-    await caller.send(call.build(method, headers=headers), proxy)
-    return call
+    call_id = os.urandom(6).hex()
+    request = caller.request(
+        method,
+        "sip:bob@example.org",
+        call_id=call_id,
+        branch=f"z9hG4bK-{call_id}",
+        from_uri="sip:alice@example.org",
+        to_uri="sip:bob@example.org",
+        headers=headers,
+    )
+    await caller.send(request, proxy)
+    return Call(caller, proxy, request)
 
 
-async def ask(proxy: Address, caller: Peer, method: str = "MESSAGE") -> Response:
+async def ask(proxy: Address, caller: UdpPeer, method: str = "MESSAGE") -> Response:
     """Send a request and return its final response."""
     call = await send_request(proxy, caller, method)
     return await call.final_response()
@@ -245,7 +201,7 @@ async def test_request_route_awaits_and_resumes(environment: ScriptEnvironment) 
         await req.reply(200, " ".join(map(str, [*req.vars["seen"], req.result[0]["v"]])))
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
             response = await ask(proxy, caller)
             nursery.cancel_scope.cancel()
@@ -273,7 +229,11 @@ async def test_failure_route_awaits_and_resumes(environment: ScriptEnvironment) 
         await req.reply(480, f"{req.vars['awaited']} {req.result[0]['v']} {req.status}")
 
     with trio.fail_after(5):
-        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
             routes.params = {"callee": callee.destination}
             _, proxy = await start_proxy(nursery, routes, environment)
             call = await send_request(proxy, caller, "INVITE")
@@ -304,7 +264,11 @@ async def test_onreply_route_awaits_and_resumes(environment: ScriptEnvironment) 
         seen.append((req.status, req.vars[f"awaited {req.status}"], req.result[0]["v"]))
 
     with trio.fail_after(5):
-        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
             routes.params = {"callee": callee.destination}
             _, proxy = await start_proxy(nursery, routes, environment)
             call = await send_request(proxy, caller, "INVITE")
@@ -314,7 +278,7 @@ async def test_onreply_route_awaits_and_resumes(environment: ScriptEnvironment) 
 
     assert seen == [(180, "awaited-180", "resumed-180"), (486, "awaited-486", "resumed-486")]
     # The resume route ran before the response went on: the 180 was relayed after it.
-    assert [m.status for m in caller.received if isinstance(m, Response)][-2:] == [180, 486]
+    assert [m.status for m in caller.messages if isinstance(m, Response)][-2:] == [180, 486]
     assert response.status == 486
 
 
@@ -338,7 +302,11 @@ async def test_onreply_resume_route_can_drop_the_reply(environment: ScriptEnviro
             req.drop()
 
     with trio.fail_after(5):
-        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
             routes.params = {"callee": callee.destination}
             _, proxy = await start_proxy(nursery, routes, environment)
             call = await send_request(proxy, caller, "INVITE")
@@ -347,7 +315,7 @@ async def test_onreply_resume_route_can_drop_the_reply(environment: ScriptEnviro
             nursery.cancel_scope.cancel()
 
     assert response.status == 486
-    assert 180 not in [m.status for m in caller.received if isinstance(m, Response)]
+    assert 180 not in [m.status for m in caller.messages if isinstance(m, Response)]
 
 
 async def test_branch_route_awaits_and_resumes(environment: ScriptEnvironment) -> None:
@@ -370,7 +338,11 @@ async def test_branch_route_awaits_and_resumes(environment: ScriptEnvironment) -
         req.add_header("X-Resumed", req.result[0]["v"])
 
     with trio.fail_after(5):
-        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
             routes.params = {"callee": callee.destination}
             _, proxy = await start_proxy(nursery, routes, environment)
             call = await send_request(proxy, caller)
@@ -401,7 +373,7 @@ async def test_resume_route_starts_another_async(environment: ScriptEnvironment)
         await req.reply(200, " ".join([*req.vars["chain"], req.result[0]["v"]]))
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
             response = await ask(proxy, caller)
             nursery.cancel_scope.cancel()
@@ -431,7 +403,7 @@ async def test_report_route_awaits_and_resumes(environment: ScriptEnvironment) -
         done.set()
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
             response = await ask(proxy, caller)
             await done.wait()
@@ -464,7 +436,11 @@ async def test_vars_survive_into_resume_and_later_routes(environment: ScriptEnvi
         await req.reply(480, repr(sorted(req.vars["resumed"].items())) + f" {len(req.vars)}")
 
     with trio.fail_after(5):
-        async with open_peer() as caller, open_peer() as callee, trio.open_nursery() as nursery:
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
             routes.params = {"callee": callee.destination}
             _, proxy = await start_proxy(nursery, routes, environment)
             call = await send_request(proxy, caller)
@@ -505,10 +481,10 @@ async def test_plain_function_runs_in_a_thread_and_resumes(
         await req.reply(500, f"{req.error.kind}: {req.error.reason}")
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
             good = await ask(proxy, caller)
-            call = await send_request(proxy, caller, headers="X-Break: yes\r\n")
+            call = await send_request(proxy, caller, headers=[("X-Break", "yes")])
             bad = await call.final_response()
             nursery.cancel_scope.cancel()
 
@@ -541,11 +517,11 @@ async def test_async_with_a_list_resumes_with_a_list(environment: ScriptEnvironm
         await req.reply(200, f"{rows[0]['v']} {text} {nothing}")
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
             good = await ask(proxy, caller)
             started = trio.current_time()
-            call = await send_request(proxy, caller, headers="X-Break: yes\r\n")
+            call = await send_request(proxy, caller, headers=[("X-Break", "yes")])
             bad = await call.final_response()
             took = trio.current_time() - started
             nursery.cancel_scope.cancel()
@@ -569,7 +545,7 @@ async def test_async_timeout_resumes_with_op_timeout(environment: ScriptEnvironm
         await req.reply(503, f"{req.error.timeout:g} {req.result}")
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
             response = await ask(proxy, caller)
             nursery.cancel_scope.cancel()
@@ -603,7 +579,7 @@ async def test_async_with_a_non_op_raises_at_once(environment: ScriptEnvironment
         resumed_with.append(req.result)
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
             response = await ask(proxy, caller)
             nursery.cancel_scope.cancel()
@@ -637,7 +613,7 @@ async def test_async_with_an_async_function_raises_at_once(
             req.result.close()  # keep the unawaited coroutine from warning at exit
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
             response = await ask(proxy, caller)
             nursery.cancel_scope.cancel()
@@ -664,9 +640,9 @@ async def test_resume_route_that_raises_gets_500_and_the_proxy_serves_on(
         raise RuntimeError("bug in the resume route")
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, proxy = await start_proxy(nursery, routes, environment)
-            call = await send_request(proxy, caller, headers="X-Break: yes\r\n")
+            call = await send_request(proxy, caller, headers=[("X-Break", "yes")])
             broken = await call.final_response()
             after = await ask(proxy, caller)
             nursery.cancel_scope.cancel()

@@ -29,9 +29,10 @@ from triosip.script.api import (
     sleep,
 )
 from triosip.sip import Response
+from triosip.testing.proxy import open_udp_peer
 from triosip.transport import Address
 
-from .test_api import ask, child_pids, open_peer, send_request, start_proxy, triosip_threads
+from .test_api import ask, child_pids, send_request, start_proxy, triosip_threads
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -102,7 +103,7 @@ async def test_report_runs_after_the_transaction_with_result_and_vars_copy(
         )
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             proxy, address = await start_proxy(nursery, routes, environment)
             response = await ask(address, caller)
             await wait_until(lambda: not proxy.live)  # the transaction is over
@@ -139,7 +140,7 @@ async def test_report_sees_the_error_and_no_report_logs_it(
         errors.append((req.result, req.error))
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, address = await start_proxy(nursery, routes, environment)
             response = await ask(address, caller)
             await wait_until(lambda: environment.launched == 0)
@@ -180,7 +181,7 @@ async def test_launch_beyond_max_launched_raises_script_error(
 
     assert environment.max_launched == 2
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, address = await start_proxy(nursery, routes, environment)
             first = await ask(address, caller)
             full = await ask(address, caller)  # the first two still run
@@ -215,7 +216,7 @@ async def test_launch_needs_a_running_environment(environment: ScriptEnvironment
         config=ProxyConfig(fr_timeout=5.0),
     )
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             [address] = await nursery.start(proxy.serve)
             response = await ask(address, caller)
             nursery.cancel_scope.cancel()
@@ -240,20 +241,20 @@ async def test_launched_work_outlives_a_cancel(environment: ScriptEnvironment) -
         reports.append(req.result)
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             proxy, address = await start_proxy(nursery, routes, environment)
             call = await send_request(address, caller, "INVITE")
             await in_route.wait()
-            await caller.send(call.build("CANCEL"), address)
+            await caller.send(caller.cancel(call.request), address)
             while True:
-                message, _ = await caller.receive()
+                message = (await caller.receive()).message
                 if (
                     isinstance(message, Response)
                     and message.cseq.method == "INVITE"
                     and message.status >= 200
                 ):
                     break
-            await caller.send(call.build("ACK", to_tag=message.to.tag), address)
+            await caller.send(caller.ack(call.request, message), address)
             await wait_until(lambda: not proxy.live)
             release.set()
             await wait_until(lambda: reports)
@@ -278,7 +279,7 @@ async def test_report_route_that_raises_is_logged(
         raise RuntimeError("bug in the report route")
 
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             _, address = await start_proxy(nursery, routes, environment)
             first = await ask(address, caller)
             await wait_until(lambda: environment.launched == 0)
@@ -326,7 +327,7 @@ async def test_launched_work_is_cancelled_at_shutdown_and_leaves_nothing(
     assert environment.db is not None
     db = environment.db
     with trio.fail_after(5):
-        async with open_peer() as caller, trio.open_nursery() as nursery:
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             async with trio.open_nursery() as launches:
                 await launches.start(environment.serve)
                 [address] = await nursery.start(proxy.serve)

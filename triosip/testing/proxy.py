@@ -39,7 +39,7 @@ from triosip.errors import TriosipError
 from triosip.proxy import Proxy, ProxyConfig
 from triosip.script import ScriptEnvironment, ScriptHandlers, load_routes
 from triosip.script.api import Routes
-from triosip.sip import Request, Response, build_response, parse_message
+from triosip.sip import URI, Request, Response, build_response, parse_message
 from triosip.transport import Address, TransportLimits
 
 if TYPE_CHECKING:
@@ -233,6 +233,21 @@ class UdpPeer:
     _read: int = field(default=0, init=False)
     _arrived: trio.Event = field(default_factory=trio.Event, init=False)
 
+    @property
+    def port(self) -> int:
+        """The port the peer is bound to."""
+        return self.address.port
+
+    @property
+    def destination(self) -> str:
+        """The peer as a routes parameter names a next hop: ``udp:host:port``."""
+        return f"udp:{self.address.host_port}"
+
+    @property
+    def messages(self) -> list[Request | Response]:
+        """The messages of `received`, without their source and time."""
+        return [received.message for received in self.received]
+
     def request(
         self,
         method: str = "INVITE",
@@ -243,6 +258,8 @@ class UdpPeer:
         branch: str | None = None,
         from_tag: str = "caller",
         to_tag: str | None = None,
+        from_uri: str = "sip:alice@example.com",
+        to_uri: str = "sip:bob@example.com",
         max_forwards: int | None = 70,
         headers: Sequence[tuple[str, str]] = (),
         body: bytes = b"",
@@ -257,6 +274,8 @@ class UdpPeer:
             branch: the Via branch; a fresh ``z9hG4bK`` one when None.
             from_tag: the From tag.
             to_tag: the To tag (an in-dialog request), or None.
+            from_uri: the From URI; its user is the Contact's too.
+            to_uri: the To URI.
             max_forwards: the Max-Forwards value, or None for no such header.
             headers: more header lines, after the mandatory ones.
             body: the body; Content-Length is its length.
@@ -264,16 +283,17 @@ class UdpPeer:
         Returns:
             The request.
         """
+        contact_user = URI(from_uri).user or ""
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/UDP {self.address.host_port};branch="
             f"{branch or 'z9hG4bK-' + secrets.token_hex(8)}",
             *([] if max_forwards is None else [f"Max-Forwards: {max_forwards}"]),
-            f"From: <sip:alice@example.com>;tag={from_tag}",
-            "To: <sip:bob@example.com>" + (f";tag={to_tag}" if to_tag else ""),
+            f"From: <{from_uri}>;tag={from_tag}",
+            f"To: <{to_uri}>" + (f";tag={to_tag}" if to_tag else ""),
             f"Call-ID: {call_id or secrets.token_hex(8)}",
             f"CSeq: {cseq} {method}",
-            f"Contact: <sip:alice@{self.address.host_port}>",
+            f"Contact: <sip:{contact_user}@{self.address.host_port}>",
             *(f"{name}: {value}" for name, value in headers),
             f"Content-Length: {len(body)}",
         ]
@@ -292,6 +312,8 @@ class UdpPeer:
             branch=invite.top_via.branch,
             from_tag=invite.from_.tag or "",
             to_tag=response.to.tag,
+            from_uri=invite.from_.uri_text,
+            to_uri=response.to.uri_text,
         )
 
     def cancel(self, invite: Request) -> Request:
@@ -304,6 +326,8 @@ class UdpPeer:
             cseq=invite.cseq.number,
             branch=invite.top_via.branch,
             from_tag=invite.from_.tag or "",
+            from_uri=invite.from_.uri_text,
+            to_uri=invite.to.uri_text,
         )
 
     async def send(self, message: Request | Response | bytes, to: Address) -> None:
@@ -341,14 +365,18 @@ class UdpPeer:
             if isinstance(message, Request) and method in (None, message.method):
                 return message, received.source
 
-    async def receive_response(self, *, final: bool = True, method: str | None = None) -> Response:
-        """The next response (a final one, if `final`; to `method`, if given), past
-        whatever else comes first."""
+    async def receive_response(
+        self, *, final: bool = True, method: str | None = None, status: int | None = None
+    ) -> Response:
+        """The next response (of `status`, if given, else a final one if `final`; to
+        `method`, if given), past whatever else comes first."""
         while True:
             message = (await self.receive()).message
             if not isinstance(message, Response):
                 continue
-            if final and message.status < 200:
+            if status is not None and message.status != status:
+                continue
+            if status is None and final and message.status < 200:
                 continue
             if method is None or message.cseq.method == method:
                 return message
@@ -366,6 +394,29 @@ class UdpPeer:
         response = build_response(request, status, to_tag=to_tag, headers=headers)
         await self.send(response, to)
         return response
+
+    async def answer(
+        self,
+        *statuses: int,
+        to_tag: str = "callee",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Request:
+        """Take the next message, which must be a request, and answer it (as a UAS, to
+        where it came from) with each of `statuses` in turn.
+
+        Returns:
+            The request.
+
+        Raises:
+            ProxyHarnessError: the next message is a response.
+        """
+        received = await self.receive()
+        request = received.message
+        if not isinstance(request, Request):
+            raise ProxyHarnessError(f"{self.address} expected a request, got {request!r}")
+        for status in statuses:
+            await self.respond(request, status, received.source, to_tag=to_tag, headers=headers)
+        return request
 
 
 @asynccontextmanager
