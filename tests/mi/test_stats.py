@@ -19,6 +19,7 @@ PROXY = ProxyStatistics(
     parse_errors={'Bad "Via"\\n': 1},
     transactions_active=1,
     transactions_total=22,
+    message_errors=1,
 )
 LAYER = TransactionStatistics(
     server_active=1,

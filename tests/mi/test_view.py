@@ -105,6 +105,7 @@ def test_stats_tables() -> None:
             parse_errors={},
             transactions_active=0,
             transactions_total=4,
+            message_errors=0,
         ),
         transactions=TransactionStatistics(
             server_active=0,

@@ -206,6 +206,12 @@ def prometheus_text(document: Mapping[str, Any]) -> str:
         proxy["parse_errors"],
     )
     out.single(
+        "triosip_message_errors_total",
+        "counter",
+        "Messages dropped because their handling raised (a bug worth reporting).",
+        proxy["message_errors"],
+    )
+    out.single(
         "triosip_transactions_active",
         "gauge",
         "Proxied transactions running now.",

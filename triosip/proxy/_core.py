@@ -13,10 +13,11 @@ import logging
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
+from triosip.log import LogThrottle, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProxyConfig:
@@ -73,7 +76,7 @@ class StatelessRequest:
         self.record_route_requested = False
 
     def log_prefix(self) -> str:
-        return f"{self.request.call_id} {self.request.top_via.branch}"
+        return f"{shown(self.request.call_id, 64)} {shown(self.request.top_via.branch or '', 64)}"
 
     def loose_route(self) -> bool:
         """As `ProxyTransaction.loose_route`."""
@@ -86,7 +89,8 @@ class StatelessRequest:
         try:
             address = await self.proxy.resolve(target_of(request, destination))
         except RoutingError as exc:
-            logger.info("%s cannot relay %s: %s", self.log_prefix(), request.method, exc.reason)
+            reason = shown(exc.reason)
+            logger.info("%s cannot relay %s: %s", self.log_prefix(), request.method, reason)
             return False
         # §16.11: a stateless proxy's branch is the same for each retransmission of the
         # request, yet differs between requests: a hash of the branch it came with.
@@ -168,6 +172,9 @@ class Proxy:
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
         self._nursery: trio.Nursery | None = None
         self._answered = trio.Event()
+        # What a remote peer can make us log at will is throttled (per source host).
+        self._bad_message_log = LogThrottle(logger, what="bad messages")
+        self._failure_log = LogThrottle(logger, what="messages whose handling raised")
 
     async def serve(
         self, *, task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED
@@ -182,6 +189,8 @@ class Proxy:
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._bad_message_log.serve, name="log summaries: bad messages")
+            nursery.start_soon(self._failure_log.serve, name="log summaries: handling failures")
             # The transaction layer first: the transport hands it requests as soon as the
             # sockets are bound, and what arrives before it serves would be dropped.
             await nursery.start(self.transactions.serve)
@@ -260,15 +269,40 @@ class Proxy:
                 await tx.reply(500, "Server Internal Error")
             return None
 
-    # -- from the transaction layer --------------------------------------------------
-
     def _receive(self, inbound: Inbound) -> None:
         message = inbound.message
         if isinstance(message, Request):
             self.counters.requests_received[message.method] += 1
         else:
             self.counters.replies_received[status_class(message.status)] += 1
-        self.transactions.receive(inbound)
+        try:
+            self.transactions.receive(inbound)
+        except Exception:
+            # The last resort (fields are checked when a message is accepted): this runs
+            # in the transport's receive loop, which must not die of one message.
+            self._message_failed(f"{_describe(message)} from {inbound.source}")
+
+    def _start_guarded(self, work: Callable[[_T], Awaitable[None]], subject: _T, name: str) -> None:
+        """Start the stateless work of one message in the proxy's nursery, where nothing
+        it raises may escape: that would end the proxy. `name` names the task, and the
+        message in the log line if it fails."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self._guarded, work, subject, name, name=name)
+
+    async def _guarded(self, work: Callable[[_T], Awaitable[None]], subject: _T, name: str) -> None:
+        try:
+            await work(subject)
+        except Exception:
+            self._message_failed(name)
+
+    def _message_failed(self, what: str) -> None:
+        """The last resort: log (with the traceback: it is a bug of ours) and count a
+        message whose handling raised, then carry on."""
+        self.counters.message_errors += 1
+        if self._failure_log.allow("this proxy", "handling raised"):
+            logger.exception("%s: handling failed, message dropped", shown(what))
+
+    # -- from the transaction layer --------------------------------------------------
 
     async def _on_request(self, server: ServerTransaction) -> None:
         request = server.request
@@ -314,22 +348,18 @@ class Proxy:
 
     def _on_stray(self, inbound: Inbound) -> None:
         message = inbound.message
-        assert self._nursery is not None
         if isinstance(message, Request):
             if message.method == "ACK":
-                stateless = StatelessRequest(self, inbound, message)
-                self._nursery.start_soon(
-                    self._run_stateless, stateless, name=f"ACK {message.call_id}"
-                )
+                self._start_guarded(self._run_stateless, inbound, f"ACK {message.call_id}")
             return
         if message.status // 100 == 2:
             # RFC 6026 §8.4: a 2xx that matches no client transaction is forwarded
             # statelessly, so that the caller's retransmitted 2xx still get through.
-            self._nursery.start_soon(
-                self._forward_stray_response, message, name=f"2xx {message.call_id}"
-            )
+            self._start_guarded(self._forward_stray_response, message, f"2xx {message.call_id}")
 
-    async def _run_stateless(self, stateless: StatelessRequest) -> None:
+    async def _run_stateless(self, inbound: Inbound) -> None:
+        assert isinstance(inbound.message, Request)
+        stateless = StatelessRequest(self, inbound, inbound.message)
         if stateless.request.max_forwards == 0:
             return
         with trio.move_on_after(self.config.fr_timeout):
@@ -353,13 +383,19 @@ class Proxy:
         self, error: ParseError, data: bytes, source: Address, local: Address
     ) -> None:
         self.counters.parse_error(error.reason)
-        assert self._nursery is not None
-        self._nursery.start_soon(
-            self._handle_bad_message, BadMessage(error, data, source, local), name="parse error"
-        )
+        bad = BadMessage(error, data, source, local)
+        self._start_guarded(self._handle_bad_message, bad, f"bad message from {source}")
 
     async def _handle_bad_message(self, bad: BadMessage) -> None:
-        logger.info("bad message from %s: %s", bad.source, bad.error)
+        reason = bad.error.reason
+        if self._bad_message_log.allow(bad.source.host, shown(reason, 40)):
+            logger.info(
+                "bad message from %s: %d %s: %s",
+                bad.source,
+                bad.error.status,
+                shown(reason),
+                shown(bad.data, 80),
+            )
         with trio.move_on_after(self.config.fr_timeout):
             try:
                 if await self.handlers.parse_error(self, bad):
@@ -377,6 +413,12 @@ class Proxy:
 
 def _local_tag() -> str:
     return secrets.token_hex(6)
+
+
+def _describe(message: Request | Response) -> str:
+    """A message in a log line, from what the parser checked (reading nothing lazy)."""
+    kind = message.method if isinstance(message, Request) else str(message.status)
+    return f"{kind} {message.call_id}"
 
 
 def _route_name(route: Callable[..., Awaitable[Any]]) -> str:

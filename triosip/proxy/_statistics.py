@@ -25,6 +25,8 @@ class ProxyStatistics:
         parse_errors: messages that failed to parse, by reason.
         transactions_active: proxied transactions running now.
         transactions_total: proxied transactions started.
+        message_errors: messages dropped because their handling raised (a bug: fields
+            are checked when a message is accepted; this counts what slipped through).
     """
 
     requests_received: dict[str, int]
@@ -35,6 +37,7 @@ class ProxyStatistics:
     parse_errors: dict[str, int]
     transactions_active: int
     transactions_total: int
+    message_errors: int
 
 
 class ProxyCounters:
@@ -48,6 +51,7 @@ class ProxyCounters:
         self.replies_generated: Counter[str] = Counter()
         self.parse_errors: Counter[str] = Counter()
         self.transactions_total = 0
+        self.message_errors = 0
 
     def parse_error(self, reason: str) -> None:
         if reason in self.parse_errors or len(self.parse_errors) < MAX_PARSE_ERROR_REASONS:
@@ -65,6 +69,7 @@ class ProxyCounters:
             parse_errors=dict(self.parse_errors),
             transactions_active=transactions_active,
             transactions_total=self.transactions_total,
+            message_errors=self.message_errors,
         )
 
 

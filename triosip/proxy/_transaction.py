@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from triosip.log import shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
@@ -136,7 +137,8 @@ class ProxyTransaction:
         return self._to_tag
 
     def log_prefix(self) -> str:
-        return f"{self.request.call_id} {self.server.branch}"
+        # Both come from the wire: cut, so that a 60 KB Call-ID is not in every line.
+        return f"{shown(self.request.call_id, 64)} {shown(self.server.branch, 64)}"
 
     def set_fr_timeout(self, seconds: float) -> None:
         """tm's fr_timeout for this transaction: how long a branch may wait for any reply,
@@ -188,7 +190,7 @@ class ProxyTransaction:
         try:
             sent = await self._prepare_branch(branch, destination)
         except RoutingError as exc:
-            logger.info("%s cannot relay: %s", self.log_prefix(), exc.reason)
+            logger.info("%s cannot relay: %s", self.log_prefix(), shown(exc.reason))
             return False
         self.branches.append(branch)
         self._live_branches += 1

@@ -1,0 +1,87 @@
+"""The proxy survives every message: whatever one message does, the serve loop goes on.
+
+Each test sends what used to end (or wedge) the proxy, then checks that the proxy still
+relays a call: a probe OPTIONS from a caller reaches the callee and its 200 comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from triosip.testing.proxy import UdpPeer, open_udp_peer, start_proxy
+
+if TYPE_CHECKING:
+    import pytest
+
+    from triosip.testing.proxy import RunningProxy
+
+LIMIT = 5
+
+
+async def assert_still_relays(running: RunningProxy, caller: UdpPeer, callee: UdpPeer) -> None:
+    """A probe OPTIONS goes through the proxy to `callee` and its 200 comes back."""
+    probe = caller.request("OPTIONS", f"sip:probe@{callee.address.host_port}")
+    await caller.send(probe, running.udp)
+    await callee.answer(200)
+    response = await caller.receive_response()
+    assert response.status == 200
+    assert response.call_id == probe.call_id
+
+
+STRAY_2XX_BAD_LOWER_VIA = (
+    "SIP/2.0 200 OK\r\n"
+    "Via: SIP/2.0/UDP {proxy};branch=z9hG4bK-1\r\n"
+    "Via: SIP/2.0/UDP ;;;\r\n"
+    "From: <sip:a@example.com>;tag=1\r\n"
+    "To: <sip:b@example.com>;tag=2\r\n"
+    "Call-ID: stray-1\r\n"
+    "CSeq: 1 INVITE\r\n"
+    "Content-Length: 0\r\n\r\n"
+)
+
+
+async def test_a_stray_2xx_with_a_bad_lower_via_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # This used to end the proxy (exit 1): the stray-2xx path read every Via of a response
+    # that matched no transaction, and the ParseError escaped into the proxy's nursery.
+    with trio.fail_after(LIMIT):
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
+            running = await start_proxy(nursery, None, params={"downstream": callee.destination})
+            stray = STRAY_2XX_BAD_LOWER_VIA.format(proxy=running.udp.host_port).encode()
+            for _ in range(3):  # a downstream retransmits its 2xx
+                await caller.send(stray, running.udp)
+            await assert_still_relays(running, caller, callee)
+            running.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_flood_of_bad_messages_logs_a_few_short_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # This used to log one line per bad message, quoting up to 60 KB of it.
+    caplog.set_level(logging.INFO, logger="triosip")
+    garbage = b"INVITE sip:x@y SIP/2.0\r\nVia: \xff" + b"\x00" * 30_000 + b"\r\n\r\n"
+    with trio.fail_after(LIMIT):
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
+            running = await start_proxy(nursery, None, params={"downstream": callee.destination})
+            for _ in range(200):
+                await caller.send(garbage, running.udp)
+            await assert_still_relays(running, caller, callee)
+            running.stop()
+    lines = [r.getMessage() for r in caplog.records if "bad message" in r.getMessage()]
+    assert 1 <= len(lines) <= 5
+    assert max(len(line) for line in lines) < 400
+    assert running.proxy.statistics().parse_errors  # every one of them counted
+    assert sum(running.proxy.statistics().parse_errors.values()) == 200
