@@ -173,3 +173,28 @@ async def test_a_reload_during_traffic_loses_no_call(tmp_path: Path) -> None:
     assert ops["thread"]["done"] > 0
     assert ops["sleep"]["done"] + ops["thread"]["done"] == calls
     assert stats["proxy"]["requests_forwarded"]["INVITE"] == calls
+
+
+async def test_a_routes_file_that_exits_at_import_does_not_end_the_proxy(tmp_path: Path) -> None:
+    # This used to end the whole proxy (exit 1, no HTTP answer): the loader caught only
+    # Exception, and sys.exit() raises SystemExit.
+    path = tmp_path / "routes.py"
+    write_routes(path, "first")
+    mi = MIConfig(port=0, routes_file=path)
+    with trio.fail_after(10):
+        async with (
+            run_proxy(handlers_for(path, {}), mi=mi) as running,
+            open_peer() as caller,
+        ):
+            for body in (
+                "import sys\nsys.exit('missing config')\n",
+                "raise SystemExit(3)\n",
+                "raise GeneratorExit\n",
+                "raise BaseExceptionGroup('two', [SystemExit(1), ValueError()])\n",
+            ):
+                path.write_text(body)
+                response = await running.mi.post("/reload")
+                assert response.status_code == 422, body
+                error = response.json()["error"]
+                assert error.startswith(f"routes file {path} line "), error
+            assert await options_reason(running, caller) == "first"

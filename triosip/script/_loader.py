@@ -60,7 +60,12 @@ def load_routes(path: str | Path | None, params: Mapping[str, str]) -> Routes:
         # the last load (a quick fix, then a reload) would run the old code.
         code = compile(file.read_bytes(), spec.origin or str(file), "exec", dont_inherit=True)
         exec(code, module.__dict__)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise  # a real Ctrl-C (trio delivers SIGINT so): the operator stops the proxy
+    except BaseException as exc:
+        # Whatever the file raises at import, sys.exit() and GeneratorExit included, it is
+        # the file that failed, never the proxy: a reload must not end it. (The import is
+        # synchronous, so no trio.Cancelled can come from it.)
         del sys.modules[name]
         # The frames name the file as the spec does (made absolute), not as it was given.
         origin = spec.origin
