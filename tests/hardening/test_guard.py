@@ -85,3 +85,40 @@ async def test_a_flood_of_bad_messages_logs_a_few_short_lines(
     assert max(len(line) for line in lines) < 400
     assert running.proxy.statistics().parse_errors  # every one of them counted
     assert sum(running.proxy.statistics().parse_errors.values()) == 200
+
+
+async def test_during_the_grace_in_dialog_requests_are_still_relayed() -> None:
+    # This used to answer the BYE of an established call with 503 once SIGTERM came: the
+    # caller's hang-up never reached the callee.
+    with trio.fail_after(LIMIT):
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
+            running = await start_proxy(nursery, None, params={"downstream": callee.destination})
+            invite = caller.request("INVITE", f"sip:bob@{callee.address.host_port}")
+            await caller.send(invite, running.udp)
+            await callee.answer(200)
+            ok = await caller.receive_response()
+            assert ok.status == 200
+
+            running.proxy.stop_accepting()  # what SIGTERM does first
+            bye = caller.request(
+                "BYE",
+                f"sip:bob@{callee.address.host_port}",
+                call_id=invite.call_id,
+                cseq=2,
+                to_tag=ok.to.tag,
+            )
+            await caller.send(bye, running.udp)
+            relayed = await callee.answer(200)
+            assert (relayed.method, relayed.call_id) == ("BYE", invite.call_id)
+            assert (await caller.receive_response(method="BYE")).status == 200
+
+            new_call = caller.request("INVITE", f"sip:carol@{callee.address.host_port}")
+            await caller.send(new_call, running.udp)
+            refused = await caller.receive_response(method="INVITE")
+            assert (refused.status, refused.call_id) == (503, new_call.call_id)
+            assert refused.header("retry-after") is not None
+            running.stop()

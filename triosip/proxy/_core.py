@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
+# Seconds a caller refused with a 503 (overload, shutdown) should wait before trying again.
+RETRY_AFTER = "5"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProxyConfig:
@@ -321,8 +324,10 @@ class Proxy:
             await self._on_cancel(server)
             return
         tx = ProxyTransaction(self, server)
-        if self.closing:
-            await tx.reply(503, "Shutting Down")
+        if self.closing and request.to.tag is None:
+            # Shutting down: no new dialog, but the requests of established ones (a BYE,
+            # a re-INVITE) are still relayed while the grace lasts, so calls end cleanly.
+            await tx.reply(503, "Shutting Down", headers=(("Retry-After", RETRY_AFTER),))
             return
         self.live[server] = tx
         self.counters.transactions_total += 1
