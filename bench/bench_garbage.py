@@ -15,6 +15,7 @@ Everything is on 127.0.0.1; the script stops the proxy it started, by its PID.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
 import shlex
@@ -126,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 delay = started + n / args.rate - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                try:
+                with contextlib.suppress(BlockingIOError):
                     sender.sendto(JUNK[n % len(JUNK)], proxy_address)
-                except BlockingIOError:
-                    pass
                 if n % args.probe_every == 0:
                     sender.sendto(options(sender_port, n), proxy_address)
                     probes_sent += 1
