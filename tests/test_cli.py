@@ -225,7 +225,7 @@ async def test_sigterm_when_idle_exits_0_at_once(tmp_path):
 async def test_sigterm_lets_live_calls_run_for_the_grace_period(tmp_path):
     # An INVITE rings at a callee that never answers (fr_timeout 30 s). On SIGTERM the
     # proxy refuses new calls with 503, waits the grace period (1 s) for the live one,
-    # then cancels it and exits 0.
+    # then answers it 503 and exits 0.
     port = find_free_port("udp")
     with trio.fail_after(30):
         async with open_udp_peer() as caller, open_udp_peer() as callee:
@@ -250,5 +250,5 @@ async def test_sigterm_lets_live_calls_run_for_the_grace_period(tmp_path):
     assert (refused.status, refused.call_id) == (503, late.call_id)
     assert status == 0, _stderr(tmp_path)
     assert 0.9 < took < 3.0
-    assert "cancelling 1 unanswered transactions" in _stderr(tmp_path)
+    assert "answering 1 unanswered transactions 503" in _stderr(tmp_path)
     assert "Traceback" not in _stderr(tmp_path)

@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import pytest
 import trio
 
 from triosip.testing.proxy import UdpPeer, open_udp_peer, start_proxy
 
 if TYPE_CHECKING:
-    import pytest
-
     from triosip.testing.proxy import RunningProxy
 
 LIMIT = 5
@@ -122,3 +121,30 @@ async def test_during_the_grace_in_dialog_requests_are_still_relayed() -> None:
             assert (refused.status, refused.call_id) == (503, new_call.call_id)
             assert refused.header("retry-after") is not None
             running.stop()
+
+
+async def test_when_the_grace_ends_a_ringing_call_gets_503_and_its_branch_a_cancel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # This used to leave the caller with nothing after its 180: the transaction was
+    # cancelled with the proxy, and the callee kept ringing.
+    async with (
+        open_udp_peer() as caller,
+        open_udp_peer() as callee,
+        trio.open_nursery() as nursery,
+    ):
+        running = await start_proxy(nursery, None, params={"downstream": callee.destination})
+        invite = caller.request("INVITE", f"sip:bob@{callee.address.host_port}")
+        await caller.send(invite, running.udp)
+        await callee.answer(180)
+        assert (await caller.receive_response(status=180)).status == 180
+
+        started = trio.current_time()
+        await running.proxy.shut_down(grace=10)
+        assert trio.current_time() - started == pytest.approx(10, abs=0.01)
+        final = await caller.receive_response()
+        assert (final.status, final.call_id) == (503, invite.call_id)
+        assert final.header("retry-after") is not None
+        cancel, _ = await callee.receive_request("CANCEL")
+        assert cancel.call_id == invite.call_id
+        running.stop()

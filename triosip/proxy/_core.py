@@ -217,12 +217,18 @@ class Proxy:
 
     async def shut_down(self, grace: float) -> None:
         """Stop taking new transactions and wait up to `grace` seconds for the live ones
-        to answer; the caller then cancels `serve()`, and with it what remains."""
+        to answer; answer those that did not 503, CANCELling their ringing branches. The
+        caller then cancels `serve()`, and with it what remains."""
         self.stop_accepting()
         with trio.move_on_after(grace):
             await self.all_answered()
-        if self.unanswered:
-            logger.warning("cancelling %d unanswered transactions", self.unanswered)
+        unanswered = [tx for tx in self.live.values() if not tx.final_sent]
+        if unanswered:
+            # Callers get a final answer they can fail over on, rather than silence until
+            # their own timers fire; callees stop ringing (OpenSIPS and Kamailio just die).
+            logger.warning("answering %d unanswered transactions 503", len(unanswered))
+            for tx in unanswered:
+                await tx.give_up(503, "Shutting Down", (("Retry-After", RETRY_AFTER),))
 
     async def all_answered(self) -> None:
         """Wait until every live transaction has sent its final response."""

@@ -490,29 +490,79 @@ class ProxyTransaction:
                 self._send_cancel(branch)
 
     def _send_cancel(self, branch: Branch) -> None:
+        cancel = self._cancel_for(branch)
+        if cancel is not None:
+            assert branch.destination is not None
+            self.server.nursery.start_soon(
+                self._run_cancel, cancel, branch.destination, name=f"NICT CANCEL {branch.branch}"
+            )
+
+    def _cancel_for(self, branch: Branch) -> Request | None:
+        """Mark `branch` as cancelled; the CANCEL to send, if it needs one."""
         if branch.cancel_sent:
-            return
+            return None
         branch.cancel_sent = True
         if not branch.provisional:
             # RFC 3261 §9.1: no CANCEL before a provisional response; stop the branch.
             branch.scope.cancel()
-            return
+            return None
         # RFC 3261 §9.1: if the INVITE gets no final answer in 64*T1 after the CANCEL, the
         # branch is over: its client transaction is cancelled then.
         branch.scope.deadline = trio.current_time() + 64 * self.proxy.transactions.timers.t1
-        cancel = build_cancel(branch.request)
-        assert branch.destination is not None
-        self.server.nursery.start_soon(
-            self._run_cancel, cancel, branch.destination, name=f"NICT CANCEL {branch.branch}"
-        )
+        return build_cancel(branch.request)
 
-    async def _run_cancel(self, cancel: Request, destination: Address) -> None:
+    async def give_up(self, status: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
+        """Answer now, whatever runs: stop the routes and their ops, CANCEL the ringing
+        branches, and send `status` upstream (shutdown, once the grace has passed).
+
+        Returns once the answer and every CANCEL have left (or failed to).
+        """
+        if self.final_sent:
+            return
+        self.cancelled = True  # no failure route, no resume route from now on
+        for scope in self._route_scopes:
+            scope.cancel()
+        for branch in self.branches:
+            if branch.pending and not branch.ended:
+                cancel = self._cancel_for(branch)
+                if cancel is not None:
+                    assert branch.destination is not None
+                    await self.server.nursery.start(
+                        self._run_cancel,
+                        cancel,
+                        branch.destination,
+                        name=f"NICT CANCEL {branch.branch}",
+                    )
+        await self.reply(status, reason, headers)
+
+    async def _run_cancel(
+        self,
+        cancel: Request,
+        destination: Address,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        sent = _Started(task_status)
         try:
             await self.proxy.transactions.run_client(
-                cancel, destination, on_response=lambda _client, _response: None
+                cancel, destination, on_response=lambda _client, _response: None, task_status=sent
             )
         except (TransactionTimeout, TransportFailure) as exc:
             logger.info("%s CANCEL not answered: %s", self.log_prefix(), exc)
+        if not sent.done:  # it never left: whoever waits for it must not wait forever
+            task_status.started()
+
+
+class _Started:
+    """Passes a client transaction's ``started`` on to a task's own ``task_status``."""
+
+    def __init__(self, task_status: trio.TaskStatus[None]) -> None:
+        self.task_status = task_status
+        self.done = False
+
+    def started(self, value: object = None) -> None:
+        self.done = True
+        self.task_status.started()
 
 
 def build_cancel(invite: Request) -> Request:
