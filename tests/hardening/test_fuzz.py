@@ -13,9 +13,9 @@ reproduces) go to it over UDP and TCP, after the `known_cases` that once ended i
 * what the proxy sent on (to the callee, to the fuzzer) parses;
 * a valid OPTIONS, over UDP and over TCP, is still relayed to the callee and answered.
 
-Every name a message may hold resolves to nothing (a custom trio resolver) and TCP
-sockets are bound to 127.0.0.1 before they connect, so that whatever the mutations make
-of an address, the proxy sends nothing off this machine.
+`keep_on_this_machine` makes every name resolve to nothing and binds TCP sockets to
+127.0.0.1 before they connect, so that whatever the mutations make of an address, the
+proxy sends nothing off this machine.
 
 ``bench/bench_fuzz.py`` runs the same mutations against ``triosip run`` for minutes.
 """
@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -40,6 +41,7 @@ from triosip.testing.fuzz import (
     Mutator,
     TcpFuzzClient,
     judge,
+    keep_on_this_machine,
     open_tcp_fuzz_client,
 )
 from triosip.testing.proxy import RunningProxy, UdpPeer, open_udp_peer, start_proxy
@@ -53,35 +55,6 @@ TCP_CASES = 75  # per seed: 300 in all
 BATCH = 25  # datagrams sent before the fuzzer lets the proxy run
 FR_TIMEOUT = 1.0  # so that branches to nowhere end (408) within the test
 CALL_ID = re.compile(r"fz-(-?\d+)-(-?\d+)")
-
-
-# -- keeping the fuzz on this machine ---------------------------------------------------
-
-
-class _NoNames(trio.abc.HostnameResolver):
-    """Every name is unknown: the proxy may look names up, but never on the network."""
-
-    async def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002
-        raise socket.gaierror(socket.EAI_NONAME, f"{host!r}: no names in the fuzz")
-
-    async def getnameinfo(self, sockaddr, flags):
-        raise socket.gaierror(socket.EAI_NONAME, "no names in the fuzz")
-
-
-class _LoopbackStreams(trio.abc.SocketFactory):
-    """TCP sockets bound to loopback before they connect: the kernel then refuses any
-    destination off this machine (EINVAL), whatever address a mutation made."""
-
-    def socket(self, family=socket.AF_INET, type=socket.SOCK_STREAM, proto=0):  # noqa: A002
-        sock = socket.socket(family, type, proto)
-        if type == socket.SOCK_STREAM:
-            sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
-        return trio.socket.from_stdlib_socket(sock)
-
-
-def keep_on_this_machine() -> None:
-    trio.socket.set_custom_hostname_resolver(_NoNames())
-    trio.socket.set_custom_socket_factory(_LoopbackStreams())
 
 
 # -- one proxy under fuzz ---------------------------------------------------------------
@@ -205,11 +178,12 @@ def problems_of(
     for record in records:
         if record.levelno >= logging.ERROR or record.exc_info:
             text = record.getMessage()
-            key = f"logged at {record.levelname} by {record.name}: {CALL_ID.sub('fz-S-I', text)}"
+            # One problem per code path: the leaf exception and where in triosip it rose.
+            where = _where(record.exc_info[1]) if record.exc_info else CALL_ID.sub("fz", text)
+            key = f"logged at {record.levelname} by {record.name}: {where}"
             trace = record.exc_text or ""
-            problems.setdefault(
-                key, f"{key}\n{trace}\n  case: {_case_named_in(text + trace, fuzzed)}"
-            )
+            case = _case_named_in(text + trace, fuzzed)
+            problems.setdefault(key, f"{key}\n  first line: {text}\n  case: {case}")
     for data, why in garbage:
         key = f"the proxy sent bytes that do not parse ({why})"
         problems.setdefault(
@@ -303,7 +277,8 @@ async def fuzz(seeds: Sequence[int], *, udp_cases: int, tcp_cases: int, caplog) 
         error = died[0]
         culprit = killer.describe() if killer else "(no single case of the last ones does it)"
         pytest.fail(
-            f"the proxy died {sent}: {error!r}\n  {_innermost(error)!r}\n  case: {culprit}",
+            f"the proxy died {sent}: {_innermost(error)!r}\n  at {_where(error)}\n"
+            f"  case: {culprit}",
             pytrace=False,
         )
     problems = problems_of(
@@ -316,6 +291,24 @@ async def fuzz(seeds: Sequence[int], *, udp_cases: int, tcp_cases: int, caplog) 
     assert udp_probe.status == 200, f"the UDP probe got {udp_probe.status} {sent}"
     assert tcp_probe is not None, f"the TCP probe got no final answer {sent}"
     assert tcp_probe.status == 200, f"the TCP probe got {tcp_probe.status} {sent}"
+
+
+def _where(error: BaseException | None) -> str:
+    """The leaf exception of `error` and the last frames of triosip it went through."""
+    if error is None:
+        return "no exception"
+    leaf = _innermost(error)
+    frames = [
+        (f"{Path(frame.filename).parent.name}/{Path(frame.filename).name}", frame)
+        for frame in traceback.extract_tb(leaf.__traceback__)
+        if "/triosip/" in frame.filename
+    ]
+    # The last two frames outside sip/ (who read the field), then where it raised.
+    callers = [(name, frame) for name, frame in frames if not name.startswith("sip/")]
+    path = [*callers[-2:], *frames[-1:]]
+    return f"{type(leaf).__name__} via " + " > ".join(
+        f"{name}:{frame.lineno} {frame.name}" for name, frame in path
+    )
 
 
 def _innermost(error: BaseException) -> BaseException:

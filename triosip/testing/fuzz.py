@@ -32,16 +32,18 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
 from triosip.sip import ParseError, Request, Response, StreamParser, build_response
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from triosip.testing.proxy import UdpPeer
     from triosip.transport import Address
@@ -53,6 +55,7 @@ __all__ = [
     "Mutator",
     "TcpFuzzClient",
     "judge",
+    "keep_on_this_machine",
     "known_cases",
     "open_tcp_fuzz_client",
     "templates",
@@ -60,13 +63,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ALLOWED_STATUSES = frozenset({100, 200, 400, 404, 408, 413, 416, 420, 481, 482, 483, 487, 503, 505})
+ALLOWED_STATUSES = frozenset({100, 400, 404, 408, 413, 416, 420, 481, 482, 483, 487, 503, 505})
 """What a proxy running the default routes in front of a callee that answers 200 may send
-to a fuzzer: 100 Trying, the callee's 200 (or this hop's to a matched CANCEL), the answers
-to malformed or refused requests (RFC 3261 §8.2, §16.3: 400, 413, 416, 420, 482, 483,
-505), 481 to a CANCEL that matches nothing (§16.10), 404 and 503 from the routes (no
-route, no next hop), 408 and 487 when a branch times out or is cancelled. Never 500:
-that is the answer to a route that raised."""
+to a fuzzer besides a 2xx: 100 Trying, the answers to malformed or refused requests (RFC
+3261 §8.2, §16.3: 400, 413, 416, 420, 482, 483, 505), 481 to a CANCEL that matches
+nothing (§16.10), 404 and 503 from the routes (no route, no next hop), 408 and 487 when
+a branch times out or is cancelled. Never 500: that is the answer to a route that
+raised. Any 2xx may come: the callee's 200, this hop's to a CANCEL, or a stray 2xx of
+the fuzzer's own relayed back to it (RFC 6026 §8.4)."""
 
 HOSTILE_BYTES: tuple[bytes, ...] = (
     b"\x00",
@@ -675,11 +679,13 @@ def judge(response: Response) -> str | None:
         response: the response.
 
     Returns:
-        None if it is one of `ALLOWED_STATUSES` (a failure with a reason phrase), else
-        a sentence saying what is wrong.
+        None if it is a 2xx or one of `ALLOWED_STATUSES` (a failure with a reason
+        phrase), else a sentence saying what is wrong.
     """
     if response.status == 500:
         return f"500 {response.reason!r}: a route raised"
+    if response.status // 100 == 2:
+        return None
     if response.status not in ALLOWED_STATUSES:
         return f"unexpected status {response.status} {response.reason!r}"
     if response.status >= 300 and not response.reason.strip():
@@ -795,3 +801,80 @@ async def open_tcp_fuzz_client(proxy: Address) -> AsyncIterator[TcpFuzzClient]:
         yield client
         await client.close()
         nursery.cancel_scope.cancel()
+
+
+# -- keeping a fuzz run on this machine -----------------------------------------------------
+
+
+class _NoNames(trio.abc.HostnameResolver):
+    """Every name is unknown: the proxy may look names up, but never on the network."""
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,  # noqa: A002 (trio's own name)
+        proto: int = 0,
+        flags: int = 0,
+    ) -> NoReturn:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host!r}: no names in a fuzz run")
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> NoReturn:
+        raise socket.gaierror(socket.EAI_NONAME, "no names in a fuzz run")
+
+
+class _LoopbackStreams(trio.abc.SocketFactory):
+    """TCP sockets bound to loopback before they connect: the kernel then refuses any
+    destination off this machine (EINVAL), whatever address a mutation made."""
+
+    def socket(
+        self,
+        family: socket.AddressFamily | int = socket.AF_INET,
+        type: socket.SocketKind | int = socket.SOCK_STREAM,  # noqa: A002 (trio's own name)
+        proto: int = 0,
+    ) -> trio.socket.SocketType:
+        sock = socket.socket(family, type, proto)
+        if type == socket.SOCK_STREAM:
+            sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        return trio.socket.from_stdlib_socket(sock)
+
+
+def keep_on_this_machine() -> None:
+    """Within the current ``trio.run``: every host name fails to resolve, and every TCP
+    socket trio opens is bound to loopback first. UDP needs nothing: the proxy sends from
+    its listeners, bound to 127.0.0.1, and the kernel refuses to route those elsewhere.
+
+    (A name that reaches a stdlib ``sendto`` unresolved is looked up by the C library,
+    which this cannot stop: /etc/hosts, then the system's resolver.)
+    """
+    trio.socket.set_custom_hostname_resolver(_NoNames())
+    trio.socket.set_custom_socket_factory(_LoopbackStreams())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m triosip.testing.fuzz run ...``: ``triosip``'s command line, with
+    `keep_on_this_machine` in force, for a proxy under a long fuzz (bench/bench_fuzz.py).
+    """
+    from triosip import cli
+
+    real_run = trio.run
+
+    def guarded_run(function: Callable[..., Awaitable[object]], *args: object) -> object:
+        async def guarded() -> object:
+            keep_on_this_machine()
+            return await function(*args)
+
+        return real_run(guarded)
+
+    trio.run = guarded_run  # type: ignore[assignment]
+    try:
+        return cli.main(argv)
+    finally:
+        trio.run = real_run
+
+
+if __name__ == "__main__":
+    sys.exit(main())
