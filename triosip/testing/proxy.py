@@ -39,7 +39,7 @@ from triosip.errors import TriosipError
 from triosip.proxy import Proxy, ProxyConfig
 from triosip.script import ScriptEnvironment, ScriptHandlers, load_routes
 from triosip.script.api import Routes
-from triosip.sip import URI, Request, Response, build_response, parse_message
+from triosip.sip import URI, ParseError, Request, Response, build_response, parse_message
 from triosip.transport import Address, TransportLimits
 
 if TYPE_CHECKING:
@@ -224,12 +224,17 @@ class UdpPeer:
     Attributes:
         sock: the bound trio socket.
         address: its address.
+        strict: whether a datagram that is no SIP message ends `serve` (the default), or
+            is kept in `unparsable` (a fuzz run's peers, which expect garbage).
         received: every message received so far, in order, read by the test or not.
+        unparsable: when not `strict`, each datagram that did not parse, with the error.
     """
 
     sock: trio.socket.SocketType
     address: Address
+    strict: bool = True
     received: list[Received] = field(default_factory=list)
+    unparsable: list[tuple[bytes, str]] = field(default_factory=list)
     _read: int = field(default=0, init=False)
     _arrived: trio.Event = field(default_factory=trio.Event, init=False)
 
@@ -346,11 +351,18 @@ class UdpPeer:
         """Read the socket until cancelled, recording each message as it arrives.
 
         Raises:
-            ParseError: what came is no SIP message (the proxy under test sent garbage).
+            ParseError: what came is no SIP message (the proxy under test sent garbage),
+                when `strict`.
         """
         while True:
             data, source = await self.sock.recvfrom(65535)
-            message = parse_message(data)
+            try:
+                message = parse_message(data)
+            except ParseError as exc:
+                if self.strict:
+                    raise
+                self.unparsable.append((data, str(exc)))
+                continue
             self.received.append(
                 Received(message, Address("udp", source[0], source[1]), trio.current_time())
             )
@@ -420,14 +432,15 @@ class UdpPeer:
 
 
 @asynccontextmanager
-async def open_udp_peer(host: str = LOCAL_IP) -> AsyncIterator[UdpPeer]:
+async def open_udp_peer(host: str = LOCAL_IP, *, strict: bool = True) -> AsyncIterator[UdpPeer]:
     """A `UdpPeer` on a free port of `host`, closed when the block ends.
 
     Owns the task that reads the peer's socket (``udp peer <address>``), cancelled when
-    the block ends; a message that is not SIP ends it with a `ParseError`.
+    the block ends; a message that is not SIP ends it with a `ParseError`, if `strict`.
 
     Args:
         host: the IP literal to bind.
+        strict: see `UdpPeer.strict`.
 
     Yields:
         The peer.
@@ -436,7 +449,7 @@ async def open_udp_peer(host: str = LOCAL_IP) -> AsyncIterator[UdpPeer]:
     with trio.socket.socket(family, socket.SOCK_DGRAM) as sock:
         await sock.bind((host, 0))
         port: int = sock.getsockname()[1]
-        peer = UdpPeer(sock, Address("udp", host, port))
+        peer = UdpPeer(sock, Address("udp", host, port), strict=strict)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(peer.serve, name=f"udp peer {peer.address}")
             yield peer
