@@ -13,8 +13,9 @@ import re
 import pytest
 import trio
 
-from triosip.sip import Request, Response, parse_message
+from triosip.sip import Request, Response, StreamParser, parse_message
 from triosip.testing.proxy import RunningProxy, UdpPeer, open_udp_peer, start_proxy
+from triosip.transport import TransportLimits
 
 # How long the victim listens for a response that must not come. The response to the
 # caller comes first (same proxy task, same socket), so this only has to cover reordering.
@@ -154,6 +155,71 @@ async def test_the_answer_goes_back_the_way_the_request_came(sent_protocol: str)
             await caller.send(with_via(caller.request("OPTIONS"), via, uri="bob"), running.udp)
             response = await caller.receive_response()
             assert response.status == 400
+            running.stop()
+
+
+async def test_over_tcp_the_answer_comes_back_on_the_request_s_connection() -> None:
+    # RFC 3261 §18.2.2: whatever the Via says (here: another port, where a "victim"
+    # listens on TCP), the response goes back on the connection the request came on.
+    with trio.fail_after(3):
+        async with (
+            open_udp_peer() as stand_in,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
+            running = await start_proxy(nursery, None, params={"downstream": callee.destination})
+            [victim] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+            victim_port = victim.socket.getsockname()[1]
+            via = f"SIP/2.0/TCP 127.0.0.1:{victim_port};branch=z9hG4bK-c1;received=127.0.0.1"
+            async with (
+                victim,
+                await trio.open_tcp_stream(running.tcp.host, running.tcp.port) as stream,
+            ):
+                await stream.send_all(with_via(stand_in.request("OPTIONS"), via))
+                relayed, source = await callee.receive_request()
+                await callee.respond(relayed, 200, source)
+                parser = StreamParser()
+                response = None
+                while response is None:
+                    parser.feed(await stream.receive_some(65536))
+                    response = parser.next_message()
+                assert isinstance(response, Response)
+                assert response.status == 200
+                with trio.move_on_after(QUIET) as quiet:
+                    await victim.accept()
+                assert quiet.cancelled_caught, "the proxy connected to the Via's port"
+            running.stop()
+
+
+@pytest.mark.xfail(
+    reason="needs transaction/_server.py to pass reply_to_via=inbound.reply_to_via to "
+    "response_destination (one line, outside this branch's area)",
+    strict=True,
+)
+async def test_with_reply_to_via_maddr_is_obeyed() -> None:
+    # The operator's opt-in (triosip run --reply-to-via): the Via as §18.2.2 reads it.
+    with trio.fail_after(3):
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            open_udp_peer(SECOND_LOOPBACK) as elsewhere,
+            trio.open_nursery() as nursery,
+        ):
+            running = await start_proxy(
+                nursery,
+                None,
+                params={"downstream": callee.destination},
+                limits=TransportLimits(reply_to_via=True),
+            )
+            via = (
+                f"SIP/2.0/UDP 127.0.0.1:{elsewhere.port};branch=z9hG4bK-m1;maddr={SECOND_LOOPBACK}"
+            )
+            await caller.send(with_via(caller.request("OPTIONS"), via), running.udp)
+            relayed, source = await callee.receive_request()
+            await callee.respond(relayed, 200, source)
+            with trio.fail_after(1):
+                response = await elsewhere.receive_response()
+            assert response.status == 200
             running.stop()
 
 
