@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
+from triosip.cli import _transport_limits, build_parser
 from triosip.testing.proxy import open_udp_peer
 from triosip.testing.sipp import (
     UAC_RRS,
@@ -252,3 +253,11 @@ async def test_sigterm_lets_live_calls_run_for_the_grace_period(tmp_path):
     assert 0.9 < took < 3.0
     assert "answering 1 unanswered transactions 503" in _stderr(tmp_path)
     assert "Traceback" not in _stderr(tmp_path)
+
+
+@pytest.mark.parametrize(("argv", "reply_to_via"), [([], False), (["--reply-to-via"], True)])
+def test_reply_to_via_is_off_unless_asked(argv: list[str], reply_to_via: bool) -> None:
+    # Responses go back to the request's source unless the operator opts in (a Via is
+    # the client's word: obeying it makes a reflector).
+    args = build_parser().parse_args(["run", *argv])
+    assert _transport_limits(args).reply_to_via is reply_to_via

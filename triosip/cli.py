@@ -39,7 +39,7 @@ from triosip.script import (
     load_routes,
 )
 from triosip.transaction import TimerConfig
-from triosip.transport import Address, TransportError, parse_listen_spec
+from triosip.transport import Address, TransportError, TransportLimits, parse_listen_spec
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -140,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"where the management interface listens (default {DEFAULT_MI}), or off",
     )
+    run.add_argument(
+        "--reply-to-via",
+        action="store_true",
+        help="send responses where the request's Via says (its maddr, received, rport) "
+        "rather than back to where the request came from: unsafe on the open internet, "
+        "where it makes the proxy a reflector",
+    )
     token = run.add_mutually_exclusive_group()
     token.add_argument(
         "--mi-token", metavar="TOKEN", help="the token MI clients not on loopback must show"
@@ -232,6 +239,7 @@ def _run(args: argparse.Namespace) -> int:
         handlers=handlers,
         config=ProxyConfig(fr_timeout=args.fr_timeout, fr_inv_timeout=args.fr_inv_timeout),
         timers=TimerConfig(t1=args.t1, t2=args.t2, t4=args.t4),
+        limits=_transport_limits(args),
     )
     try:
         trio.run(_serve, proxy, handlers, args, db_url, mi)
@@ -245,6 +253,11 @@ def _run(args: argparse.Namespace) -> int:
     except (TransportError, sqlite3.Error, MIError) as exc:
         raise UsageError(_startup_problem(exc, db_url)) from None
     return 0
+
+
+def _transport_limits(args: argparse.Namespace) -> TransportLimits:
+    """The transport's settings that ``triosip run`` takes from its arguments."""
+    return TransportLimits(reply_to_via=args.reply_to_via)
 
 
 def _first_leaf(

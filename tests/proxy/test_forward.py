@@ -16,6 +16,7 @@ from triosip.proxy._forward import (
     prepare_forward,
     record_route_value,
     stamp_received,
+    stamped_source,
     strip_own_routes,
     target_of,
     via_value,
@@ -265,6 +266,33 @@ def test_via_and_record_route_values() -> None:
             {"received": "10.0.0.1"},
             id="name",
         ),
+        # The client's own received= and rport= values are replaced by the source: they
+        # used to be passed on as they came, so that a stateless hop (or our own stray 2xx
+        # relaying) would send responses where the client said.
+        pytest.param(
+            "SIP/2.0/UDP 10.0.0.1:5070;received=192.0.2.66;branch=z9hG4bK1",
+            "10.0.0.1",
+            {"received": "10.0.0.1"},
+            id="client-received-same-host",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP 10.0.0.1:5070;received=192.0.2.66;branch=z9hG4bK1",
+            "10.0.0.3",
+            {"received": "10.0.0.3"},
+            id="client-received-other-host",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport=9999;received=192.0.2.66",
+            "10.0.0.1",
+            {"received": "10.0.0.1", "rport": "4444"},
+            id="client-rport-value",
+        ),
+        pytest.param(
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport=4444;received=10.0.0.1",
+            "10.0.0.1",
+            {"received": "10.0.0.1", "rport": "4444"},
+            id="already-right",
+        ),
     ],
 )
 def test_stamp_received(via: str, source: str, params: dict[str, str]) -> None:
@@ -274,6 +302,40 @@ def test_stamp_received(via: str, source: str, params: dict[str, str]) -> None:
     assert (top.received, top.rport) == (params.get("received"), params.get("rport"))
     assert top.branch == "z9hG4bK1"
     assert len(stamped.via) == 1
+
+
+@pytest.mark.parametrize(
+    ("via", "expected"),
+    [
+        ("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1", Address("udp", "10.0.0.1", 5070)),
+        ("SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1", Address("udp", "10.0.0.1", 5060)),
+        (
+            "SIP/2.0/UDP host.example.com:5070;branch=z9hG4bK1;received=10.0.0.3",
+            Address("udp", "10.0.0.3", 5070),
+        ),
+        (
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport=4444;received=10.0.0.3",
+            Address("udp", "10.0.0.3", 4444),
+        ),
+        ("SIP/2.0/TCP [::1];branch=z9hG4bK1;rport", Address("tcp", "::1", 5060)),
+        # maddr is no part of what we stamped: ignored.
+        (
+            "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;maddr=192.0.2.66",
+            Address("udp", "10.0.0.1", 5070),
+        ),
+        # Neither received nor sent-by is an IP: not stamped by us; only DNS could say.
+        ("SIP/2.0/UDP host.example.com;branch=z9hG4bK1", None),
+    ],
+)
+def test_stamped_source(via: str, expected: Address | None) -> None:
+    # The inverse of stamp_received: where a stray 2xx is relayed upstream.
+    assert stamped_source(request(via=via).top_via) == expected
+
+
+def test_stamped_source_reads_what_stamp_received_wrote() -> None:
+    source = Address("udp", "192.0.2.9", 40000)
+    via = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport;received=198.51.100.1"
+    assert stamped_source(stamp_received(request(via=via), source).top_via) == source
 
 
 # -- where it goes (§16.6 step 7, RFC 3263 §4) --------------------------------------------

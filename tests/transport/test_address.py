@@ -96,13 +96,81 @@ TCP_SOURCE = Address("tcp", "192.0.2.9", 40000)
 V6_SOURCE = Address("udp", "2001:db8::9", 40000)
 B = "branch=z9hG4bKnashds8"
 
-# (top Via of the request, where it came from, where its response goes)
+# (top Via of the request, where it came from, where its response goes): by default, back
+# to the source, whatever the client wrote in its Via (Kamailio's reply_to_via=0).
 RESPONSE_DESTINATIONS = [
-    # RFC 3261 §18.2.2, unreliable, not receiver-tagged: sent-by (= the source, §18.2.1).
+    # RFC 3261 §18.2.2: the sent-by port, or the default port, on the source IP.
     (f"SIP/2.0/UDP 192.0.2.9:5070;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 5070)),
     (f"SIP/2.0/UDP 192.0.2.9;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 5060)),
-    # A name in sent-by: the server would add received=<source IP> (§18.2.1).
     (f"SIP/2.0/UDP pc33.example.com:5070;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 5070)),
+    # A received= the client wrote is not obeyed: this used to send the response to
+    # 192.0.2.77, a third party (§18.2.1 has the *server* add received).
+    (
+        f"SIP/2.0/UDP pc33.example.com:5070;{B};received=192.0.2.77",
+        UDP_SOURCE,
+        Address("udp", "192.0.2.9", 5070),
+    ),
+    # RFC 3581 §4: rport: the source port, whatever value the client gave it (this used to
+    # obey received and the rport value).
+    (f"SIP/2.0/UDP 10.0.0.1:5070;{B};rport", UDP_SOURCE, Address("udp", "192.0.2.9", 40000)),
+    (f"SIP/2.0/UDP 10.0.0.1;rport;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 40000)),
+    (
+        f"SIP/2.0/UDP 10.0.0.1:5070;{B};received=192.0.2.77;rport=41234",
+        UDP_SOURCE,
+        Address("udp", "192.0.2.9", 40000),
+    ),
+    # maddr is ignored (it used to win over everything): only with reply_to_via.
+    (
+        f"SIP/2.0/UDP 192.0.2.9:5070;{B};maddr=239.255.255.1;ttl=16",
+        UDP_SOURCE,
+        Address("udp", "192.0.2.9", 5070),
+    ),
+    (
+        f"SIP/2.0/UDP 192.0.2.9;{B};maddr=192.0.2.200;received=192.0.2.77;rport",
+        UDP_SOURCE,
+        Address("udp", "192.0.2.9", 40000),
+    ),
+    # §18.2.2 reliable: the connection (the caller's), else the source IP and the sent-by
+    # port or the transport's default port; rport is for unreliable transports only.
+    (f"SIP/2.0/TCP 192.0.2.9:5070;{B}", TCP_SOURCE, Address("tcp", "192.0.2.9", 5070)),
+    (f"SIP/2.0/TCP pc33.example.com;{B}", TCP_SOURCE, Address("tcp", "192.0.2.9", 5060)),
+    (f"SIP/2.0/TCP 10.0.0.1:5070;{B};rport", TCP_SOURCE, Address("tcp", "192.0.2.9", 5070)),
+    (
+        f"SIP/2.0/TCP 10.0.0.1;{B};received=192.0.2.77",
+        TCP_SOURCE,
+        Address("tcp", "192.0.2.9", 5060),
+    ),
+    # The transport and family the request came on, whatever the Via names: a Via naming
+    # TLS, SCTP or WS, or an IPv6 host, used to give a destination nothing could send to.
+    (f"SIP/2.0/TLS pc33.example.com;{B}", TCP_SOURCE, Address("tcp", "192.0.2.9", 5061)),
+    (f"SIP/2.0/TLS 192.0.2.9:5071;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 5071)),
+    (f"SIP/2.0/SCTP 192.0.2.9;{B};rport", UDP_SOURCE, Address("udp", "192.0.2.9", 40000)),
+    (f"SIP/2.0/WS 192.0.2.9:8080;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 8080)),
+    (
+        f"SIP/2.0/UDP [2001:db8::9]:5070;{B};received=2001:db8::77",
+        UDP_SOURCE,
+        Address("udp", "192.0.2.9", 5070),
+    ),
+    # IPv6 sources: hosts without brackets, in canonical form.
+    (
+        f"SIP/2.0/UDP [2001:db8::9]:5070;{B};rport",
+        V6_SOURCE,
+        Address("udp", "2001:db8::9", 40000),
+    ),
+    (f"SIP/2.0/UDP [2001:db8::9];{B}", V6_SOURCE, Address("udp", "2001:db8::9", 5060)),
+]
+
+
+@pytest.mark.parametrize(("via", "source", "expected"), RESPONSE_DESTINATIONS)
+def test_response_destination(via: str, source: Address, expected: Address) -> None:
+    top_via = parse_message(request(via=via)).top_via
+    assert response_destination(top_via, source) == expected
+
+
+# With reply_to_via (triosip run --reply-to-via): the Via as RFC 3261 §18.2.2 and RFC 3581
+# read it, for addresses of the source's family, in the source's transport.
+REPLY_TO_VIA_DESTINATIONS = [
+    (f"SIP/2.0/UDP 192.0.2.9:5070;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 5070)),
     # received: its address, the sent-by port, or 5060.
     (
         f"SIP/2.0/UDP pc33.example.com:5070;{B};received=192.0.2.77",
@@ -114,22 +182,15 @@ RESPONSE_DESTINATIONS = [
         UDP_SOURCE,
         Address("udp", "192.0.2.77", 5060),
     ),
-    # RFC 3581 §4: rport without a value: the source port.
-    (f"SIP/2.0/UDP 10.0.0.1:5070;{B};rport", UDP_SOURCE, Address("udp", "192.0.2.9", 40000)),
-    (f"SIP/2.0/UDP 10.0.0.1;rport;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 40000)),
-    # rport and received filled in by a proxy on the way (a response relayed upstream).
+    # rport: its value (filled in by a proxy on the way), else the source port.
     (
         f"SIP/2.0/UDP 10.0.0.1:5070;{B};received=192.0.2.77;rport=41234",
-        Address("udp", "10.0.0.1", 5070),
+        UDP_SOURCE,
         Address("udp", "192.0.2.77", 41234),
     ),
-    # An rport value that is no port: the source port.
-    (
-        f"SIP/2.0/UDP 10.0.0.1:5070;{B};rport=0",
-        UDP_SOURCE,
-        Address("udp", "192.0.2.9", 40000),
-    ),
-    # §18.2.2 maddr: maddr with the sent-by port or 5060; it wins over received and rport.
+    (f"SIP/2.0/UDP 10.0.0.1:5070;{B};rport", UDP_SOURCE, Address("udp", "192.0.2.9", 40000)),
+    (f"SIP/2.0/UDP 10.0.0.1:5070;{B};rport=0", UDP_SOURCE, Address("udp", "192.0.2.9", 40000)),
+    # maddr: with the sent-by port or 5060; it wins over received and rport.
     (
         f"SIP/2.0/UDP 192.0.2.9:5070;{B};maddr=239.255.255.1;ttl=16",
         UDP_SOURCE,
@@ -146,29 +207,12 @@ RESPONSE_DESTINATIONS = [
         UDP_SOURCE,
         Address("udp", "192.0.2.9", 40000),
     ),
-    # §18.2.2 reliable: the connection (the caller's), else received + sent-by port or the
-    # transport's default port; rport is for unreliable transports only (RFC 3581 §4).
-    (f"SIP/2.0/TCP 192.0.2.9:5070;{B}", TCP_SOURCE, Address("tcp", "192.0.2.9", 5070)),
-    (f"SIP/2.0/TCP pc33.example.com;{B}", TCP_SOURCE, Address("tcp", "192.0.2.9", 5060)),
-    (f"SIP/2.0/TCP 10.0.0.1:5070;{B};rport", TCP_SOURCE, Address("tcp", "192.0.2.9", 5070)),
+    # An address of the other family: ignored (it could not be reached from here).
     (
-        f"SIP/2.0/TCP 10.0.0.1;{B};received=192.0.2.77",
-        TCP_SOURCE,
-        Address("tcp", "192.0.2.77", 5060),
+        f"SIP/2.0/UDP 192.0.2.9:5070;{B};received=2001:db8::77",
+        UDP_SOURCE,
+        Address("udp", "192.0.2.9", 5070),
     ),
-    (
-        f"SIP/2.0/TCP 10.0.0.1;{B};maddr=192.0.2.200",
-        TCP_SOURCE,
-        Address("tcp", "192.0.2.9", 5060),
-    ),
-    (f"SIP/2.0/TLS pc33.example.com;{B}", TCP_SOURCE, Address("tls", "192.0.2.9", 5061)),
-    # IPv6: hosts without brackets, in canonical form.
-    (
-        f"SIP/2.0/UDP [2001:db8::9]:5070;{B};rport",
-        V6_SOURCE,
-        Address("udp", "2001:db8::9", 40000),
-    ),
-    (f"SIP/2.0/UDP [2001:db8::9];{B}", V6_SOURCE, Address("udp", "2001:db8::9", 5060)),
     (
         f"SIP/2.0/UDP [2001:db8::9]:5070;{B};received=2001:DB8:0::77",
         V6_SOURCE,
@@ -179,10 +223,19 @@ RESPONSE_DESTINATIONS = [
         V6_SOURCE,
         Address("udp", "2001:db8::77", 5070),
     ),
+    # Reliable: received and the sent-by port, never rport.
+    (
+        f"SIP/2.0/TCP 10.0.0.1:5070;{B};received=192.0.2.77;rport=41234",
+        TCP_SOURCE,
+        Address("tcp", "192.0.2.77", 5070),
+    ),
+    (f"SIP/2.0/TLS 192.0.2.9;{B}", UDP_SOURCE, Address("udp", "192.0.2.9", 5061)),
 ]
 
 
-@pytest.mark.parametrize(("via", "source", "expected"), RESPONSE_DESTINATIONS)
-def test_response_destination(via: str, source: Address, expected: Address) -> None:
+@pytest.mark.parametrize(("via", "source", "expected"), REPLY_TO_VIA_DESTINATIONS)
+def test_response_destination_with_reply_to_via(
+    via: str, source: Address, expected: Address
+) -> None:
     top_via = parse_message(request(via=via)).top_via
-    assert response_destination(top_via, source) == expected
+    assert response_destination(top_via, source, reply_to_via=True) == expected

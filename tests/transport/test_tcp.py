@@ -278,8 +278,10 @@ async def test_connection_refused_is_a_transport_error(nursery: trio.Nursery) ->
             port = sock.getsockname()[1]  # bound, not listening: connections are refused
             with pytest.raises(
                 TransportError, match=f"cannot connect to tcp:127.0.0.1:{port}: connection refused"
-            ):
+            ) as caught:
                 await layer.send(request(), Address("tcp", "127.0.0.1", port))
+            # RFC 3261 §18.1.1: a refusal (TCP reset) is told apart, for the UDP retry.
+            assert caught.value.refused
         stats = layer.statistics()
         assert stats.tcp_connect_failures == 1
         assert stats.tcp_connections_open == 0
@@ -304,8 +306,9 @@ async def test_connect_timeout_is_a_transport_error(
                     fillers.append(filler)
                     filler.connect_ex(address)
                 start = trio.current_time()
-                with pytest.raises(TransportError, match="timed out after 7 s"):
+                with pytest.raises(TransportError, match="timed out after 7 s") as caught:
                     await layer.send(request(), Address("tcp", *address))
+                assert not caught.value.refused
                 assert trio.current_time() == pytest.approx(start + 7)
             finally:
                 for filler in fillers:

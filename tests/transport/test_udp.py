@@ -260,3 +260,21 @@ async def test_datagrams_keep_their_sources(nursery: trio.Nursery) -> None:
             for peer in peers:
                 peer.close()
         assert [inbound.source for inbound in got] == sources
+
+
+@pytest.mark.parametrize("reply_to_via", [False, True])
+async def test_messages_carry_the_reply_to_via_policy(
+    nursery: trio.Nursery, reply_to_via: bool
+) -> None:
+    # What the responder passes to response_destination: off unless the operator opted in.
+    with trio.fail_after(5):
+        limits = TransportLimits(reply_to_via=reply_to_via)
+        _, recorder, [udp, tcp] = await start_layer(
+            nursery, "udp:127.0.0.1:0", "tcp:127.0.0.1:0", limits=limits
+        )
+        with await udp_peer() as peer:
+            await peer.sendto(request(), (udp.host, udp.port))
+            assert (await recorder.next_message()).reply_to_via is reply_to_via
+        async with await trio.open_tcp_stream(tcp.host, tcp.port) as stream:
+            await stream.send_all(request())
+            assert (await recorder.next_message()).reply_to_via is reply_to_via

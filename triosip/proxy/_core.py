@@ -28,6 +28,7 @@ from triosip.proxy._forward import (
     normalise_host,
     prepare_forward,
     stamp_received,
+    stamped_source,
     strip_own_routes,
     target_of,
     via_value,
@@ -42,7 +43,6 @@ from triosip.transport import (
     TransportError,
     TransportLayer,
     TransportLimits,
-    response_destination,
 )
 
 if TYPE_CHECKING:
@@ -383,10 +383,12 @@ class Proxy:
         ):
             return
         upstream = response.without_first_value("via")
-        via = vias[1]
-        source = Address(via.transport.lower(), normalise_host(via.host), via.port or 5060)
+        # The Via below ours names the upstream as we stamped it (received, rport).
+        destination = stamped_source(vias[1])
+        if destination is None:
+            return
         try:
-            await self.transport.send(bytes(upstream), response_destination(via, source))
+            await self.transport.send(bytes(upstream), destination)
         except TransportError as exc:
             logger.info("%s stray 2xx not forwarded: %s", response.call_id, exc)
 

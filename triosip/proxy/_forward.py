@@ -11,12 +11,9 @@ import ipaddress
 import itertools
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from triosip.sip import MAGIC_COOKIE, URI, ParseError, Request, Via
-
-if TYPE_CHECKING:
-    from triosip.transport import Address
+from triosip.transport import Address
 
 # RFC 3261 §16.6 step 3: a proxy adds Max-Forwards: 70 to a request that lacks one.
 DEFAULT_MAX_FORWARDS = 70
@@ -252,17 +249,53 @@ def target_of(request: Request, destination: NextHop | None) -> NextHop:
 
 
 def stamp_received(request: Request, source: Address) -> Request:
-    """RFC 3261 §18.2.1 and RFC 3581 §4: note on the top Via where the request really came
-    from (``received``, and ``rport`` when the client asked for it), so that responses find
-    their way back through NATs."""
+    """Note on the top Via where the request really came from (RFC 3261 §18.2.1, RFC 3581
+    §4), so that responses find their way back through NATs.
+
+    ``received`` gets the source IP when it differs from the sent-by host, and replaces
+    whatever ``received`` the client wrote (§18.2.1 has the server set it: a client's
+    own would send responses elsewhere); ``rport``, when the client asked for it, gets
+    the source port (and ``received`` the source IP), whatever value the client gave it.
+    """
     top = request.top_via
+    host = source.host
+    received = top.received
     changes: dict[str, str | None] = {}
-    if normalise_host(top.host) != source.host:
-        changes["received"] = source.host
-    if top.has_rport and not top.rport:
-        changes["rport"] = str(source.port)
-        changes["received"] = source.host
+    if top.has_rport:
+        port = str(source.port)
+        if top.rport != port:
+            changes["rport"] = port
+        if received != host:
+            changes["received"] = host
+    elif received is not None:
+        if received != host:
+            changes["received"] = host
+    elif normalise_host(top.host) != host:
+        changes["received"] = host
     if not changes:
         return request
     stamped = top.with_params(**changes)
     return request.without_first_value("via").with_header_first("via", str(stamped))
+
+
+def stamped_source(via: Via) -> Address | None:
+    """Where the request that `via` is the top Via of came from, as `stamp_received`
+    noted it: for relaying a response upstream statelessly (RFC 3261 §18.2.2 read
+    on a Via whose ``received`` and ``rport`` are ours).
+
+    Returns:
+        The transport, the received IP (else the sent-by host) and the rport value (else
+        the sent-by port or the transport's default); None when neither host is an IP
+        literal (then the Via was not stamped by us, and only DNS could say).
+    """
+    transport = via.transport.lower()
+    host = via.received or via.host
+    if not is_ip_literal(host):
+        return None
+    rport = via.rport
+    port = (
+        int(rport)
+        if rport and rport.isascii() and rport.isdigit() and 0 < int(rport) <= 65535
+        else via.port or DEFAULT_PORTS.get(transport, 5060)
+    )
+    return Address(transport, normalise_host(host), port)

@@ -85,6 +85,9 @@ class Branch:
     response: Response | None = None
     cancel_sent: bool = False
     ended: bool = False
+    # RFC 3261 §18.1.1: the request and address over UDP, when it went over TCP only for
+    # its size: a refused connection then has it retried over UDP.
+    udp_fallback: tuple[Request, Address] | None = None
 
     @property
     def pending(self) -> bool:
@@ -304,6 +307,7 @@ class ProxyTransaction:
         ):
             # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1300 bytes when
             # the MTU is unknown) goes over a congestion-controlled transport instead.
+            branch.udp_fallback = (forwarded, address)
             address = Address("tcp", address.host, address.port)
             forwarded = self._forwarded_request(request, address, branch.branch)
         branch.request = forwarded
@@ -332,27 +336,51 @@ class ProxyTransaction:
         return forwarded.with_header_first("via", via_value(local, branch))
 
     async def _run_branch(self, branch: Branch) -> None:
-        assert branch.destination is not None
         local: Response | None = None
         with branch.scope:
-            try:
-                await self.proxy.transactions.run_client(
-                    branch.request,
-                    branch.destination,
-                    on_response=lambda _client, response: self._post(branch, response),
-                    # The 2xx retransmissions that the Accepted state would pass up go
-                    # through on_stray, forwarded statelessly (RFC 6026 §8.4), so the
-                    # branch need not hold its 64*T1 of memory for them.
-                    wait_in_accepted=False,
-                )
-            except TransactionTimeout:
-                local = build_response(branch.request, 408, to_tag=self.to_tag)
-            except TransportFailure as exc:
-                logger.info("%s branch %s: %s", self.log_prefix(), branch.branch, exc)
-                local = build_response(branch.request, 503, to_tag=self.to_tag)
+            while True:
+                assert branch.destination is not None
+                try:
+                    await self.proxy.transactions.run_client(
+                        branch.request,
+                        branch.destination,
+                        on_response=lambda _client, response: self._post(branch, response),
+                        # The 2xx retransmissions that the Accepted state would pass up go
+                        # through on_stray, forwarded statelessly (RFC 6026 §8.4), so the
+                        # branch need not hold its 64*T1 of memory for them.
+                        wait_in_accepted=False,
+                    )
+                except TransactionTimeout:
+                    local = build_response(branch.request, 408, to_tag=self.to_tag)
+                except TransportFailure as exc:
+                    if self._fall_back_to_udp(branch, exc):
+                        continue
+                    # RFC 3261 §16.9: a transport error on a branch is a 503 from it.
+                    logger.info("%s branch %s: %s", self.log_prefix(), branch.branch, exc)
+                    local = build_response(branch.request, 503, to_tag=self.to_tag)
+                break
         if local is not None:
             self._post(branch, local)
         self._post(branch, None)
+
+    def _fall_back_to_udp(self, branch: Branch, failure: TransportFailure) -> bool:
+        """RFC 3261 §18.1.1: "if the request was sent using TCP because of this message
+        size constraint, and the attempt to establish the connection generates either an
+        ICMP Protocol Not Supported, or results in a TCP reset, the element SHOULD retry
+        the request, using UDP". Sets the branch up for that retry, once; False if it
+        does not apply."""
+        fallback, branch.udp_fallback = branch.udp_fallback, None
+        cause = failure.__cause__
+        if fallback is None or not (isinstance(cause, TransportError) and cause.refused):
+            return False
+        logger.info(
+            "%s branch %s: %s; retrying over UDP (RFC 3261 §18.1.1)",
+            self.log_prefix(),
+            branch.branch,
+            cause,
+        )
+        branch.request, branch.destination = fallback
+        return True
 
     def _post(self, branch: Branch, response: Response | None) -> None:
         try:

@@ -36,9 +36,7 @@ class Address:
     """A transport address: transport, IP literal and port.
 
     Attributes:
-        transport: ``"udp"`` or ``"tcp"`` (lower case; response_destination may also
-            give another Via transport such as ``"tls"``, which `TransportLayer.send`
-            refuses).
+        transport: ``"udp"`` or ``"tcp"`` (lower case).
         host: an IP literal; IPv6 without brackets (``"::1"``).
         port: the port number.
     """
@@ -134,60 +132,73 @@ def parse_listen_spec(text: str) -> Address:
     return Address(transport, canonical, port)
 
 
-def response_destination(via: Via, inbound_source: Address) -> Address:
-    """Where the response to a request goes (RFC 3261 §18.2.2, RFC 3581 §4).
+def response_destination(
+    via: Via, inbound_source: Address, *, reply_to_via: bool = False
+) -> Address:
+    """Where the response to a request goes (RFC 3261 §18.2.1, §18.2.2; RFC 3581 §4).
 
-    A pure function of the request's top Via and the address the request came from.
-    ``received`` below is the Via's received parameter when it has one (and it is an IP
-    literal), else the request's source IP: RFC 3261 §18.2.1 makes a server add exactly
-    that address as received whenever it differs from sent-by.
+    By default, where the request came from, as Kamailio does (its ``reply_to_via=0``):
+    the client wrote its Via, so nothing in it may send our responses elsewhere. A
+    ``received`` written by the client would make the proxy a reflector with no spoofing
+    needed (§18.2.1 has the *server* add it), and so would a ``maddr``:
 
-    * Reliable transport (TCP, TLS, SCTP, WS): the response goes back over the connection
-      the request came on; the caller passes ``inbound.connection`` to
-      `TransportLayer.send`. This address is where to connect if that connection has
-      closed: received, with the sent-by port or the transport's default port.
-    * Unreliable, with maddr (an IP literal): maddr, with the sent-by port or 5060.
-      (A maddr that is a name is ignored: resolving it is RFC 3263's job, above us.
-      The multicast TTL is not applied.)
-    * Unreliable, with rport (RFC 3581 §4): received, with the rport value if it holds
-      one (stamped by a proxy on the way), else the request's source port.
-    * Otherwise: received, with the sent-by port or 5060.
+    * the transport and address family the request arrived on, whatever the Via names
+      (a Via naming TLS or SCTP, or an IPv6 sent-by, over UDP/IPv4 is answered over
+      UDP/IPv4);
+    * the source IP;
+    * with ``rport`` (RFC 3581 §4): the source port, whatever value the client put there;
+    * otherwise the sent-by port, or the default port of the Via's transport (5060, 5061
+      for TLS), as §18.2.2 says.
+
+    Over a reliable transport the response goes back on the connection the request came
+    on: the caller passes ``inbound.connection`` to `TransportLayer.send`, which prefers
+    it; this address (source IP, sent-by port) only serves if that connection has closed.
+
+    With `reply_to_via` (``triosip run --reply-to-via``: unsafe on the open internet) the
+    Via is obeyed as §18.2.2 reads it: ``maddr`` first, then ``received``, then the source
+    IP, and the ``rport`` value when there is one. Only an IP literal of the source's
+    address family is taken from the Via (a name would need DNS, RFC 3263, above us); the
+    transport is still the one the request came on, and no multicast TTL is applied.
 
     Args:
-        via: the top Via of the request (for a proxy relaying a response upstream: the
-            Via that is top once its own is removed).
+        via: the top Via of the request.
         inbound_source: where the request came from.
+        reply_to_via: obey the Via's maddr, received and rport values (see above).
 
     Returns:
-        The destination, in the Via's transport (lower case).
+        The destination, in the transport of `inbound_source`.
     """
-    transport = via.transport.lower()
-    received = via.received
-    host = (_canonical_ip(received) if received else None) or inbound_source.host
-    sent_by_port = via.port
-    if transport not in _UNRELIABLE:
-        # §18.2.2: "If the "sent-protocol" is a reliable transport protocol such as TCP or
-        # SCTP, or TLS over those, the response MUST be sent using the existing connection
-        # [...]. If that connection is no longer open, the server SHOULD open a connection
-        # to the IP address in the "received" parameter [...] using the port in the
-        # "sent-by" value, or the default port for that transport".
-        return Address(transport, host, sent_by_port or DEFAULT_PORTS.get(transport, 5060))
-    maddr = via.maddr
-    if maddr is not None:
-        maddr_ip = _canonical_ip(maddr)
-        if maddr_ip is not None:
+    transport = inbound_source.transport
+    host = inbound_source.host
+    # §18.2.2: "the port indicated in the "sent-by" value, or [...] 5060 if none is
+    # specified explicitly" (5061 for TLS, §19.1.2).
+    port = via.port or DEFAULT_PORTS.get(via.transport.lower(), 5060)
+    if reply_to_via:
+        maddr = _ip_of_family(via.maddr, inbound_source)
+        if maddr is not None:
             # §18.2.2: "the response MUST be forwarded to the address listed there, using
             # the port indicated in "sent-by", or port 5060 if none is present".
-            return Address(transport, maddr_ip, sent_by_port or 5060)
-    if via.has_rport:
+            return Address(transport, maddr, via.port or 5060)
+        host = _ip_of_family(via.received, inbound_source) or host
+        if via.has_rport and transport in _UNRELIABLE:
+            return Address(transport, host, _port_or_none(via.rport) or inbound_source.port)
+        return Address(transport, host, port)
+    if via.has_rport and transport in _UNRELIABLE:
         # RFC 3581 §4: "the response MUST be sent to the IP address listed in the
-        # "received" parameter, and the port in the "rport" parameter" - and §4 has the
-        # server fill rport with the source port of the request.
-        return Address(transport, host, _port_or_none(via.rport) or inbound_source.port)
-    # §18.2.2: "if the top Via has a "received" parameter, the response MUST be sent to
-    # the address in the "received" parameter, using the port indicated in the "sent-by"
-    # value, or using port 5060 if none is specified explicitly".
-    return Address(transport, host, sent_by_port or 5060)
+        # "received" parameter, and the port in the "rport" parameter" - both of which
+        # the server fills with the source of the request.
+        return Address(transport, host, inbound_source.port)
+    return Address(transport, host, port)
+
+
+def _ip_of_family(text: str | None, like: Address) -> str | None:
+    """`text` as a canonical IP literal if it is one of `like`'s address family."""
+    if not text:
+        return None
+    ip = _canonical_ip(text)
+    if ip is None or (":" in ip) != like.is_ipv6:
+        return None
+    return ip
 
 
 def _canonical_ip(text: str, *, version: int | None = None) -> str | None:

@@ -94,17 +94,20 @@ class Inbound:
             local address (the listener's, for an accepted connection).
         connection: for TCP, the connection it came on: responses to it, and requests
             back to the peer, reuse it.
+        reply_to_via: whether responses to it go where its top Via says rather than to
+            its source: ``TransportLimits.reply_to_via``, for `response_destination`.
     """
 
     message: Request | Response
     source: Address
     local: Address
     connection: TcpConnection | None
+    reply_to_via: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class TransportLimits:
-    """Sizes, bounds and timeouts of the transport layer.
+    """Sizes, bounds, timeouts and the response policy of the transport layer.
 
     Attributes:
         udp_buffer_bytes: SO_RCVBUF and SO_SNDBUF asked of the kernel for each UDP socket;
@@ -118,6 +121,11 @@ class TransportLimits:
         udp_mtu_threshold: RFC 3261 §18.1.1: a request larger than this must go over a
             congestion-controlled transport. The layer above applies it: switching
             transport means rewriting the Via.
+        reply_to_via: send responses where the request's top Via says (its maddr,
+            received and rport values) rather than back to its source (Kamailio's
+            ``reply_to_via``; ``triosip run --reply-to-via``). Off by default: anyone can
+            write a Via, so this makes the proxy a reflector on the open internet.
+            Messages carry it up in `Inbound.reply_to_via`.
     """
 
     udp_buffer_bytes: int = 4 * 1024 * 1024
@@ -126,6 +134,7 @@ class TransportLimits:
     tcp_idle_timeout: float = 120.0
     tcp_connect_timeout: float = 10.0
     udp_mtu_threshold: int = 1300
+    reply_to_via: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -182,6 +191,7 @@ class TransportLayer:
         self._on_message = on_message
         self._on_parse_error = on_parse_error
         self._limits = limits
+        self._reply_to_via = limits.reply_to_via
         self._counters = Counters()
         self._nursery: trio.Nursery | None = None
         self.listeners: tuple[Address, ...] = ()
@@ -422,8 +432,9 @@ class TransportLayer:
             if attempt is None:
                 break
             await attempt.done.wait()
-            if attempt.error is not None:
-                raise TransportError(str(attempt.error)) from attempt.error
+            error = attempt.error
+            if error is not None:
+                raise TransportError(str(error), refused=error.refused) from error
             # Connected (found above) or the opener was cancelled (we try ourselves).
         attempt = _ConnectAttempt(trio.Event())
         self._connecting[destination] = attempt
@@ -509,7 +520,7 @@ class TransportLayer:
             self._on_parse_error(exc, data, source, local)
             return
         logger.debug("%s <- %s: %d bytes", local, source, len(data))
-        self._on_message(Inbound(message, source, local, None))
+        self._on_message(Inbound(message, source, local, None, self._reply_to_via))
 
     # --- TCP ---------------------------------------------------------------------------
 
@@ -644,6 +655,7 @@ class TransportLayer:
         """Hand up every complete message in the parser; False after a fatal error."""
         counters = self._counters
         on_message = self._on_message
+        reply_to_via = self._reply_to_via
         peer = connection.peer
         local = connection.local
         while True:
@@ -661,7 +673,7 @@ class TransportLayer:
             counters.tcp_messages_received += 1
             connection.touch()
             logger.debug("%s <- %s: message", local, peer)
-            on_message(Inbound(message, peer, local, connection))
+            on_message(Inbound(message, peer, local, connection, reply_to_via))
 
 
 def _last_activity(connection: TcpConnection) -> float:

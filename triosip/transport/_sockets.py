@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 TCP_BACKLOG = 1024
 """listen(2) backlog of a TCP listener."""
 
+# What a connection attempt fails with when the peer refuses it (RFC 3261 §18.1.1: "a TCP
+# reset" or "an ICMP Protocol Not Supported").
+_REFUSED = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ENOPROTOOPT})
+
 _WHY = {
     errno.EADDRINUSE: "address already in use",
     errno.EADDRNOTAVAIL: "address not available on this machine",
@@ -136,7 +140,10 @@ async def connect_tcp(destination: Address) -> trio.SocketStream:
         await sock.connect((destination.host, destination.port))
         connected = True
     except OSError as exc:
-        raise TransportError(f"cannot connect to {destination}: {describe_os_error(exc)}") from exc
+        raise TransportError(
+            f"cannot connect to {destination}: {describe_os_error(exc)}",
+            refused=exc.errno in _REFUSED,
+        ) from exc
     finally:
         if not connected:
             sock.close()
