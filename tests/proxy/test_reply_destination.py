@@ -191,11 +191,6 @@ async def test_over_tcp_the_answer_comes_back_on_the_request_s_connection() -> N
             running.stop()
 
 
-@pytest.mark.xfail(
-    reason="needs transaction/_server.py to pass reply_to_via=inbound.reply_to_via to "
-    "response_destination (one line, outside this branch's area)",
-    strict=True,
-)
 async def test_with_reply_to_via_maddr_is_obeyed() -> None:
     # The operator's opt-in (triosip run --reply-to-via): the Via as §18.2.2 reads it.
     with trio.fail_after(3):

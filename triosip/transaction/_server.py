@@ -142,7 +142,9 @@ class ServerTransaction:
         self.retransmissions_absorbed = 0
         self._last_bytes: bytes | None = None
         # RFC 3261 §18.2.2 (and RFC 3581): where responses go, worked out once.
-        self._destination: Address = response_destination(request.top_via, inbound.source)
+        self._destination: Address = response_destination(
+            request.top_via, inbound.source, reply_to_via=inbound.reply_to_via
+        )
         self.reliable = inbound.connection is not None or self._destination.transport != "udp"
         self._deadlines: dict[ServerInput, float] = {}
         self._interval_g = 0.0
