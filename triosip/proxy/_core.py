@@ -36,7 +36,12 @@ from triosip.proxy._forward import (
 from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
 from triosip.proxy._transaction import ProxyTransaction
 from triosip.sip import URI, ParseError, Request, Response, build_error_response, build_response
-from triosip.transaction import ServerTransaction, TimerConfig, TransactionLayer
+from triosip.transaction import (
+    ServerTransaction,
+    TimerConfig,
+    TransactionError,
+    TransactionLayer,
+)
 from triosip.transport import (
     Address,
     Inbound,
@@ -321,10 +326,7 @@ class Proxy:
             # RFC 3261 §16.3 step 1: the request must be well formed, Request-URI included;
             # the parser leaves the URI to first use, so it is checked here, before a route
             # trips on it (which used to end in a 500 and a logged traceback).
-            self.counters.replies_generated[status_class(exc.status)] += 1
-            await server.respond(
-                build_response(request, exc.status, exc.reason, to_tag=_local_tag())
-            )
+            await self._answer(server, exc.status, exc.reason, to_tag=_local_tag())
             return
         if request.method == "CANCEL":
             await self._on_cancel(server)
@@ -348,14 +350,28 @@ class Proxy:
         invite = self.transactions.find_invite(server.request)
         tx = self.live.get(invite) if invite is not None else None
         if tx is None:
-            response = build_response(server.request, 481, to_tag=_local_tag())
-            self.counters.replies_generated[status_class(481)] += 1
-            await server.respond(response)
+            await self._answer(server, 481, None, to_tag=_local_tag())
             return
-        self.counters.replies_generated[status_class(200)] += 1
-        await server.respond(build_response(server.request, 200, to_tag=tx.to_tag))
+        await self._answer(server, 200, None, to_tag=tx.to_tag)
         logger.info("%s CANCEL received", tx.log_prefix())
         tx.cancel()
+
+    async def _answer(
+        self, server: ServerTransaction, status: int, reason: str | None, *, to_tag: str
+    ) -> None:
+        """Answer a request the proxy handles itself (a bad Request-URI, a CANCEL)."""
+        self.counters.replies_generated[status_class(status)] += 1
+        try:
+            await server.respond(build_response(server.request, status, reason, to_tag=to_tag))
+        except TransactionError as exc:
+            # The peer is gone (a TCP connection closed, say): nothing more to do for it.
+            logger.info(
+                "%s %s: %d not sent: %s",
+                server.name,
+                shown(server.request.call_id, 64),
+                status,
+                exc,
+            )
 
     def _on_stray(self, inbound: Inbound) -> None:
         message = inbound.message
