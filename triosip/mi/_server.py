@@ -191,7 +191,7 @@ async def _serve(
     config: MIConfig,
     nursery: trio.Nursery,
 ) -> None:
-    await serve_http(listeners, mi.handle, limits=config.limits, nursery=nursery)
+    await serve_http(listeners, mi.handle, limits=config.limits, nursery=nursery, gate=mi.refusal)
 
 
 _Endpoint = Callable[["ManagementInterface", HttpRequest], Awaitable[HttpResponse]]
@@ -224,21 +224,9 @@ class ManagementInterface:
             401 without the token off loopback, 404 for an unknown path, 405 for a wrong
             method, 400 for bad parameters, else the endpoint's response.
         """
-        config = self.config
-        if not is_authorized(
-            request.client,
-            request.headers.get("authorization"),
-            token=config.token,
-            trust_loopback=config.trust_loopback,
-        ):
-            logger.info(
-                "MI: %s %s from %s refused: no token", request.method, request.path, request.client
-            )
-            return HttpResponse.error(
-                401,
-                "this client needs the MI token: Authorization: Bearer <token>",
-                headers=(("www-authenticate", 'Bearer realm="triosip"'),),
-            )
+        refusal = self.refusal(request)
+        if refusal is not None:
+            return refusal
         endpoint = _ENDPOINTS.get(request.path.rstrip("/") or "/")
         if endpoint is None:
             return HttpResponse.error(
@@ -255,6 +243,30 @@ class ManagementInterface:
             return await function(self, request)
         except QueryError as exc:
             return HttpResponse.error(400, str(exc))
+
+    def refusal(self, request: HttpRequest) -> HttpResponse | None:
+        """The token rule (`is_authorized`), applied to a request's head: the HTTP server
+        admits a connection only once a head passes it.
+
+        Returns:
+            None if the client may come in, else the 401 to answer.
+        """
+        config = self.config
+        if is_authorized(
+            request.client,
+            request.headers.get("authorization"),
+            token=config.token,
+            trust_loopback=config.trust_loopback,
+        ):
+            return None
+        logger.info(
+            "MI: %s %s from %s refused: no token", request.method, request.path, request.client
+        )
+        return HttpResponse.error(
+            401,
+            "this client needs the MI token: Authorization: Bearer <token>",
+            headers=(("www-authenticate", 'Bearer realm="triosip"'),),
+        )
 
     # -- endpoints ------------------------------------------------------------------------
 
