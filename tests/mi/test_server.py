@@ -117,6 +117,9 @@ async def test_the_mi_refuses_a_request_without_the_token() -> None:
         ("GET", "/tasks?older_than=-1", 400, "older_than must be a number of seconds >= 0"),
         ("GET", "/tasks?older_than=nan", 400, "older_than must be a number of seconds >= 0"),
         ("GET", "/tasks?call-id=x", 400, "unknown parameter 'call-id'"),
+        ("GET", "/tasks?limit=-1", 400, "limit must be a whole number >= 0, not '-1'"),
+        ("GET", "/tasks?limit=" + "9" * 40, 400, "limit must be a whole number >= 0"),
+        ("GET", "/tasks?summary=maybe", 400, "summary must be 1 or 0, not 'maybe'"),
         ("GET", "/tasks?method=INVITE&method=BYE", 400, "parameter 'method' given 2 times"),
         ("GET", "/stats?pretty=1", 400, "/stats takes no parameters"),
     ],
@@ -147,7 +150,10 @@ async def test_the_endpoints_answer_json() -> None:
     assert version["listeners"] == [str(running.sip)]
     assert version["mi"] == f"http://127.0.0.1:{running.mi_address[1]}"
     assert 0 <= version["uptime"] < 5
-    assert transactions == {"transactions": [], "summary": {"transactions": 0, "shown": 0}}
+    assert transactions == {
+        "transactions": [],
+        "summary": {"transactions": 0, "matched": 0, "shown": 0, "methods": {}, "states": {}},
+    }
     assert tasks["transactions"] == []
 
 

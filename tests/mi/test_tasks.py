@@ -146,7 +146,16 @@ def test_a_transaction_with_its_branch_and_op() -> None:
         "children": [],
     }
     assert tx["waiting_in"].endswith("_process_responses:382")
-    assert document["summary"] == {"transactions": 1, "shown": 1, "ops_running": 1, "launched": 0}
+    assert document["summary"] == {
+        "transactions": 1,
+        "matched": 1,
+        "shown": 1,
+        "methods": {"INVITE": 1},
+        "states": {"Proceeding": 1},
+        "ops_running": 1,
+        "ops": {"db": 1},
+        "launched": 0,
+    }
 
 
 def test_the_next_timer_is_the_soonest_and_says_what_it_does() -> None:
@@ -257,7 +266,16 @@ def test_launched_work_has_its_own_root_and_filters_hide_it() -> None:
     document = task_tree([invite(), bye()], [launched], now=NOW)
     [node] = document["launched"]
     assert (node["kind"], node["age"], node["deadline_in"]) == ("op", 10.0, None)
-    assert document["summary"] == {"transactions": 2, "shown": 2, "ops_running": 2, "launched": 1}
+    assert document["summary"] == {
+        "transactions": 2,
+        "matched": 2,
+        "shown": 2,
+        "methods": {"BYE": 1, "INVITE": 1},
+        "states": {"Completed": 1, "Proceeding": 1},
+        "ops_running": 2,
+        "ops": {"db": 1, "rest": 1},
+        "launched": 1,
+    }
     filtered = task_tree([invite(), bye()], [launched], now=NOW, query=TaskQuery(method="BYE"))
     assert filtered["launched"] == []
     assert [tx["method"] for tx in filtered["transactions"]] == ["BYE"]
@@ -314,7 +332,13 @@ def test_the_transaction_table_lists_branches_without_tasks() -> None:
     [row] = table["transactions"]
     assert "children" not in row
     assert [branch["branch"] for branch in row["branches"]] == [BRANCH]
-    assert table["summary"] == {"transactions": 1, "shown": 1}
+    assert table["summary"] == {
+        "transactions": 1,
+        "matched": 1,
+        "shown": 1,
+        "methods": {"INVITE": 1},
+        "states": {"Proceeding": 1},
+    }
 
 
 def test_no_infinite_deadline_leaks_into_the_document() -> None:

@@ -1,9 +1,10 @@
 """Sampling the live proxy into the plain data of `_tasks.py`: trio's task tree, joined
 with the transaction table and the running ops.
 
-Everything here is synchronous: the walk runs between two checkpoints of the MI's task,
-so no transaction can start, end or change state halfway through, and the snapshot is of
-one instant. It reads, and never changes, what it walks.
+Everything here is synchronous: each call runs between two checkpoints of the MI's task,
+so no transaction can start, end or change state halfway through, and what one call
+samples is of one instant. It reads, and never changes, what it walks. `sample_some`
+samples a slice of the transactions, for a caller that samples many a slice at a time.
 
 The tree is trio's (`trio.lowlevel.Task.child_nurseries`, `trio.Nursery.child_tasks`),
 starting at each server transaction's task (the parent of ``ServerTransaction.nursery``).
@@ -30,7 +31,7 @@ from triosip.mi._tasks import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection, Mapping, Sequence
 
     from triosip.ops import Op, OpAccounting
     from triosip.proxy import Branch, Proxy, ProxyTransaction
@@ -53,13 +54,31 @@ def sample_transactions(proxy: Proxy, accounting: OpAccounting) -> list[Transact
     Returns:
         One sample per server transaction whose task runs, in the layer's order.
     """
+    return sample_some(proxy, proxy.transactions.server_transactions(), accounting)
+
+
+def sample_some(
+    proxy: Proxy, servers: Sequence[ServerTransaction], accounting: OpAccounting
+) -> list[TransactionSample]:
+    """Sample those of `servers` (listed earlier) whose task still runs.
+
+    Args:
+        proxy: the running proxy.
+        servers: some of its server transactions, maybe listed before a checkpoint.
+        accounting: the ops of this trio run.
+
+    Returns:
+        One sample per server transaction of `servers` still running, in their order.
+    """
+    layer = proxy.transactions
+    running = set(layer.server_transactions())
     clients = {
-        (client.branch, client.request.method): client
-        for client in proxy.transactions.client_transactions()
+        (client.branch, client.request.method): client for client in layer.client_transactions()
     }
     return [
         _sample_transaction(server, proxy.live.get(server), clients, accounting)
-        for server in proxy.transactions.server_transactions()
+        for server in servers
+        if server in running
     ]
 
 
