@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from triosip.mi._inspect import sample_launched, sample_some, server_tasks
+from triosip.mi._inspect import ClientIndex, sample_launched, sample_some, server_tasks
 from triosip.mi._tasks import (
     launched_entry,
     summary_fields,
@@ -46,8 +46,10 @@ if TYPE_CHECKING:
     from triosip.proxy import Proxy
     from triosip.transaction import ServerTransaction
 
-SLICE = 50
-"""Transactions sampled, built and encoded between two checkpoints (~5 ms of work)."""
+SLICE = 20
+"""Transactions sampled, built and encoded between two checkpoints (~2 ms of work here):
+each checkpoint lets every task that is ready run, so a SIP message that needs a few
+hops between tasks waits about this much per hop."""
 COUNT_SLICE = 1000
 """Transactions filtered and counted between two checkpoints (~1 ms)."""
 
@@ -149,12 +151,13 @@ async def _entries(
         return "", 0
     servers = listing.shown
     accounting = op_accounting()
+    clients = ClientIndex(proxy.transactions)
     parts: list[str] = []
     count = 0
     for start in range(0, len(servers), SLICE):
         # One synchronous step per slice: each entry is of one instant (module doc).
         now = trio.current_time()
-        samples = sample_some(proxy, servers[start : start + SLICE], accounting)
+        samples = sample_some(proxy, servers[start : start + SLICE], accounting, clients)
         if samples:
             parts.append(_encode([build(sample, now) for sample in samples])[1:-1])
             count += len(samples)
