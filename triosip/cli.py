@@ -51,6 +51,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEFAULT_MI = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+TASKS_LIMIT = 50
+"""Transactions `triosip tasks` draws unless --limit says otherwise (a summary line gives
+the counts of all)."""
 
 
 class UsageError(Exception):
@@ -164,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than", type=float, metavar="SECONDS", help="only transactions this old"
     )
     tasks.add_argument("--method", metavar="METHOD", help="only transactions of this method")
+    tasks.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help=f"show the N oldest transactions (default {TASKS_LIMIT} in the tree, all with "
+        "--json; 0 for all); the heading says how many there are",
+    )
+    tasks.add_argument(
+        "--summary",
+        action="store_true",
+        help="only the counts: transactions by state and method, ops by kind",
+    )
 
     stats = commands.add_parser("stats", help="show the counters of a running proxy")
     _add_mi_client_arguments(stats)
@@ -404,10 +419,15 @@ def _query_mi(args: argparse.Namespace) -> int:
                 raise UsageError(f"--interval must be a number of seconds > 0, not {args.interval}")
             if args.older_than is not None and not args.older_than >= 0:
                 raise UsageError(f"--older-than must be >= 0 seconds, not {args.older_than}")
+            if args.limit is not None and args.limit < 0:
+                raise UsageError(f"--limit must be a number >= 0 (0 for all), not {args.limit}")
+            limit = args.limit if args.limit is not None else None if args.json else TASKS_LIMIT
             filters = {
                 "call_id": args.call_id,
                 "method": args.method,
                 "older_than": None if args.older_than is None else repr(args.older_than),
+                "limit": str(limit) if limit else None,
+                "summary": "1" if args.summary else None,
             }
             print_tasks(
                 client,

@@ -71,8 +71,12 @@ async def test_pending_ops_show_under_their_transaction_until_it_is_cancelled(
             )
             assert document["summary"] == {
                 "transactions": 2,
+                "matched": 2,
                 "shown": 2,
+                "methods": {"INVITE": 2},
+                "states": {"Proceeding": 2},
                 "ops_running": 6,
+                "ops": {"sleep": 4, "db": 2},
                 "launched": 2,
             }
             [tx] = (await running.tasks(call_id=call.call_id))["transactions"]

@@ -117,6 +117,9 @@ async def test_the_mi_refuses_a_request_without_the_token() -> None:
         ("GET", "/tasks?older_than=-1", 400, "older_than must be a number of seconds >= 0"),
         ("GET", "/tasks?older_than=nan", 400, "older_than must be a number of seconds >= 0"),
         ("GET", "/tasks?call-id=x", 400, "unknown parameter 'call-id'"),
+        ("GET", "/tasks?limit=-1", 400, "limit must be a whole number >= 0, not '-1'"),
+        ("GET", "/tasks?limit=" + "9" * 40, 400, "limit must be a whole number >= 0"),
+        ("GET", "/tasks?summary=maybe", 400, "summary must be 1 or 0, not 'maybe'"),
         ("GET", "/tasks?method=INVITE&method=BYE", 400, "parameter 'method' given 2 times"),
         ("GET", "/stats?pretty=1", 400, "/stats takes no parameters"),
     ],
@@ -147,7 +150,10 @@ async def test_the_endpoints_answer_json() -> None:
     assert version["listeners"] == [str(running.sip)]
     assert version["mi"] == f"http://127.0.0.1:{running.mi_address[1]}"
     assert 0 <= version["uptime"] < 5
-    assert transactions == {"transactions": [], "summary": {"transactions": 0, "shown": 0}}
+    assert transactions == {
+        "transactions": [],
+        "summary": {"transactions": 0, "matched": 0, "shown": 0, "methods": {}, "states": {}},
+    }
     assert tasks["transactions"] == []
 
 
@@ -253,3 +259,75 @@ async def test_a_handler_that_raises_gets_a_500_without_its_traceback(
     )
     assert b"secret" not in received
     assert "the secret internals" in caplog.text
+
+
+# -- the connection limit counts authenticated connections only ------------------------------
+
+AUTHORIZED = {"authorization": f"Bearer {TOKEN}"}
+
+
+async def test_idle_unauthenticated_connections_never_keep_a_token_holder_out() -> None:
+    # This used to answer the token holder 503 for 30 s: the limit was taken at accept,
+    # before any request, so max_connections silent connections locked everyone out.
+    limits = HttpLimits(max_connections=2, head_timeout=0.5)
+    config = MIConfig(port=0, token=TOKEN, trust_loopback=False, limits=limits)
+    with trio.fail_after(5):
+        async with run_proxy(replying_routes(), mi=config) as running:
+            idle = [await trio.open_tcp_stream(*running.mi_address) for _ in range(4)]
+            # One sends half a head and stops; one sends a whole head without the token.
+            await idle[0].send_all(b"GET /stats HTTP/1.1\r\nhost: x\r\n")
+            refused = await exchange(running, b"GET /stats HTTP/1.1\r\nhost: x\r\n\r\n")
+            start = trio.current_time()
+            allowed = await running.mi.get("/stats", headers=AUTHORIZED)
+            assert trio.current_time() - start < 0.4  # at once, not after the idle ones left
+            assert allowed.status_code == 200
+            # The silent ones are closed once the head timeout has passed since they came.
+            for stream in idle:
+                async with stream:
+                    assert await stream.receive_some(65536) == b""
+            closed_after = trio.current_time() - start
+    assert status_and_json(refused)[0] == 401
+    assert closed_after < 0.6
+
+
+async def test_the_oldest_unauthenticated_connection_makes_room_for_a_new_one() -> None:
+    limits = HttpLimits(max_pending=2, head_timeout=30)
+    config = MIConfig(port=0, token=TOKEN, trust_loopback=False, limits=limits)
+    with trio.fail_after(5):
+        async with run_proxy(replying_routes(), mi=config) as running:
+            oldest = await trio.open_tcp_stream(*running.mi_address)
+            others = [await trio.open_tcp_stream(*running.mi_address) for _ in range(2)]
+            async with oldest:
+                assert await oldest.receive_some(65536) == b""  # closed for the newest
+            # The others still wait for their head, and one of them can still send it.
+            async with others[0], others[1]:
+                await others[1].send_all(
+                    b"GET /version HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+                    + TOKEN.encode()
+                    + b"\r\n\r\n"
+                )
+                assert (await others[1].receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+                with trio.move_on_after(0.1) as waiting:
+                    await others[0].receive_some(65536)
+                assert waiting.cancelled_caught
+
+
+async def test_a_request_without_the_token_is_answered_and_its_connection_closed() -> None:
+    limits = HttpLimits(max_connections=1)
+    config = MIConfig(port=0, token=TOKEN, trust_loopback=False, limits=limits)
+    with trio.fail_after(5):
+        async with run_proxy(replying_routes(), mi=config) as running:
+            held = await trio.open_tcp_stream(*running.mi_address)
+            async with held:
+                await held.send_all(
+                    b"GET /version HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+                    + TOKEN.encode()
+                    + b"\r\n\r\n"
+                )
+                assert (await held.receive_some(65536)).startswith(b"HTTP/1.1 200 ")
+                # The one authenticated slot is taken: a refused client still gets its 401
+                # (not a 503), and a token holder its 503.
+                refused = await exchange(running, b"GET /stats HTTP/1.1\r\nhost: x\r\n\r\n")
+                busy = await running.mi.get("/stats", headers=AUTHORIZED)
+    assert status_and_json(refused)[0] == 401
+    assert busy.status_code == 503

@@ -146,7 +146,16 @@ def test_a_transaction_with_its_branch_and_op() -> None:
         "children": [],
     }
     assert tx["waiting_in"].endswith("_process_responses:382")
-    assert document["summary"] == {"transactions": 1, "shown": 1, "ops_running": 1, "launched": 0}
+    assert document["summary"] == {
+        "transactions": 1,
+        "matched": 1,
+        "shown": 1,
+        "methods": {"INVITE": 1},
+        "states": {"Proceeding": 1},
+        "ops_running": 1,
+        "ops": {"db": 1},
+        "launched": 0,
+    }
 
 
 def test_the_next_timer_is_the_soonest_and_says_what_it_does() -> None:
@@ -257,7 +266,16 @@ def test_launched_work_has_its_own_root_and_filters_hide_it() -> None:
     document = task_tree([invite(), bye()], [launched], now=NOW)
     [node] = document["launched"]
     assert (node["kind"], node["age"], node["deadline_in"]) == ("op", 10.0, None)
-    assert document["summary"] == {"transactions": 2, "shown": 2, "ops_running": 2, "launched": 1}
+    assert document["summary"] == {
+        "transactions": 2,
+        "matched": 2,
+        "shown": 2,
+        "methods": {"BYE": 1, "INVITE": 1},
+        "states": {"Completed": 1, "Proceeding": 1},
+        "ops_running": 2,
+        "ops": {"db": 1, "rest": 1},
+        "launched": 1,
+    }
     filtered = task_tree([invite(), bye()], [launched], now=NOW, query=TaskQuery(method="BYE"))
     assert filtered["launched"] == []
     assert [tx["method"] for tx in filtered["transactions"]] == ["BYE"]
@@ -289,6 +307,9 @@ def test_filters(query: TaskQuery, shown: list[str]) -> None:
         ({}, TaskQuery()),
         ({"method": ["invite"]}, TaskQuery(method="INVITE")),
         ({"call_id": ["a@b"], "older_than": ["2.5"]}, TaskQuery(call_id="a@b", older_than=2.5)),
+        ({"limit": ["50"], "summary": ["0"]}, TaskQuery(limit=50)),
+        ({"limit": ["0"], "summary": ["true"]}, TaskQuery(limit=0, summary=True)),
+        ({"summary": ["1"]}, TaskQuery(summary=True)),
     ],
 )
 def test_queries_from_url_parameters(params: dict[str, list[str]], query: TaskQuery) -> None:
@@ -302,6 +323,9 @@ def test_queries_from_url_parameters(params: dict[str, list[str]], query: TaskQu
         ({"older_than": ["-3"]}, "older_than must be a number of seconds >= 0, not '-3'"),
         ({"callid": ["x"]}, "unknown parameter 'callid'"),
         ({"method": ["A", "B"]}, "parameter 'method' given 2 times"),
+        ({"limit": ["ten"]}, "limit must be a whole number >= 0, not 'ten'"),
+        ({"limit": ["1.5"]}, "limit must be a whole number >= 0, not '1.5'"),
+        ({"summary": ["2"]}, "summary must be 1 or 0, not '2'"),
     ],
 )
 def test_bad_queries(params: dict[str, list[str]], error: str) -> None:
@@ -314,7 +338,13 @@ def test_the_transaction_table_lists_branches_without_tasks() -> None:
     [row] = table["transactions"]
     assert "children" not in row
     assert [branch["branch"] for branch in row["branches"]] == [BRANCH]
-    assert table["summary"] == {"transactions": 1, "shown": 1}
+    assert table["summary"] == {
+        "transactions": 1,
+        "matched": 1,
+        "shown": 1,
+        "methods": {"INVITE": 1},
+        "states": {"Proceeding": 1},
+    }
 
 
 def test_no_infinite_deadline_leaks_into_the_document() -> None:
@@ -324,3 +354,44 @@ def test_no_infinite_deadline_leaks_into_the_document() -> None:
     )
     [node] = task_tree([quiet], [], now=NOW)["transactions"]
     assert (node["timers"], node["next_timer"], node["deadline_in"]) == ([], None, None)
+
+
+def test_a_limit_shows_the_oldest_and_the_summary_counts_them_all() -> None:
+    older = invite(name="IST INVITE z9hG4bK-old", created_at=990.0)
+    transactions = [bye(), invite(), older]
+    document = task_tree(transactions, [], now=NOW, query=TaskQuery(limit=2))
+    assert [tx["name"] for tx in document["transactions"]] == [
+        "IST INVITE z9hG4bK-old",
+        "IST INVITE z9hG4bK-up",
+    ]
+    assert document["summary"] == {
+        "transactions": 3,
+        "matched": 3,
+        "shown": 2,
+        "methods": {"INVITE": 2, "BYE": 1},
+        "states": {"Proceeding": 2, "Completed": 1},
+        "ops_running": 2,
+        "ops": {"db": 2},
+        "launched": 0,
+    }
+    filtered = task_tree(transactions, [], now=NOW, query=TaskQuery(method="BYE", limit=0))
+    assert filtered["transactions"] == []
+    assert (filtered["summary"]["matched"], filtered["summary"]["shown"]) == (1, 0)
+    assert filtered["summary"]["methods"] == {"BYE": 1}
+
+
+def test_a_summary_query_has_no_entries() -> None:
+    document = task_tree([bye(), invite()], [], now=NOW, query=TaskQuery(summary=True))
+    assert list(document) == ["summary"]
+    assert document["summary"]["shown"] == 0
+    assert document["summary"]["states"] == {"Completed": 1, "Proceeding": 1}
+    table = transaction_table([bye(), invite()], now=NOW, query=TaskQuery(summary=True))
+    assert table == {
+        "summary": {
+            "transactions": 2,
+            "matched": 2,
+            "shown": 0,
+            "methods": {"BYE": 1, "INVITE": 1},
+            "states": {"Completed": 1, "Proceeding": 1},
+        }
+    }

@@ -8,6 +8,7 @@ from rich.console import Console
 
 from triosip.mi import (
     OpSample,
+    TaskQuery,
     TaskSample,
     render_stats,
     render_tasks,
@@ -47,6 +48,39 @@ def test_the_tree_shows_each_transaction_and_its_tasks() -> None:
     assert lines[5] == "    │   z9hG4bK-down.1  retransmissions 2"
     assert lines[6] == "    └── op db  age 2.00 s  timeout 3.00 s  (1.00 s left)"
     assert lines[7] == "        SELECT setid FROM subscribers WHERE username=?"
+
+
+def test_a_limited_tree_says_how_many_more_and_counts_them_all() -> None:
+    transactions = [invite(name=f"IST INVITE z9hG4bK-{n}", created_at=990.0 + n) for n in range(3)]
+    text = draw(render_tasks(task_tree(transactions, [], now=NOW, query=TaskQuery(limit=1))))
+    lines = text.splitlines()
+    assert lines[0] == "triosip tasks  1 of 3 transactions · 3 ops running · 0 launched"
+    assert lines[1:4] == [
+        "├── states: Proceeding 3",
+        "├── methods: INVITE 3",
+        "├── ops: db 3",
+    ]
+    assert lines[4].startswith("├── Proceeding  IST INVITE z9hG4bK-0")
+    assert text.count("IST INVITE") == 1
+    assert " ".join(text.split()).endswith(
+        "└── … and 2 more transactions (--limit N to show more, --limit 0 for all, --summary "
+        "for the counts alone)"
+    )
+
+
+def test_the_summary_alone_stays_one_line_per_count() -> None:
+    methods = [f"M{n}" for n in range(12)]
+    transactions = [invite(method=method, task=None) for method in methods for _ in range(500)]
+    document = task_tree(transactions, [], now=NOW, query=TaskQuery(summary=True))
+    lines = [line.rstrip() for line in draw(render_tasks(document)).splitlines()]
+    assert lines == [
+        "triosip tasks  0 of 6,000 transactions · 0 ops running · 0 launched",
+        "├── states: Proceeding 6,000",
+        "├── methods: M0 500 · M1 500 · M10 500 · M11 500 · M2 500 · M3 500 · M4 500 · M5 500 · "
+        "4 others",
+        "│   2,000",
+        "└── ops: none",
+    ]
 
 
 def test_an_empty_tree_says_so() -> None:

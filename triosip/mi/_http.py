@@ -12,14 +12,25 @@ for the next (HTTP/1.1 keep-alive) until the client closes it or stays silent fo
 What a client can make the server hold is bounded: the request head
 (``max_incomplete_event_size``, else 431), the body (``max_body``, else 413), the time
 to send a request and to take its response (``idle_timeout``), and the number of
-connections (``max_connections``; one more gets a 503 and is closed). Malformed HTTP gets
-the status h11 suggests (``error_status_hint``) and a JSON error; an exception in the
-handler gets a 500 whose body says to read the log, never a traceback.
+connections. Malformed HTTP gets the status h11 suggests (``error_status_hint``) and a
+JSON error; an exception in the handler gets a 500 whose body says to read the log,
+never a traceback.
+
+Connections are counted in two pools, so that clients who may not use the server can
+never keep out those who may. A new connection is *pending* until it has sent a complete
+request head that the caller's ``gate`` admits (the MI's token rule); it must do so
+within ``head_timeout`` of its accept (5 s), or it is closed, and beyond ``max_pending``
+pending connections the oldest is closed to make room for the newest (so that silent
+connections cannot exhaust file descriptors either). A head the gate refuses gets the
+gate's answer (401) and its connection is closed. Only an admitted connection takes one
+of the ``max_connections`` places (one too many gets a 503 and is closed), and keeps it,
+between requests too, until it closes or is silent for ``idle_timeout``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import http
 import json
@@ -43,8 +54,10 @@ JSON_CONTENT_TYPE = "application/json"
 ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_BACKOFF = 0.1
 _RECEIVE_SIZE = 16384
-# How long a refused connection (one too many) may take to read its 503.
+# How long a refused connection (one too many, or without the token) may take to read
+# its answer.
 _REJECT_TIMEOUT = 1.0
+_TOO_MANY = "too many MI connections; try again later"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,15 +67,22 @@ class HttpLimits:
     Attributes:
         max_head: the most bytes of a request line and headers.
         max_body: the most bytes of a request body.
-        idle_timeout: seconds a connection may take to send a request (or be silent
-            between two), and to take a response.
-        max_connections: connections served at once.
+        idle_timeout: seconds an admitted connection may take to send a request (or be
+            silent between two), and to take a response.
+        max_connections: admitted connections served at once (those whose request head
+            the gate let in).
+        head_timeout: seconds a new connection has, from its accept, to send a complete
+            request head that the gate lets in; closed otherwise.
+        max_pending: connections at once that have not been admitted yet; one more
+            closes the oldest of them.
     """
 
     max_head: int = 16384
     max_body: int = 65536
     idle_timeout: float = 30.0
     max_connections: int = 64
+    head_timeout: float = 5.0
+    max_pending: int = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +139,9 @@ class HttpResponse:
 
 
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
+Gate = Callable[[HttpRequest], "HttpResponse | None"]
+"""Whether a request head may come in: None lets it in, a response refuses it (the
+request's body is empty: it has not been read)."""
 
 
 class _TooLarge(Exception):
@@ -131,6 +154,7 @@ async def serve_http(
     *,
     limits: HttpLimits,
     nursery: trio.Nursery,
+    gate: Gate | None = None,
 ) -> None:
     """Accept connections on `listeners` and serve each in a task of `nursery`; never
     returns.
@@ -140,8 +164,9 @@ async def serve_http(
         handler: makes the response of each request.
         limits: the bounds of each connection, and how many may run at once.
         nursery: where the accept loops and the connections run.
+        gate: which request heads may come in (module doc); every one when None.
     """
-    server = _Server(handler, limits, nursery)
+    server = _Server(handler, limits, nursery, gate)
     try:
         async with trio.open_nursery() as accepting:
             for listener in listeners:
@@ -155,11 +180,17 @@ async def serve_http(
 
 
 class _Server:
-    def __init__(self, handler: Handler, limits: HttpLimits, nursery: trio.Nursery) -> None:
+    def __init__(
+        self, handler: Handler, limits: HttpLimits, nursery: trio.Nursery, gate: Gate | None
+    ) -> None:
         self.handler = handler
         self.limits = limits
         self.nursery = nursery
+        self.gate = gate
         self.connections = 0
+        # The pending connections (module doc), oldest first: each one's scope, whose
+        # deadline is its head timeout, and which closes it when cancelled.
+        self.pending: dict[trio.CancelScope, str] = {}
 
     async def accept_loop(self, listener: trio.SocketListener) -> None:
         while True:
@@ -172,32 +203,90 @@ class _Server:
                 await trio.sleep(_ACCEPT_BACKOFF)
                 continue
             client = _peer(stream)
-            if self.connections >= self.limits.max_connections:
-                logger.warning("MI: %d connections already; refusing %s", self.connections, client)
-                await _reject(stream)
-                continue
-            self.connections += 1
-            self.nursery.start_soon(self.serve_connection, stream, client, name=f"MI {client}")
+            if len(self.pending) >= self.limits.max_pending:
+                oldest = next(iter(self.pending))
+                logger.debug(
+                    "MI: %d connections without a request yet; closing %s's for %s",
+                    len(self.pending),
+                    self.pending.pop(oldest),
+                    client,
+                )
+                oldest.cancel()
+            # Registered here, not in the task, so that the bound holds before it runs.
+            pending = trio.CancelScope(deadline=trio.current_time() + self.limits.head_timeout)
+            self.pending[pending] = client
+            self.nursery.start_soon(
+                self.serve_connection, stream, client, pending, name=f"MI {client}"
+            )
 
-    async def serve_connection(self, stream: trio.SocketStream, client: str) -> None:
+    async def serve_connection(
+        self, stream: trio.SocketStream, client: str, pending: trio.CancelScope
+    ) -> None:
+        admitted = False
         try:
             async with stream:
-                await self._converse(stream, client)
+                admitted = await self._admit(stream, client, pending)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             logger.debug("MI %s: connection lost: %s", client, exc)
         finally:
-            self.connections -= 1
+            self.pending.pop(pending, None)
+            if admitted:
+                self.connections -= 1
 
-    async def _converse(self, stream: trio.SocketStream, client: str) -> None:
+    async def _admit(
+        self, stream: trio.SocketStream, client: str, pending: trio.CancelScope
+    ) -> bool:
+        """Serve the connection; whether it was admitted (and so counted) on its way."""
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head)
+        head = await self._receive_head(conn, stream, client, pending)
+        self.pending.pop(pending, None)
+        if head is None:
+            return False
+        if self.connections >= self.limits.max_connections:
+            logger.warning("MI: %d connections already; refusing %s", self.connections, client)
+            await _refuse(conn, stream, HttpResponse.error(503, _TOO_MANY))
+            return False
+        self.connections += 1
+        await self._converse(conn, stream, client, head)
+        return True
+
+    async def _receive_head(
+        self,
+        conn: h11.Connection,
+        stream: trio.SocketStream,
+        client: str,
+        scope: trio.CancelScope,
+    ) -> HttpRequest | None:
+        """The next request head (its body not read yet) if the gate lets it in; None
+        once the connection has been closed, answered, timed out or evicted."""
+        head: HttpRequest | None = None
+        with scope:
+            try:
+                head = await _receive_head(conn, stream, client, self.limits)
+            except h11.RemoteProtocolError as exc:
+                await _send_error(conn, stream, exc.error_status_hint, str(exc))
+                return None
+            except _TooLarge:
+                message = f"request body larger than {self.limits.max_body} bytes"
+                await _send_error(conn, stream, 413, message)
+                return None
+        if head is None:
+            return None  # closed by the client, silent for too long, or evicted
+        refusal = self.gate(head) if self.gate is not None else None
+        if refusal is not None:
+            await _refuse(conn, stream, refusal)
+            return None
+        return head
+
+    async def _converse(
+        self, conn: h11.Connection, stream: trio.SocketStream, client: str, head: HttpRequest
+    ) -> None:
         idle = self.limits.idle_timeout
         while True:
             request: HttpRequest | None = None
             with trio.move_on_after(idle):
                 try:
-                    request = await _receive_request(
-                        conn, stream, client, self.limits.max_head, self.limits.max_body
-                    )
+                    request = await _receive_body(conn, stream, head, self.limits.max_body)
                 except h11.RemoteProtocolError as exc:
                     await _send_error(conn, stream, exc.error_status_hint, str(exc))
                     return
@@ -219,38 +308,55 @@ class _Server:
             if conn.their_state is not h11.DONE:
                 return
             conn.start_next_cycle()
+            # The next request passes the gate too; an admitted connection keeps its place
+            # meanwhile, for idle_timeout at most.
+            next_head = await self._receive_head(
+                conn, stream, client, trio.CancelScope(deadline=trio.current_time() + idle)
+            )
+            if next_head is None:
+                return
+            head = next_head
 
 
-async def _receive_request(
-    conn: h11.Connection, stream: trio.SocketStream, client: str, max_head: int, max_body: int
+async def _receive_head(
+    conn: h11.Connection, stream: trio.SocketStream, client: str, limits: HttpLimits
 ) -> HttpRequest | None:
-    head: h11.Request | None = None
-    body = bytearray()
     while True:
         event = conn.next_event()
         if event is h11.NEED_DATA:
             conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
         elif isinstance(event, h11.Request):
-            head = event
             # h11 bounds a head that arrives in pieces; one that arrives whole is parsed
             # whatever its size, so it is measured here.
             size = len(event.method) + len(event.target) + 12
             size += sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
-            if size > max_head:
+            if size > limits.max_head:
                 raise h11.RemoteProtocolError(
-                    f"request head larger than {max_head} bytes", error_status_hint=431
+                    f"request head larger than {limits.max_head} bytes", error_status_hint=431
                 )
             length = _header(event.headers, b"content-length")
-            if length is not None and length.isdigit() and int(length) > max_body:
+            if length is not None and length.isdigit() and int(length) > limits.max_body:
                 raise _TooLarge
+            return _request(event, b"", client)
+        else:  # ConnectionClosed (PAUSED never comes before a request)
+            return None
+
+
+async def _receive_body(
+    conn: h11.Connection, stream: trio.SocketStream, head: HttpRequest, max_body: int
+) -> HttpRequest | None:
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(_RECEIVE_SIZE))
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > max_body:
                 raise _TooLarge
         elif isinstance(event, h11.EndOfMessage):
-            assert head is not None
-            return _request(head, bytes(body), client)
-        else:  # ConnectionClosed, or PAUSED (never before EndOfMessage)
+            return dataclasses.replace(head, body=bytes(body))
+        else:  # ConnectionClosed halfway through the body
             return None
 
 
@@ -302,23 +408,14 @@ async def _send_error(
     await _send_response(conn, stream, HttpResponse.error(status, message), close=True)
 
 
-async def _reject(stream: trio.SocketStream) -> None:
-    # One connection too many: a 503 written before its request is read (h11 only answers
-    # a request it has parsed), then closed.
-    body = HttpResponse.error(503, "too many MI connections; try again later").body
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        f"content-type: {JSON_CONTENT_TYPE}\r\n"
-        f"content-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
+async def _refuse(conn: h11.Connection, stream: trio.SocketStream, response: HttpResponse) -> None:
+    # A refusal (no token, one connection too many) goes out before the request's body
+    # is read (h11 lets a server answer early), and the connection closes after it.
     with (
         trio.move_on_after(_REJECT_TIMEOUT),
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
     ):
-        await stream.send_all(head.encode() + body)
-    with trio.CancelScope(shield=True):
-        await stream.aclose()
+        await _send_response(conn, stream, response, close=True)
 
 
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:

@@ -1,9 +1,10 @@
 """Sampling the live proxy into the plain data of `_tasks.py`: trio's task tree, joined
 with the transaction table and the running ops.
 
-Everything here is synchronous: the walk runs between two checkpoints of the MI's task,
-so no transaction can start, end or change state halfway through, and the snapshot is of
-one instant. It reads, and never changes, what it walks.
+Everything here is synchronous: each call runs between two checkpoints of the MI's task,
+so no transaction can start, end or change state halfway through, and what one call
+samples is of one instant. It reads, and never changes, what it walks. `sample_some`
+samples a slice of the transactions, for a caller that samples many a slice at a time.
 
 The tree is trio's (`trio.lowlevel.Task.child_nurseries`, `trio.Nursery.child_tasks`),
 starting at each server transaction's task (the parent of ``ServerTransaction.nursery``).
@@ -30,11 +31,11 @@ from triosip.mi._tasks import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection, Mapping, Sequence
 
     from triosip.ops import Op, OpAccounting
     from triosip.proxy import Branch, Proxy, ProxyTransaction
-    from triosip.transaction import ClientTransaction, ServerTransaction
+    from triosip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
 
 # Trio's trees are shallow (a transaction's task, a route's nursery, a gather's tasks); a
 # deeper one is cut here rather than walked without end.
@@ -53,13 +54,69 @@ def sample_transactions(proxy: Proxy, accounting: OpAccounting) -> list[Transact
     Returns:
         One sample per server transaction whose task runs, in the layer's order.
     """
-    clients = {
-        (client.branch, client.request.method): client
-        for client in proxy.transactions.client_transactions()
-    }
+    return sample_some(proxy, proxy.transactions.server_transactions(), accounting)
+
+
+class ClientIndex:
+    """The client transactions of a layer by (branch, method), for samplers that sample a
+    slice at a time: built once, and built again when a lookup misses (a client made
+    since), at most once per slice (`next_slice`), since some lookups miss for good (the
+    branch of an ACK of a 2xx has no client transaction). Building it costs ~1 µs per
+    client.
+
+    Args:
+        layer: the transaction layer; None for an index that finds nothing.
+    """
+
+    def __init__(self, layer: TransactionLayer | None) -> None:
+        self._layer = layer
+        self._index: dict[tuple[str, str], ClientTransaction] = {}
+        self._may_build = True
+
+    def next_slice(self) -> None:
+        """Let the next miss build the index again."""
+        self._may_build = True
+
+    def get(self, key: tuple[str, str]) -> ClientTransaction | None:
+        """The client transaction of this branch and method, if one runs."""
+        found = self._index.get(key)
+        if found is None and self._may_build and self._layer is not None:
+            self._may_build = False
+            self._index = {
+                (client.branch, client.request.method): client
+                for client in self._layer.client_transactions()
+            }
+            found = self._index.get(key)
+        return found
+
+
+def sample_some(
+    proxy: Proxy,
+    servers: Sequence[ServerTransaction],
+    accounting: OpAccounting,
+    clients: ClientIndex | None = None,
+) -> list[TransactionSample]:
+    """Sample those of `servers` (listed earlier) whose task still runs.
+
+    Args:
+        proxy: the running proxy.
+        servers: some of its server transactions, maybe listed before a checkpoint.
+        accounting: the ops of this trio run.
+        clients: the index of client transactions kept from slice to slice; a new one
+            when None.
+
+    Returns:
+        One sample per server transaction of `servers` still running, in their order.
+    """
+    layer = proxy.transactions
+    running = set(layer.server_transactions())
+    if clients is None:
+        clients = ClientIndex(layer)
+    clients.next_slice()
     return [
         _sample_transaction(server, proxy.live.get(server), clients, accounting)
-        for server in proxy.transactions.server_transactions()
+        for server in servers
+        if server in running
     ]
 
 
@@ -84,7 +141,7 @@ def sample_launched(
     while stack:
         task = stack.pop()
         if task.name.startswith(_LAUNCH_PREFIX):
-            found.append(_sample_task(task, accounting, {}, {}, "", current, 0))
+            found.append(_sample_task(task, accounting, {}, ClientIndex(None), "", current, 0))
             continue
         if task in skip:
             continue
@@ -106,7 +163,7 @@ def server_tasks(proxy: Proxy) -> list[trio.lowlevel.Task]:
 def _sample_transaction(
     server: ServerTransaction,
     tx: ProxyTransaction | None,
-    clients: Mapping[tuple[str, str], ClientTransaction],
+    clients: ClientIndex,
     accounting: OpAccounting,
 ) -> TransactionSample:
     request = server.request
@@ -168,7 +225,7 @@ def _sample_task(
     task: trio.lowlevel.Task,
     accounting: OpAccounting,
     branches: Mapping[str, BranchSample],
-    clients: Mapping[tuple[str, str], ClientTransaction],
+    clients: ClientIndex,
     method: str,
     current: trio.lowlevel.Task,
     depth: int,

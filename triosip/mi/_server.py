@@ -2,18 +2,24 @@
 
 Endpoints (``GET`` unless said):
 
-- ``/tasks``: the live task tree of every transaction (``?call_id=&method=&older_than=``);
-- ``/transactions``: the live transactions and their branches, without tasks (same filters);
+- ``/tasks``: the live task tree of every transaction, oldest first
+  (``?call_id=&method=&older_than=`` filter; ``?limit=N`` shows the N oldest of those,
+  the summary says how many there are in all; ``?summary=1`` gives only the counts by
+  method, state and op kind);
+- ``/transactions``: the live transactions and their branches, without tasks (same
+  parameters);
 - ``/stats``: every layer's counters as JSON; ``/metrics``: the same in Prometheus' format;
 - ``/version``: version, uptime, listeners;
 - ``POST /reload``: load the routes file again and swap it in for new transactions.
 
 Clients on loopback are trusted; any other needs ``Authorization: Bearer <token>`` (401
-otherwise), and with no token configured, none gets in. Reads are snapshots taken in one
-synchronous step; the only write is the reload, which replaces ``proxy.handlers`` in one
-assignment: a transaction that started keeps the routes it started with (its failure
-and resume routes are closures over them), the next one gets the new routes, and a file
-that fails to load leaves the old routes running.
+otherwise), and with no token configured, none gets in; a connection counts against the
+connection limit only once a request head passed that rule (`serve_http`). Reads are
+built a slice of transactions at a time, each entry of one instant (``_snapshot.py``), so
+that a large one never stalls SIP; the only write is the reload, which replaces
+``proxy.handlers`` in one assignment: a transaction that started keeps the routes it
+started with (its failure and resume routes are closures over them), the next one gets
+the new routes, and a file that fails to load leaves the old routes running.
 """
 
 from __future__ import annotations
@@ -34,9 +40,9 @@ import trio
 from triosip import __version__
 from triosip.errors import TriosipError
 from triosip.mi._http import HttpLimits, HttpRequest, HttpResponse, serve_http
-from triosip.mi._inspect import sample_launched, sample_transactions, server_tasks
+from triosip.mi._snapshot import tasks_document, transactions_document
 from triosip.mi._stats import PROMETHEUS_CONTENT_TYPE, prometheus_text, statistics_document
-from triosip.mi._tasks import QueryError, TaskQuery, task_tree, transaction_table
+from triosip.mi._tasks import QueryError, TaskQuery
 from triosip.ops import op_accounting
 from triosip.script import RoutesLoadError, ScriptHandlers, load_routes
 
@@ -191,7 +197,7 @@ async def _serve(
     config: MIConfig,
     nursery: trio.Nursery,
 ) -> None:
-    await serve_http(listeners, mi.handle, limits=config.limits, nursery=nursery)
+    await serve_http(listeners, mi.handle, limits=config.limits, nursery=nursery, gate=mi.refusal)
 
 
 _Endpoint = Callable[["ManagementInterface", HttpRequest], Awaitable[HttpResponse]]
@@ -224,21 +230,9 @@ class ManagementInterface:
             401 without the token off loopback, 404 for an unknown path, 405 for a wrong
             method, 400 for bad parameters, else the endpoint's response.
         """
-        config = self.config
-        if not is_authorized(
-            request.client,
-            request.headers.get("authorization"),
-            token=config.token,
-            trust_loopback=config.trust_loopback,
-        ):
-            logger.info(
-                "MI: %s %s from %s refused: no token", request.method, request.path, request.client
-            )
-            return HttpResponse.error(
-                401,
-                "this client needs the MI token: Authorization: Bearer <token>",
-                headers=(("www-authenticate", 'Bearer realm="triosip"'),),
-            )
+        refusal = self.refusal(request)
+        if refusal is not None:
+            return refusal
         endpoint = _ENDPOINTS.get(request.path.rstrip("/") or "/")
         if endpoint is None:
             return HttpResponse.error(
@@ -256,6 +250,30 @@ class ManagementInterface:
         except QueryError as exc:
             return HttpResponse.error(400, str(exc))
 
+    def refusal(self, request: HttpRequest) -> HttpResponse | None:
+        """The token rule (`is_authorized`), applied to a request's head: the HTTP server
+        admits a connection only once a head passes it.
+
+        Returns:
+            None if the client may come in, else the 401 to answer.
+        """
+        config = self.config
+        if is_authorized(
+            request.client,
+            request.headers.get("authorization"),
+            token=config.token,
+            trust_loopback=config.trust_loopback,
+        ):
+            return None
+        logger.info(
+            "MI: %s %s from %s refused: no token", request.method, request.path, request.client
+        )
+        return HttpResponse.error(
+            401,
+            "this client needs the MI token: Authorization: Bearer <token>",
+            headers=(("www-authenticate", 'Bearer realm="triosip"'),),
+        )
+
     # -- endpoints ------------------------------------------------------------------------
 
     async def index(self, request: HttpRequest) -> HttpResponse:
@@ -264,20 +282,16 @@ class ManagementInterface:
         return HttpResponse.json(200, {"endpoints": list(_PATHS)})
 
     async def tasks(self, request: HttpRequest) -> HttpResponse:
-        """``GET /tasks``: the task tree (`task_tree`), filtered by the query."""
+        """``GET /tasks``: the task tree (`task_tree`), filtered and limited by the query,
+        built a slice at a time so that SIP keeps running meanwhile."""
         query = TaskQuery.from_params(request.query)
-        now = trio.current_time()
-        accounting = op_accounting()
-        transactions = sample_transactions(self.proxy, accounting)
-        launched = sample_launched(accounting, skip=server_tasks(self.proxy))
-        return HttpResponse.json(200, task_tree(transactions, launched, now=now, query=query))
+        return HttpResponse(status=200, body=await tasks_document(self.proxy, query))
 
     async def transactions(self, request: HttpRequest) -> HttpResponse:
-        """``GET /transactions``: the transaction table (`transaction_table`)."""
+        """``GET /transactions``: the transaction table (`transaction_table`), built the
+        same way."""
         query = TaskQuery.from_params(request.query)
-        now = trio.current_time()
-        transactions = sample_transactions(self.proxy, op_accounting())
-        return HttpResponse.json(200, transaction_table(transactions, now=now, query=query))
+        return HttpResponse(status=200, body=await transactions_document(self.proxy, query))
 
     async def stats(self, request: HttpRequest) -> HttpResponse:
         """``GET /stats``: `statistics` as JSON."""

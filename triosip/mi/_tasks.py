@@ -20,6 +20,7 @@ a branch's fr timer) that ``triosip tasks`` uses to turn an age red.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -189,28 +190,37 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskQuery:
-    """Which transactions to show (``triosip tasks --call-id X --older-than S --method M``).
+    """Which transactions to show (``triosip tasks --call-id X --older-than S --method M``),
+    and how many.
 
     Attributes:
         call_id: only the transactions of this Call-ID.
         method: only those of this method (any case).
         older_than: only those at least this many seconds old.
+        limit: at most this many of those that match, the oldest; all when None.
+        summary: only the summary (counts), no entry per transaction.
     """
 
     call_id: str | None = None
     method: str | None = None
     older_than: float | None = None
+    limit: int | None = None
+    summary: bool = False
 
     @classmethod
     def from_params(cls, params: Mapping[str, Sequence[str]]) -> TaskQuery:
-        """The query of a URL's parameters (``?call_id=X&older_than=2&method=invite``).
+        """The query of a URL's parameters
+        (``?call_id=X&older_than=2&method=invite&limit=50&summary=1``).
 
         Raises:
             QueryError: an unknown parameter, one given twice, or a bad number.
         """
-        unknown = sorted(set(params) - {"call_id", "method", "older_than"})
+        unknown = sorted(set(params) - set(_PARAMETERS))
         if unknown:
-            raise QueryError(f"unknown parameter {unknown[0]!r}: use call_id, method or older_than")
+            raise QueryError(
+                f"unknown parameter {unknown[0]!r}: use call_id, method, older_than, limit "
+                "or summary"
+            )
         values: dict[str, str] = {}
         for name, given in params.items():
             if len(given) != 1:
@@ -226,20 +236,91 @@ class TaskQuery:
                 raise QueryError(
                     f"older_than must be a number of seconds >= 0, not {values['older_than']!r}"
                 )
+        limit: int | None = None
+        if "limit" in values:
+            text = values["limit"]
+            if not text.isdigit() or len(text) > _LIMIT_DIGITS:
+                raise QueryError(f"limit must be a whole number >= 0, not {text!r}")
+            limit = int(text)
+        summary = values.get("summary", "0").lower()
+        if summary not in _BOOLEANS:
+            raise QueryError(f"summary must be 1 or 0, not {values['summary']!r}")
         method = values.get("method")
         return cls(
             call_id=values.get("call_id"),
             method=method.upper() if method else None,
             older_than=older_than,
+            limit=limit,
+            summary=_BOOLEANS[summary],
         )
+
+    @property
+    def filters(self) -> bool:
+        """Whether it filters (by Call-ID, method or age): launched work, which belongs
+        to no transaction, shows only when it does not."""
+        return self.call_id is not None or self.method is not None or self.older_than is not None
 
     def matches(self, transaction: TransactionSample, now: float) -> bool:
         """Whether `transaction` passes every filter given."""
-        if self.call_id is not None and transaction.call_id != self.call_id:
+        return self.matches_fields(
+            transaction.call_id, transaction.method, transaction.created_at, now
+        )
+
+    def matches_fields(self, call_id: str, method: str, created_at: float, now: float) -> bool:
+        """Whether a transaction of this Call-ID and method, made at `created_at`, passes
+        every filter given."""
+        if self.call_id is not None and call_id != self.call_id:
             return False
-        if self.method is not None and transaction.method.upper() != self.method:
+        if self.method is not None and method.upper() != self.method:
             return False
-        return self.older_than is None or now - transaction.created_at >= self.older_than
+        return self.older_than is None or now - created_at >= self.older_than
+
+
+_PARAMETERS = ("call_id", "method", "older_than", "limit", "summary")
+_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+# A limit is a count of transactions: 18 digits bound int() and any real count.
+_LIMIT_DIGITS = 18
+
+
+def summary_fields(
+    *,
+    transactions: int,
+    matched: int,
+    shown: int,
+    methods: Mapping[str, int],
+    states: Mapping[str, int],
+    ops: Mapping[str, int] | None = None,
+    launched: int | None = None,
+) -> dict[str, Any]:
+    """The ``summary`` of a ``/tasks`` or ``/transactions`` document.
+
+    Args:
+        transactions: how many transactions live, in all.
+        matched: how many of them pass the query's filters.
+        shown: how many entries the document has (``limit`` of the matched, oldest first).
+        methods: the matched ones by method.
+        states: the matched ones by state.
+        ops: the ops running in the whole proxy, by kind (``/tasks`` only).
+        launched: how many ``launch()``ed tasks run (``/tasks`` only).
+
+    Returns:
+        ``{"transactions": ..., "matched": ..., "shown": ..., "methods": {...},
+        "states": {...}}``, and for ``/tasks`` ``"ops_running"``, ``"ops"`` and
+        ``"launched"``; counts by name, most first.
+    """
+    summary: dict[str, Any] = {
+        "transactions": transactions,
+        "matched": matched,
+        "shown": shown,
+        "methods": _by_count(methods),
+        "states": _by_count(states),
+    }
+    if ops is not None:
+        summary["ops_running"] = sum(ops.values())
+        summary["ops"] = _by_count(ops)
+    if launched is not None:
+        summary["launched"] = launched
+    return summary
 
 
 def task_tree(
@@ -256,26 +337,33 @@ def task_tree(
         transactions: the live server transactions.
         launched: the tasks of ``launch()``ed work.
         now: the time the samples were taken.
-        query: which transactions to show; all when None. Launched work belongs to no
-            transaction, so only an empty query shows it.
+        query: which transactions to show, and how many; all when None. Launched work
+            belongs to no transaction, so only a query without filters shows it.
 
     Returns:
-        ``{"transactions": [...], "launched": [...], "summary": {...}}``, JSON-able.
+        ``{"transactions": [...], "launched": [...], "summary": {...}}`` (`summary_fields`),
+        JSON-able; only the summary for a summary query.
     """
     query = query or TaskQuery()
-    shown = [tx for tx in transactions if query.matches(tx, now)]
-    nodes = [_transaction_node(tx, now, children=True) for tx in _oldest_first(shown)]
-    launched_nodes = [_task_node(task, now, None) for task in launched] if not _any(query) else []
+    matched = _oldest_first(tx for tx in transactions if query.matches(tx, now))
+    shown = matched if query.limit is None else matched[: query.limit]
+    ops = Counter(op.kind for tx in transactions if tx.task is not None for op in _ops(tx.task))
+    ops.update(op.kind for task in launched for op in _ops(task))
+    summary = summary_fields(
+        transactions=len(transactions),
+        matched=len(matched),
+        shown=0 if query.summary else len(shown),
+        methods=Counter(tx.method for tx in matched),
+        states=Counter(tx.state for tx in matched),
+        ops=ops,
+        launched=len(launched),
+    )
+    if query.summary:
+        return {"summary": summary}
     return {
-        "transactions": nodes,
-        "launched": launched_nodes,
-        "summary": {
-            "transactions": len(transactions),
-            "shown": len(nodes),
-            "ops_running": sum(_count_ops(node) for node in nodes)
-            + sum(_count_ops(node) for node in launched_nodes),
-            "launched": len(launched),
-        },
+        "transactions": [transaction_entry(tx, now) for tx in shown],
+        "launched": [] if query.filters else [launched_entry(task, now) for task in launched],
+        "summary": summary,
     }
 
 
@@ -286,19 +374,39 @@ def transaction_table(
     oldest first, and no tasks.
 
     Returns:
-        ``{"transactions": [...], "summary": {...}}``, JSON-able.
+        ``{"transactions": [...], "summary": {...}}`` (`summary_fields`), JSON-able;
+        only the summary for a summary query.
     """
     query = query or TaskQuery()
-    shown = [tx for tx in transactions if query.matches(tx, now)]
-    rows = []
-    for tx in _oldest_first(shown):
-        row = _transaction_node(tx, now, children=False)
-        row["branches"] = [_branch_fields(branch, now) for branch in tx.branches]
-        rows.append(row)
-    return {
-        "transactions": rows,
-        "summary": {"transactions": len(transactions), "shown": len(rows)},
-    }
+    matched = _oldest_first(tx for tx in transactions if query.matches(tx, now))
+    shown = matched if query.limit is None else matched[: query.limit]
+    summary = summary_fields(
+        transactions=len(transactions),
+        matched=len(matched),
+        shown=0 if query.summary else len(shown),
+        methods=Counter(tx.method for tx in matched),
+        states=Counter(tx.state for tx in matched),
+    )
+    if query.summary:
+        return {"summary": summary}
+    return {"transactions": [transaction_row(tx, now) for tx in shown], "summary": summary}
+
+
+def transaction_entry(tx: TransactionSample, now: float) -> dict[str, Any]:
+    """The entry of one transaction in ``/tasks``: its fields and the tasks under it."""
+    return _transaction_node(tx, now, children=True)
+
+
+def transaction_row(tx: TransactionSample, now: float) -> dict[str, Any]:
+    """The row of one transaction in ``/transactions``: its fields and its branches."""
+    row = _transaction_node(tx, now, children=False)
+    row["branches"] = [_branch_fields(branch, now) for branch in tx.branches]
+    return row
+
+
+def launched_entry(task: TaskSample, now: float) -> dict[str, Any]:
+    """The entry of one launched task in ``/tasks``, with the tasks under it."""
+    return _task_node(task, now, None)
 
 
 def transaction_timers(tx: TransactionSample, now: float) -> list[dict[str, Any]]:
@@ -489,13 +597,8 @@ def _ops(task: TaskSample) -> Iterable[OpSample]:
         yield from _ops(child)
 
 
-def _count_ops(node: Mapping[str, Any]) -> int:
-    own = 1 if node.get("kind") == "op" else 0
-    return own + sum(_count_ops(child) for child in node.get("children", ()))
-
-
-def _any(query: TaskQuery) -> bool:
-    return query.call_id is not None or query.method is not None or query.older_than is not None
+def _by_count(counts: Mapping[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _oldest_first(transactions: Iterable[TransactionSample]) -> list[TransactionSample]:

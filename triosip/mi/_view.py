@@ -38,6 +38,9 @@ _STATE_STYLES = {
     "Terminated": "dim",
 }
 _DESCRIPTION_LENGTH = 100
+# The names a count line shows (the most frequent first), so that it stays one line
+# whatever comes (a method is any token a client sends).
+_COUNTS_SHOWN = 8
 
 
 # -- the task tree ------------------------------------------------------------------------
@@ -48,12 +51,24 @@ def render_tasks(document: Mapping[str, Any]) -> RenderableType:
 
     Returns:
         A rich renderable: one branch per transaction, its tasks under it, and the
-        launched work under a root of its own.
+        launched work under a root of its own; for a document cut by ``limit``, the
+        counts of all and a line saying how many more there are; for a summary document
+        (``summary=1``), the counts alone.
     """
     summary = document["summary"]
-    heading = f"{summary['shown']} of {summary['transactions']} transactions"
-    heading += f" · {summary['ops_running']} ops running · {summary['launched']} launched"
+    matched, shown = summary["matched"], summary["shown"]
+    heading = f"{shown:,} of {summary['transactions']:,} transactions"
+    if matched != summary["transactions"]:
+        heading += f" ({matched:,} match)"
+    heading += f" · {summary['ops_running']:,} ops running · {summary['launched']:,} launched"
     tree = Tree(Text.assemble(("triosip tasks", "bold"), "  ", (heading, "dim")))
+    if "transactions" not in document:  # the summary alone
+        for line in _count_lines(summary):
+            tree.add(line)
+        return tree
+    if shown < matched:
+        for line in _count_lines(summary):
+            tree.add(line)
     for transaction in document["transactions"]:
         node = tree.add(_transaction_label(transaction))
         for child in transaction["children"]:
@@ -62,9 +77,36 @@ def render_tasks(document: Mapping[str, Any]) -> RenderableType:
         launched = tree.add(Text("launched work", style="bold"))
         for child in document["launched"]:
             _add_task(launched, child)
-    if not document["transactions"] and not document["launched"]:
+    if shown < matched:
+        tree.add(
+            Text(
+                f"… and {matched - shown:,} more transactions (--limit N to show more, "
+                "--limit 0 for all, --summary for the counts alone)",
+                style="dim",
+            )
+        )
+    elif not document["transactions"] and not document["launched"]:
         tree.add(Text("no live transactions", style="dim"))
     return tree
+
+
+def _count_lines(summary: Mapping[str, Any]) -> list[Text]:
+    lines = []
+    for title, key in (("states", "states"), ("methods", "methods"), ("ops", "ops")):
+        counts: Mapping[str, int] = summary[key]
+        line = Text(f"{title}: ", style="bold")
+        if not counts:
+            line.append("none", style="dim")
+        for index, (name, count) in enumerate(list(counts.items())[:_COUNTS_SHOWN]):
+            if index:
+                line.append(" · ", style="dim")
+            line.append(name, style=_STATE_STYLES.get(name, "") if key == "states" else "")
+            line.append(f" {count:,}")
+        if len(counts) > _COUNTS_SHOWN:
+            others = sum(list(counts.values())[_COUNTS_SHOWN:])
+            line.append(f" · {len(counts) - _COUNTS_SHOWN} others {others:,}", style="dim")
+        lines.append(line)
+    return lines
 
 
 def _transaction_label(tx: Mapping[str, Any]) -> Text:
