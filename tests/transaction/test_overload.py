@@ -20,7 +20,10 @@ from triosip.transport import Address
 from .helpers import FakeTransport, ack_for, cancel_for, inbound, request, response
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from triosip.transaction import ServerTransaction
+    from triosip.transport import Inbound
 
 OK = "SIP/2.0 200 OK"
 BUSY = "SIP/2.0 486 Busy Here"
@@ -34,14 +37,14 @@ async def answer_200(st: ServerTransaction) -> None:
 async def start_layer(
     nursery: trio.Nursery,
     transport: FakeTransport,
-    on_request: object = answer_200,
+    on_request: Callable[[ServerTransaction], Awaitable[None]] = answer_200,
     limits: LoadLimits | None = None,
     timers: TimerConfig | None = None,
 ) -> TransactionLayer:
     layer = TransactionLayer(
         transport,
         timers=timers or TimerConfig(),
-        on_request=on_request,  # type: ignore[arg-type]
+        on_request=on_request,
         on_stray=lambda inbound: None,
         limits=limits or LoadLimits(),
     )
@@ -56,7 +59,7 @@ def transaction_tasks(nursery: trio.Nursery) -> set[str]:
     return {task.name for task in transactions.child_tasks}
 
 
-def options(n: int, source_port: int = 5070) -> object:
+def options(n: int, source_port: int = 5070) -> Inbound:
     return inbound(
         request("OPTIONS", branch=f"z9hG4bKopt{n}", call_id=f"call-{n}"),
         Address("udp", "192.0.2.10", source_port),
@@ -76,10 +79,10 @@ async def test_beyond_the_cap_new_requests_get_a_stateless_503_until_some_expire
         layer = await start_layer(nursery, transport, limits=LoadLimits(max_transactions=3))
         start = trio.current_time()
         for n in range(3):
-            layer.receive(options(n))  # type: ignore[arg-type]
+            layer.receive(options(n))
         await trio.sleep(0.1)
         assert len(layer.server_transactions()) == 3  # answered, held for Timer J
-        layer.receive(options(3))  # type: ignore[arg-type]
+        layer.receive(options(3))
         assert len(layer.server_transactions()) == 3  # no transaction for it
         assert transport.lines() == [OK, OK, OK, UNAVAILABLE]
         rejected = transport.sent[-1].message
@@ -87,7 +90,7 @@ async def test_beyond_the_cap_new_requests_get_a_stateless_503_until_some_expire
         assert rejected.call_id == "call-3"
         assert rejected.to.tag  # RFC 3261 §8.2.6.2
         # A retransmission of an accepted request is still absorbed: the 200 again.
-        layer.receive(options(0))  # type: ignore[arg-type]
+        layer.receive(options(0))
         assert transport.lines()[-1] == OK
         # An ACK and a CANCEL of nothing live never get a 503.
         invite = request(branch="z9hG4bKinv")
@@ -99,7 +102,7 @@ async def test_beyond_the_cap_new_requests_get_a_stateless_503_until_some_expire
         assert stats.server_total == 3
         await trio.sleep_until(start + 32.2)  # Timer J = 64*T1 freed them
         assert layer.server_transactions() == []
-        layer.receive(options(4))  # type: ignore[arg-type]
+        layer.receive(options(4))
         await trio.sleep(0.1)
         assert transport.lines()[-1] == OK
         assert layer.statistics().server_total == 4
@@ -144,7 +147,7 @@ async def test_pike_drops_new_requests_beyond_the_rate_of_a_source_silently(
     async with trio.open_nursery() as nursery:
         layer = await start_layer(nursery, transport, limits=LoadLimits(pike_rate=5.0))
         for n in range(8):  # 8 at once: a burst of 5 is allowed, 3 dropped
-            layer.receive(options(n))  # type: ignore[arg-type]
+            layer.receive(options(n))
         layer.receive(options(0))  # a retransmission is no new request: absorbed in Trying
         # Another source has its own bucket.
         layer.receive(
@@ -152,7 +155,7 @@ async def test_pike_drops_new_requests_beyond_the_rate_of_a_source_silently(
         )
         await trio.sleep(1.0)  # refilled: 5 more
         for n in range(8, 14):
-            layer.receive(options(n))  # type: ignore[arg-type]
+            layer.receive(options(n))
         await trio.sleep(0.1)
         nursery.cancel_scope.cancel()
     stats = layer.statistics()
@@ -193,7 +196,7 @@ async def test_finished_transactions_are_held_without_a_task_and_still_absorb(
     async with trio.open_nursery() as nursery:
         layer = await start_layer(nursery, transport)
         start = trio.current_time()
-        layer.receive(options(1))  # type: ignore[arg-type]
+        layer.receive(options(1))
         await trio.sleep(0.1)
         # Answered: its task and nursery are gone, the layer holds a record for Timer J.
         assert transaction_tasks(nursery) == set()
@@ -201,7 +204,7 @@ async def test_finished_transactions_are_held_without_a_task_and_still_absorb(
         assert st.state is ServerState.COMPLETED
         assert layer.statistics().server_held == 1
         assert layer.statistics().server_active == 0
-        layer.receive(options(1))  # type: ignore[arg-type]
+        layer.receive(options(1))
         assert transport.lines() == [OK, OK]
         assert transport.sent[1].data == transport.sent[0].data
         assert st.request.call_id == "call-1"  # still readable (re-parsed)
@@ -220,11 +223,11 @@ async def test_shutdown_with_many_held_transactions_is_quick() -> None:
         async with trio.open_nursery() as nursery:
             layer = await start_layer(nursery, transport)
             for n in range(count):
-                layer.receive(options(n))  # type: ignore[arg-type]
+                layer.receive(options(n))
                 if n % 500 == 0:
-                    await trio.sleep(0)
-            while layer.statistics().server_held < count:
-                await trio.sleep(0.01)
+                    await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()
+            assert layer.statistics().server_held == count
             assert transaction_tasks(nursery) == set()
             gc.collect()
             started = time.process_time()

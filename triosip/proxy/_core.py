@@ -34,7 +34,7 @@ from triosip.proxy._forward import (
 from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
 from triosip.proxy._transaction import ProxyTransaction
 from triosip.sip import URI, ParseError, Request, Response, build_error_response, build_response
-from triosip.transaction import ServerTransaction, TimerConfig, TransactionLayer
+from triosip.transaction import LoadLimits, ServerTransaction, TimerConfig, TransactionLayer
 from triosip.transport import (
     Address,
     Inbound,
@@ -137,6 +137,7 @@ class Proxy:
         config: fr timers and the like.
         timers: T1, T2, T4.
         limits: the transport's sizes and bounds.
+        load: the transaction layer's cap and pike.
     """
 
     def __init__(
@@ -147,6 +148,7 @@ class Proxy:
         config: ProxyConfig | None = None,
         timers: TimerConfig | None = None,
         limits: TransportLimits | None = None,
+        load: LoadLimits | None = None,
     ) -> None:
         self.handlers = handlers
         self.config = config or ProxyConfig()
@@ -161,6 +163,7 @@ class Proxy:
             timers=timers or TimerConfig(),
             on_request=self._on_request,
             on_stray=self._on_stray,
+            limits=load or LoadLimits(),
         )
         self.own_addresses: set[tuple[str, int]] = set()
         self.counters = ProxyCounters()

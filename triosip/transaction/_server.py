@@ -44,6 +44,7 @@ cannot leave a transaction behind forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import TYPE_CHECKING
@@ -339,10 +340,8 @@ class ServerTransaction:
         self._inbound = None
         self._last = None
         self._final = None
-        try:
+        with contextlib.suppress(AttributeError):  # ended before its nursery opened
             del self.nursery
-        except AttributeError:
-            pass  # ended before its nursery opened (cancelled at once)
 
     async def _send_trying(self) -> None:
         # RFC 3261 §17.2.1: "send 100 if TU won't in 200 ms"; a proxy can never know it
@@ -590,7 +589,8 @@ class ServerTransaction:
         transport = self._layer._transport
         if self.reliable or not transport.send_nowait(data, self._destination, local=self._local):
             if self._held:
-                self._layer._send_later(data, self._destination, self._local, self._connection, self)
+                layer = self._layer
+                layer._send_later(data, self._destination, self._local, self._connection, self)
                 return
             self._outbox.append(data)
             wait = self._wait
