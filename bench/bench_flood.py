@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -130,10 +132,8 @@ async def downstream(sock: socket.socket, answer: bool, seen: list[int]) -> None
         for data, source in drain(sock):
             seen[0] += 1
             if answer and not data.startswith((b"SIP/2.0", b"ACK")):
-                try:
+                with contextlib.suppress(BlockingIOError):
                     sock.sendto(answer_200(data), source)
-                except BlockingIOError:
-                    pass
 
 
 def status_of(pid: int) -> dict[str, int]:
@@ -179,7 +179,7 @@ async def main(args: argparse.Namespace) -> None:
         env["PYTHONPATH"] = str(args.source.resolve())
     statuses: collections.Counter[str] = collections.Counter()
     seen = [0]
-    process = await trio.lowlevel.open_process(command, env=env, stderr=open(os.devnull, "wb"))
+    process = await trio.lowlevel.open_process(command, env=env, stderr=subprocess.DEVNULL)
     try:
         with trio.fail_after(30):
             await wait_listening(process, proxy_port)
@@ -206,11 +206,14 @@ async def main(args: argparse.Namespace) -> None:
     print(f"  max-transactions {args.max_transactions or 'default'}, pike {args.pike}")
     print(f"  OPTIONS sent {sent:,}; relayed downstream {seen[0]:,}")
     print(f"  responses: {dict(sorted(statuses.items()))}")
-    print(f"  proxy peak RSS {memory['VmHWM'] / 1024:.0f} MB, at the end {memory['VmRSS'] / 1024:.0f} MB")
+    peak, end = memory["VmHWM"] / 1024, memory["VmRSS"] / 1024
+    print(f"  proxy peak RSS {peak:.0f} MB, at the end {end:.0f} MB")
     print(f"  proxy CPU {cpu:.1f} s ({cpu / max(args.duration, 1e-9):.0%} of a core)")
     active = held.get("server_active", 0)
-    print(f"  server transactions at the end: {active:,} tasks, {held.get('server_held', 0):,} held")
-    print(f"  rejected_overload {held.get('rejected_overload', '-')}, rate_limited {held.get('rate_limited', '-')}")
+    kept = held.get("server_held", 0)
+    print(f"  server transactions at the end: {active:,} tasks, {kept:,} held")
+    rejected, limited = held.get("rejected_overload", "-"), held.get("rate_limited", "-")
+    print(f"  rejected_overload {rejected}, rate_limited {limited}")
     print(f"  exit on SIGTERM took {exit_seconds:.1f} s (exit code {process.returncode})")
 
 

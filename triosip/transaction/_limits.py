@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 # At the proxy's top clean rate, 500 calls/s (bench/RESULTS.md), an INVITE and a BYE per
 # call held 64*T1 = 32 s after their final make 32,000 server transactions; 1,000 calls/s
-# make 64,000. 100,000 leaves room above that, and holds ~2.3 KB each once answered
-# (~230 MB; bench/RESULTS.md, "held transactions"), so a flood stops well short of what
+# make 64,000. 100,000 leaves room above that, and holds ~1.9 KB each once answered
+# (~190 MB; bench/RESULTS.md, "held transactions"), so a flood stops well short of what
 # a small machine has.
 DEFAULT_MAX_TRANSACTIONS = 100_000
 
