@@ -38,7 +38,7 @@ from triosip.script import (
     ScriptHandlers,
     load_routes,
 )
-from triosip.transaction import TimerConfig
+from triosip.transaction import DEFAULT_MAX_TRANSACTIONS, LoadLimits, TimerConfig
 from triosip.transport import Address, TransportError, TransportLimits, parse_listen_spec
 
 if TYPE_CHECKING:
@@ -120,6 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=1000,
         metavar="N",
         help="the most launch()ed ops running at once; more are refused (default 1000)",
+    )
+    run.add_argument(
+        "--max-transactions",
+        type=int,
+        default=DEFAULT_MAX_TRANSACTIONS,
+        metavar="N",
+        help="the most server transactions held at once, in progress or absorbing "
+        f"retransmissions; new requests beyond get 503 (default {DEFAULT_MAX_TRANSACTIONS:,})",
+    )
+    run.add_argument(
+        "--pike",
+        type=float,
+        metavar="RATE",
+        help="new transactions per second one source IP may start; beyond, its requests "
+        "are dropped (default: no limit)",
     )
     run.add_argument("--t1", type=float, default=0.5, metavar="SECONDS", help="RFC 3261 T1")
     run.add_argument("--t2", type=float, default=4.0, metavar="SECONDS", help="RFC 3261 T2")
@@ -236,9 +251,12 @@ def _run(args: argparse.Namespace) -> int:
     for name, count in (
         ("--rest-connections", args.rest_connections),
         ("--max-launched", args.max_launched),
+        ("--max-transactions", args.max_transactions),
     ):
         if count < 1:
             raise UsageError(f"{name} must be at least 1, not {count}")
+    if args.pike is not None and not args.pike > 0:
+        raise UsageError(f"--pike must be a number of requests per second > 0, not {args.pike}")
     db_url = args.db or _default_db_url()
     try:
         database_path(db_url)
@@ -255,6 +273,7 @@ def _run(args: argparse.Namespace) -> int:
         config=ProxyConfig(fr_timeout=args.fr_timeout, fr_inv_timeout=args.fr_inv_timeout),
         timers=TimerConfig(t1=args.t1, t2=args.t2, t4=args.t4),
         limits=_transport_limits(args),
+        load=LoadLimits(max_transactions=args.max_transactions, pike_rate=args.pike),
     )
     try:
         trio.run(_serve, proxy, handlers, args, db_url, mi)

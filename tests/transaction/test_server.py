@@ -95,7 +95,7 @@ async def test_ist_sends_100_at_once_then_timer_g_until_the_ack_then_timer_i(
         (st,) = layer.server_transactions()
         assert st.name == "IST INVITE z9hG4bK776asdhds"
         await trio.sleep(0.1)
-        assert transaction_tasks(nursery) == {st.name}
+        assert (transaction_tasks(nursery), layer.server_transactions()) == (set(), [st])  # held
         assert state_of(st) is ServerState.COMPLETED
         assert set(st.timer_deadlines()) == {"G", "H"}
         await trio.sleep_until(start + 5.0)
@@ -105,7 +105,7 @@ async def test_ist_sends_100_at_once_then_timer_g_until_the_ack_then_timer_i(
         assert set(st.timer_deadlines()) == {"I"}
         assert st.timer_deadlines()["I"] - start == pytest.approx(10.0)  # Timer I = T4
         await trio.sleep_until(start + 9.9)
-        assert transaction_tasks(nursery) == {st.name}
+        assert (transaction_tasks(nursery), layer.server_transactions()) == (set(), [st])  # held
         await trio.sleep_until(start + 10.01)
         assert state_of(st) is ServerState.TERMINATED
         assert transaction_tasks(nursery) == set()  # its task and its nursery are gone
@@ -222,7 +222,7 @@ async def test_ist_2xx_goes_to_accepted_absorbs_invites_and_passes_acks_up(
             await st.respond(response(st.request, 486))
         assert state_of(st) is ServerState.ACCEPTED
         await trio.sleep_until(start + 31.9)
-        assert transaction_tasks(nursery) == {st.name}
+        assert (transaction_tasks(nursery), layer.server_transactions()) == (set(), [st])  # held
         await trio.sleep_until(start + 32.01)  # Timer L = 64*T1
         assert transaction_tasks(nursery) == set()
         nursery.cancel_scope.cancel()
@@ -291,7 +291,7 @@ async def test_nist_absorbs_in_trying_and_resends_the_last_response_after(
         assert st.timer_deadlines()["J"] - start == pytest.approx(34.0)
         layer.receive(inbound(bye))  # Completed: the 200 again
         await trio.sleep_until(start + 33.9)
-        assert transaction_tasks(nursery) == {st.name}
+        assert (transaction_tasks(nursery), layer.server_transactions()) == (set(), [st])  # held
         await trio.sleep_until(start + 34.01)  # Timer J = 64*T1 after the final
         assert transaction_tasks(nursery) == set()
         nursery.cancel_scope.cancel()
@@ -413,7 +413,7 @@ async def test_a_branch_task_answers_after_on_request_returned(
         assert st.final_response is not None
         layer.receive(inbound(ack_for(invite, st.final_response)))
         await trio.sleep_until(start + 9.1)
-        assert transaction_tasks(nursery) == {st.name}
+        assert (transaction_tasks(nursery), layer.server_transactions()) == (set(), [st])  # held
         await trio.sleep_until(start + 9.21)  # Timer I: 4.2 + T4
         assert transaction_tasks(nursery) == set()
         nursery.cancel_scope.cancel()

@@ -232,6 +232,12 @@ def prometheus_text(document: Mapping[str, Any]) -> str:
         [({}, layer["server_active"])],
     )
     out.family(
+        "triosip_server_transactions_held",
+        "gauge",
+        "Server transactions answered and kept, without a task, for their timers.",
+        [({}, layer["server_held"])],
+    )
+    out.family(
         "triosip_server_transactions_total",
         "counter",
         "Server transactions created, by machine.",
@@ -256,6 +262,8 @@ def prometheus_text(document: Mapping[str, Any]) -> str:
         ("strays", "Messages that matched no transaction and made none."),
         ("handler_errors", "Exceptions from routes or tasks of a transaction."),
         ("dropped", "Requests for which nothing made a final response."),
+        ("rejected_overload", "New requests answered 503: max-transactions were held."),
+        ("rate_limited", "New requests dropped by pike: their source was over its rate."),
     ):
         out.single(f"triosip_transaction_{field}_total", "counter", help_text, layer[field])
 

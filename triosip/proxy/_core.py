@@ -37,6 +37,7 @@ from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_cla
 from triosip.proxy._transaction import ProxyTransaction
 from triosip.sip import URI, ParseError, Request, Response, build_error_response, build_response
 from triosip.transaction import (
+    LoadLimits,
     ServerTransaction,
     TimerConfig,
     TransactionError,
@@ -149,6 +150,7 @@ class Proxy:
         config: fr timers and the like.
         timers: T1, T2, T4.
         limits: the transport's sizes and bounds.
+        load: the transaction layer's cap and pike.
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class Proxy:
         config: ProxyConfig | None = None,
         timers: TimerConfig | None = None,
         limits: TransportLimits | None = None,
+        load: LoadLimits | None = None,
     ) -> None:
         self.handlers = handlers
         self.config = config or ProxyConfig()
@@ -173,6 +176,7 @@ class Proxy:
             timers=timers or TimerConfig(),
             on_request=self._on_request,
             on_stray=self._on_stray,
+            limits=load or LoadLimits(),
         )
         self.own_addresses: set[tuple[str, int]] = set()
         self.counters = ProxyCounters()

@@ -14,12 +14,16 @@ from ._fsm import ServerState as ServerState
 from ._layer import TransactionLayer as TransactionLayer
 from ._layer import TransactionStatistics as TransactionStatistics
 from ._layer import Transport as Transport
+from ._limits import DEFAULT_MAX_TRANSACTIONS as DEFAULT_MAX_TRANSACTIONS
+from ._limits import LoadLimits as LoadLimits
 from ._server import ServerTransaction as ServerTransaction
 from ._timers import TimerConfig as TimerConfig
 
 __all__ = [
+    "DEFAULT_MAX_TRANSACTIONS",
     "ClientState",
     "ClientTransaction",
+    "LoadLimits",
     "ServerState",
     "ServerTransaction",
     "TimerConfig",

@@ -10,25 +10,38 @@ transaction task in the nursery :meth:`serve` owns. What matches nothing and mak
 (an ACK for a 2xx, a response whose client transaction has ended) goes to ``on_stray``.
 
 Client transactions run in the task that calls :meth:`run_client`; server transactions are
-tasks of their own (see ``_server.py``). Neither has a timer task: every timer is the
-deadline of a cancel scope in the transaction's own task.
+tasks of their own (see ``_server.py``) while they have work. Neither has a timer task:
+every timer is the deadline of a cancel scope in the transaction's own task, except for a
+server transaction that is answered and whose ``on_request`` has returned: it is *held*,
+and the one timers loop of :meth:`serve` (a heap of deadlines) runs its timers, so that
+the tens of thousands a busy proxy keeps for 64*T1 after their final are neither tasks nor
+heavy, and a shutdown has nothing of theirs to cancel.
+
+Load is bounded before anything is created (``_limits.py``): pike drops new requests
+beyond a source's rate, and beyond ``max_transactions`` live server transactions a new
+request gets a stateless 503.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import secrets
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from triosip.sip import MAGIC_COOKIE, Response
+from triosip.sip import MAGIC_COOKIE, Response, build_response
+from triosip.transport import TransportError, response_destination
 
 from ._client import ClientTransaction
 from ._errors import TransactionError
-from ._fsm import ServerInput
+from ._fsm import ServerInput, ServerState
 from ._keys import client_key, has_magic_cookie, invite_key, response_key, server_key
+from ._limits import LoadLimits, Pike
 from ._server import ServerTransaction
 from ._timers import TimerConfig
 
@@ -41,6 +54,11 @@ if TYPE_CHECKING:
     from ._keys import ClientKey, ServerKey
 
 logger = logging.getLogger(__name__)
+
+# Sends the timers loop makes for held transactions and stateless answers when the
+# socket cannot take them at once (TCP, a full UDP buffer); beyond, they are dropped like
+# a lost datagram.
+SEND_LATER_CAPACITY = 1024
 
 
 class Transport(Protocol):
@@ -70,6 +88,8 @@ class TransactionStatistics:
 
     Attributes:
         server_active: server transactions whose task is running.
+        server_held: server transactions answered and kept, without a task, for their
+            timers (absorbing retransmissions, RFC 3261 §17.2).
         server_total: server transactions created.
         client_active: client transactions running.
         client_total: client transactions started.
@@ -85,6 +105,9 @@ class TransactionStatistics:
         handler_errors: exceptions from ``on_request`` or from tasks in a transaction's
             nursery.
         dropped: requests for which nothing produced a final response.
+        rejected_overload: new requests answered 503 statelessly: ``max_transactions``
+            were held.
+        rate_limited: new requests dropped by pike: their source was over its rate.
     """
 
     server_active: int
@@ -101,6 +124,10 @@ class TransactionStatistics:
     strays: int
     handler_errors: int
     dropped: int
+    # Defaulted, so that snapshots built by hand before they existed still build.
+    server_held: int = 0
+    rejected_overload: int = 0
+    rate_limited: int = 0
 
 
 class _Counters:
@@ -111,6 +138,8 @@ class _Counters:
         "ist_total",
         "nict_total",
         "nist_total",
+        "rate_limited",
+        "rejected_overload",
         "retransmissions_absorbed",
         "retransmissions_sent",
         "strays",
@@ -121,6 +150,7 @@ class _Counters:
         self.ist_total = self.nist_total = self.ict_total = self.nict_total = 0
         self.retransmissions_sent = self.retransmissions_absorbed = 0
         self.timeouts = self.strays = self.handler_errors = self.dropped = 0
+        self.rejected_overload = self.rate_limited = 0
 
 
 class TransactionLayer:
@@ -135,6 +165,7 @@ class TransactionLayer:
             an ACK matching no INVITE server transaction (the ACK of a 2xx), an ACK in an
             IST's Accepted state (RFC 6026), a response matching no client transaction.
             Must not block.
+        limits: the cap on server transactions and pike (``LoadLimits``).
     """
 
     def __init__(
@@ -144,23 +175,39 @@ class TransactionLayer:
         timers: TimerConfig = TimerConfig(),  # noqa: B008 - frozen, so one shared default is fine
         on_request: Callable[[ServerTransaction], Awaitable[None]],
         on_stray: Callable[[Inbound], None],
+        limits: LoadLimits = LoadLimits(),  # noqa: B008 - frozen, as timers
     ) -> None:
         self._transport = transport
         self.timers = timers
+        self.limits = limits
         self._on_request = on_request
         self._on_stray = on_stray
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self._clients: dict[ClientKey, ClientTransaction] = {}
-        self._running: dict[ServerTransaction, None] = {}  # insertion-ordered set
+        # Insertion-ordered sets: tasks running, and every server transaction not over
+        # (running, or held after its task ended): the cap counts the latter.
+        self._running: dict[ServerTransaction, None] = {}
+        self._live: dict[ServerTransaction, None] = {}
         self._nursery: trio.Nursery | None = None
         self._counters = _Counters()
+        self._pike = Pike(limits.pike_rate, limits.pike_sources) if limits.pike_rate else None
+        self._overloaded = False
+        # The timers of held transactions: (deadline, seq, transaction); an entry whose
+        # seq is no longer the transaction's is stale and skipped.
+        self._heap: list[tuple[float, int, ServerTransaction]] = []
+        self._seq = 0
+        self._timers_wait: trio.CancelScope | None = None
+        self._later: deque[
+            tuple[bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None]
+        ] = deque()
 
     # --- the public surface --------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the long-lived transactions nursery; each server transaction is a task in it.
 
-        Never returns; cancelling it cancels every server transaction.
+        Never returns; in its own task it runs the timers of held transactions. Cancelling
+        it cancels every server transaction and forgets the held ones.
 
         Args:
             task_status: ``started()`` once :meth:`receive` can start transactions.
@@ -169,9 +216,10 @@ class TransactionLayer:
             self._nursery = nursery
             task_status.started()
             try:
-                await trio.sleep_forever()
+                await self._run_held_timers()
             finally:
                 self._nursery = None
+                self._forget_held()
 
     def receive(self, inbound: Inbound) -> None:
         """Dispatch one message from the transport (its ``on_message``). Synchronous.
@@ -232,6 +280,17 @@ class TransactionLayer:
             )
             self._counters.dropped += 1
             return
+        pike = self._pike
+        if pike is not None and not pike.allow(inbound.source.host, trio.current_time()):
+            self._counters.rate_limited += 1
+            return
+        if len(self._live) >= self.limits.max_transactions and not self._beyond_cap(
+            inbound, request
+        ):
+            return
+        if self._overloaded:
+            self._overloaded = False
+            logger.warning("taking new transactions again (%d held)", len(self._live))
         server = self._new_server(inbound, request, key_)
         nursery.start_soon(server._run, name=server.name)
 
@@ -329,8 +388,13 @@ class TransactionLayer:
         return MAGIC_COOKIE + secrets.token_hex(8)
 
     def server_transactions(self) -> list[ServerTransaction]:
-        """The server transactions whose task is running, oldest first (for the MI)."""
-        return list(self._running)
+        """The server transactions not over, oldest first (for the MI): those whose task
+        runs and those held after their final response."""
+        return list(self._live)
+
+    def pike_sources(self) -> int:
+        """How many sources pike has a bucket for (0 without pike)."""
+        return len(self._pike) if self._pike is not None else 0
 
     def client_transactions(self) -> list[ClientTransaction]:
         """The client transactions running, oldest first (for the MI)."""
@@ -341,6 +405,7 @@ class TransactionLayer:
         counters = self._counters
         return TransactionStatistics(
             server_active=len(self._running),
+            server_held=len(self._live) - len(self._running),
             server_total=counters.ist_total + counters.nist_total,
             client_active=len(self._clients),
             client_total=counters.ict_total + counters.nict_total,
@@ -354,6 +419,8 @@ class TransactionLayer:
             strays=counters.strays,
             handler_errors=counters.handler_errors,
             dropped=counters.dropped,
+            rejected_overload=counters.rejected_overload,
+            rate_limited=counters.rate_limited,
         )
 
     # --- for the transactions ------------------------------------------------------------
@@ -373,6 +440,7 @@ class TransactionLayer:
         for each in keys:
             self._servers[each] = server
         self._running[server] = None
+        self._live[server] = None
         if server.is_invite:
             self._counters.ist_total += 1
         else:
@@ -380,17 +448,138 @@ class TransactionLayer:
         logger.debug("%s Call-ID %s: new from %s", server.name, request.call_id, inbound.source)
         return server
 
-    def _forget_server(self, keys: tuple[ServerKey, ...], server: ServerTransaction) -> None:
+    def _forget_server(self, server: ServerTransaction) -> None:
         # A newer transaction may own the key by now (a request retransmitted after this one
         # terminated makes a new one): only remove our own entries.
         servers = self._servers
-        for key in keys:
+        for key in server._keys:
             if servers.get(key) is server:
                 del servers[key]
+        if server._task_ended:
+            self._live.pop(server, None)
 
     def _server_ended(self, server: ServerTransaction) -> None:
         self._running.pop(server, None)
-        logger.debug("%s Call-ID %s: task ended", server.name, server.request.call_id)
+        if server.state is ServerState.TERMINATED:
+            self._live.pop(server, None)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: task ended in %s", server.name, server.state.name)
+
+    # --- overload ------------------------------------------------------------------------
+
+    def _beyond_cap(self, inbound: Inbound, request: Request) -> bool:
+        """A new request while ``max_transactions`` are held: whether to take it anyway.
+
+        A CANCEL of an INVITE still ringing is taken (one per INVITE at most, §9.2: the
+        caller must be able to stop it); any other CANCEL gets a stateless 481, as it
+        would from the proxy. Everything else gets a stateless 503 with Retry-After
+        (RFC 3261 §21.5.4): nothing is created, and the answer goes out without waiting.
+        """
+        if request.method == "CANCEL":
+            invite = self.find_invite(request)
+            if invite is not None and invite.state is ServerState.PROCEEDING:
+                return True
+            self._answer_statelessly(inbound, request, 481, ())
+            return False
+        self._counters.rejected_overload += 1
+        if not self._overloaded:
+            self._overloaded = True
+            logger.warning(
+                "%d server transactions held: new requests get 503 (Call-ID %s first)",
+                len(self._live),
+                request.call_id,
+            )
+        retry_after = (("Retry-After", str(self.limits.retry_after)),)
+        self._answer_statelessly(inbound, request, 503, retry_after)
+        return False
+
+    def _answer_statelessly(
+        self, inbound: Inbound, request: Request, status: int, headers: tuple[tuple[str, str], ...]
+    ) -> None:
+        response = build_response(request, status, to_tag=secrets.token_hex(6), headers=headers)
+        destination = response_destination(request.top_via, inbound.source)
+        data = bytes(response)
+        reliable = inbound.connection is not None or destination.transport != "udp"
+        if reliable or not self._transport.send_nowait(data, destination, local=inbound.local):
+            self._send_later(data, destination, inbound.local, inbound.connection, None)
+
+    # --- held transactions ---------------------------------------------------------------
+
+    def _hold(self, server: ServerTransaction) -> None:
+        # Answered, its on_request returned: its timers are ours from now on.
+        server._held = True
+        self._schedule(server)
+
+    def _schedule(self, server: ServerTransaction) -> None:
+        """Have the timers loop wake for ``server``'s earliest deadline."""
+        deadlines = server._deadlines
+        if not deadlines:
+            return
+        when = min(deadlines.values())
+        # A later deadline needs no new entry: the one we have wakes us early, and
+        # _fire_timers then schedules the real one.
+        if when >= server._heap_at:
+            return
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, server))
+        server._heap_at = when
+        server._heap_seq = self._seq
+        wait = self._timers_wait
+        if wait is not None and when < wait.deadline:
+            wait.deadline = when
+
+    def _send_later(
+        self,
+        data: bytes,
+        destination: Address,
+        local: Address | None,
+        connection: TcpConnection | None,
+        server: ServerTransaction | None,
+    ) -> None:
+        if len(self._later) >= SEND_LATER_CAPACITY:
+            logger.debug("send queue full: a response to %s not sent", destination)
+            return
+        self._later.append((data, destination, local, connection, server))
+        wait = self._timers_wait
+        if wait is not None:
+            wait.deadline = -math.inf
+
+    async def _run_held_timers(self) -> None:
+        heap = self._heap
+        later = self._later
+        while True:
+            while later:
+                data, destination, local, connection, server = later.popleft()
+                if server is not None and server.state is ServerState.TERMINATED:
+                    continue
+                try:
+                    await self._transport.send(
+                        data, destination, connection=connection, local=local
+                    )
+                except TransportError as exc:
+                    if server is not None:
+                        server._transport_error(exc)
+                    else:
+                        logger.info("stateless response to %s not sent: %s", destination, exc)
+            deadline = heap[0][0] if heap else math.inf
+            if deadline > trio.current_time():
+                with trio.move_on_at(deadline) as self._timers_wait:
+                    await trio.sleep_forever()
+                self._timers_wait = None
+            now = trio.current_time()
+            while heap and heap[0][0] <= now:
+                _, seq, server = heapq.heappop(heap)
+                if seq == server._heap_seq:
+                    server._heap_at = math.inf
+                    server._fire_timers(now)
+
+    def _forget_held(self) -> None:
+        # Shutdown: the held transactions are records, not tasks: forgetting them is a
+        # loop over a list, whatever their number.
+        self._heap.clear()
+        self._later.clear()
+        for server in [server for server in self._live if server._held]:
+            server._terminate()
 
     def _forget_client(self, key: ClientKey, client: ClientTransaction) -> None:
         if self._clients.get(key) is client:

@@ -26,6 +26,16 @@ So it does when a response must be re-sent with an awaited send (TCP, or a full 
 meanwhile. That is the one timer task, and only on those paths; the body then does not run
 the loop.
 
+Once a final response is sent and ``on_request`` has returned, the transaction has no work
+of its own left, only its timers and absorbing retransmissions: the loop hands it to the
+layer (``TransactionLayer._hold``), whose one timers loop runs the G, H, I, J and L
+deadlines of every such transaction, and the task ends as soon as its nursery is empty (at
+once, unless branches are still ending). What stays in memory then is lean: the matching
+keys, the request's and the last response's bytes, where responses go, and the deadlines;
+the parsed request, the responses, the nursery and the task are dropped. ``request``,
+``inbound``, ``final_response`` and ``last_response`` are parsed again from the bytes when
+asked for (the management interface, a legacy RFC 2543 ACK).
+
 If ``on_request`` returns with no final response sent and nothing running in ``st.nursery``,
 nobody can answer: the request is dropped. While no final is sent and no timer is armed,
 the loop checks that every 64*T1 as well, so that branches that all ended without a word
@@ -34,21 +44,21 @@ cannot leave a transaction behind forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import TYPE_CHECKING
 
 import trio
 
-from triosip.sip import build_response
-from triosip.transport import TransportError, response_destination
+from triosip.sip import Request, Response, build_response, parse_message
+from triosip.transport import Inbound, TransportError, response_destination
 
 from ._errors import TransactionError, TransportFailure
 from ._fsm import IST, NIST, Action, ServerInput, ServerState, server_input_for
 
 if TYPE_CHECKING:
-    from triosip.sip import Request, Response
-    from triosip.transport import Address, Inbound
+    from triosip.transport import Address, TcpConnection
 
     from ._fsm import Machine, Transition
     from ._keys import ServerKey
@@ -58,6 +68,13 @@ logger = logging.getLogger(__name__)
 
 _TERMINATED = ServerState.TERMINATED
 _NOT_ANSWERED = (ServerState.TRYING, ServerState.PROCEEDING)
+_ANSWERED = (ServerState.COMPLETED, ServerState.CONFIRMED, ServerState.ACCEPTED)
+
+# Timer G re-sends a final response to an INVITE until the ACK, up to 10 times in 32 s
+# (§17.2.1). When that response is larger than the request, a spoofed INVITE would buy
+# ten times its size in traffic towards its victim: such a response is re-sent at most
+# twice by Timer G (a retransmitted INVITE still gets it again, one for one).
+AMPLIFIED_TIMER_G_RETRANSMISSIONS = 2
 
 
 class ServerTransaction:
@@ -75,8 +92,9 @@ class ServerTransaction:
         name: "IST INVITE z9hG4bK..." or "NIST BYE z9hG4bK..."; also its task's name.
         created_at: ``trio.current_time()`` when it was made.
         nursery: the transaction's own nursery, open from before ``on_request`` is called
-            until the transaction ends: branches, ops, anything belonging to the
-            transaction run here.
+            until the transaction's work is done (its final response sent, ``on_request``
+            returned, its tasks ended): branches, ops, anything belonging to the
+            transaction run here. Unset once its task has ended.
         final_response: the first final response sent, if any.
         last_response: the last response sent (the 100 Trying included), re-sent when the
             request is retransmitted.
@@ -85,29 +103,40 @@ class ServerTransaction:
     """
 
     __slots__ = (
+        "_connection",
         "_deadlines",
         "_destination",
+        "_final",
+        "_final_bytes",
+        "_g_limit",
+        "_g_sent",
         "_handler_running",
+        "_heap_at",
+        "_heap_seq",
+        "_held",
+        "_inbound",
         "_interval_g",
         "_keys",
+        "_last",
         "_last_bytes",
         "_layer",
+        "_local",
         "_loop_in_child",
         "_machine",
         "_outbox",
+        "_request",
+        "_request_bytes",
+        "_source",
+        "_task_ended",
         "_timers_task",
         "_wait",
         "_watchdog",
         "branch",
         "created_at",
-        "final_response",
-        "inbound",
         "is_invite",
-        "last_response",
         "name",
         "nursery",
         "reliable",
-        "request",
         "retransmissions_absorbed",
         "rfc2543",
         "state",
@@ -127,8 +156,13 @@ class ServerTransaction:
     ) -> None:
         self._layer = layer
         self._keys = keys
-        self.inbound = inbound
-        self.request = request
+        self._inbound: Inbound | None = inbound
+        self._request: Request | None = request
+        # A parsed request's bytes are the datagram itself: no copy.
+        self._request_bytes = bytes(request)
+        self._source = inbound.source
+        self._local = inbound.local
+        self._connection: TcpConnection | None = inbound.connection
         self.branch = branch
         self.rfc2543 = rfc2543
         self.is_invite = request.method == "INVITE"
@@ -137,8 +171,9 @@ class ServerTransaction:
         self.state = machine.start.next_state
         self.name = f"{machine.name} {request.method} {branch}"
         self.created_at = trio.current_time()
-        self.final_response: Response | None = None
-        self.last_response: Response | None = None
+        self._final: Response | None = None
+        self._last: Response | None = None
+        self._final_bytes: bytes | None = None
         self.retransmissions_absorbed = 0
         self._last_bytes: bytes | None = None
         # RFC 3261 §18.2.2 (and RFC 3581): where responses go, worked out once.
@@ -154,9 +189,51 @@ class ServerTransaction:
         self._handler_running = False
         self._timers_task = False  # the loop has been started as a child task
         self._loop_in_child = False  # ... and runs now
+        self._held = False  # the layer runs its timers (TransactionLayer._hold)
+        self._task_ended = False
+        self._heap_at = math.inf  # the layer's timers loop: when it wakes for us ...
+        self._heap_seq = 0  # ... and which of its entries is ours
+        self._g_sent = 0
+        self._g_limit = math.inf
 
     def __repr__(self) -> str:
         return f"<ServerTransaction {self.name} {self.state.name}>"
+
+    # The parsed messages are dropped once the task ends (_release); read from the bytes
+    # again after that, for the rare reader that still wants them.
+
+    @property
+    def request(self) -> Request:
+        """The request that created the transaction."""
+        request = self._request
+        if request is None:
+            parsed = parse_message(self._request_bytes)
+            assert isinstance(parsed, Request)  # the same bytes parsed as a request before
+            return parsed
+        return request
+
+    @property
+    def inbound(self) -> Inbound:
+        """Where the request came from (source, local address, TCP connection)."""
+        inbound = self._inbound
+        if inbound is None:
+            return Inbound(
+                message=self.request,
+                source=self._source,
+                local=self._local,
+                connection=self._connection,
+            )
+        return inbound
+
+    @property
+    def final_response(self) -> Response | None:
+        """The first final response sent, if any."""
+        return self._final if self._final is not None else _parsed(self._final_bytes)
+
+    @property
+    def last_response(self) -> Response | None:
+        """The last response sent (the 100 Trying included)."""
+        return self._last if self._last is not None else _parsed(self._last_bytes)
 
     @property
     def destination(self) -> Address:
@@ -200,10 +277,11 @@ class ServerTransaction:
         # Serialized once: every retransmission (Timer G, or a retransmitted request) sends
         # these very bytes (§17.2.1 "passed to the transport layer once more").
         data = bytes(response)
-        self.last_response = response
+        self._last = response
         self._last_bytes = data
-        if response.status >= 200 and self.final_response is None:
-            self.final_response = response
+        if response.status >= 200 and self._final_bytes is None:
+            self._final = response
+            self._final_bytes = data
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s Call-ID %s: sending %d in %s",
@@ -213,7 +291,7 @@ class ServerTransaction:
                 self.state.name,
             )
         self._apply(transition, None)
-        if ServerInput.TIMER_G in self._deadlines:
+        if ServerInput.TIMER_G in self._deadlines and not self._held:
             self._ensure_loop()  # Timer G must not wait for on_request to return
         try:
             await self._send(data)
@@ -246,18 +324,32 @@ class ServerTransaction:
                     self.request.call_id,
                 )
                 layer._counters.handler_errors += 1
-            if self.state is not _TERMINATED:
+            if self.state is not _TERMINATED and not self._held:
                 await self._answer_500()
                 await self._run_timers()
         finally:
-            self._terminate()
+            # Held: the layer runs what is left (timers, absorbing); otherwise it is over.
+            self._task_ended = True
+            if not self._held:
+                self._terminate()
+            self._release()
             layer._server_ended(self)
+
+    def _release(self) -> None:
+        # What only the task and the TU needed: the parsed request and responses, the
+        # nursery (and through it the task). The bytes stay (properties above).
+        self._request = None
+        self._inbound = None
+        self._last = None
+        self._final = None
+        with contextlib.suppress(AttributeError):  # ended before its nursery opened
+            del self.nursery
 
     async def _send_trying(self) -> None:
         # RFC 3261 §17.2.1: "send 100 if TU won't in 200 ms"; a proxy can never know it
         # will, so the 100 goes at once, before the route runs (§16.2 also allows it).
         trying = build_response(self.request, 100)
-        self.last_response = trying
+        self._last = trying
         self._last_bytes = data = bytes(trying)
         try:
             await self._send(data)
@@ -278,6 +370,9 @@ class ServerTransaction:
             return
         finally:
             self._handler_running = False
+            wait = self._wait
+            if wait is not None:
+                wait.deadline = -math.inf  # the loop in a child task may hand over now
         if self.state in _NOT_ANSWERED and not self._tu_tasks():
             self._drop()
 
@@ -317,6 +412,11 @@ class ServerTransaction:
         period = self._layer.timers.timer_h
         self._watchdog = trio.current_time() + period
         while self.state is not _TERMINATED:
+            if self._may_hold():
+                # Answered, and on_request has returned: the layer's one timers loop
+                # takes over, and the task ends when its nursery is empty.
+                self._layer._hold(self)
+                return
             deadline = self._next_deadline()
             # Already due (a 0 s timer on TCP, an overdue one): no scope to open for it.
             if deadline > trio.current_time():
@@ -337,6 +437,25 @@ class ServerTransaction:
                 else:
                     self._drop()
             await self._drain()
+
+    def _may_hold(self) -> bool:
+        return (
+            not self._handler_running
+            and not self._outbox
+            and not self._held
+            and self.state in _ANSWERED
+        )
+
+    def _fire_timers(self, now: float) -> None:
+        """The layer's timers loop woke for this held transaction: fire what is due."""
+        deadlines = self._deadlines
+        due = sorted((item for item in deadlines.items() if item[1] <= now), key=_when)
+        for event, _ in due:
+            if event in deadlines:  # an earlier one may have dropped it
+                del deadlines[event]
+                self._step(event, None)
+        if self.state is not _TERMINATED:
+            self._layer._schedule(self)
 
     # --- the machine ---------------------------------------------------------------------
 
@@ -374,6 +493,8 @@ class ServerTransaction:
             self._act(action, inbound, now)
         if self.state is _TERMINATED:
             self._terminate()
+        elif self._held:
+            self._layer._schedule(self)
         wait = self._wait
         if wait is not None:
             wait.deadline = self._next_deadline()
@@ -396,10 +517,15 @@ class ServerTransaction:
             if not self.reliable:
                 self._interval_g = timers.timer_g
                 deadlines[ServerInput.TIMER_G] = now + self._interval_g
+                if len(self._last_bytes or b"") > len(self._request_bytes):
+                    self._g_limit = AMPLIFIED_TIMER_G_RETRANSMISSIONS
         elif action is Action.DOUBLE_TIMER_G:
-            # §17.2.1: MIN(2*T1, T2), then doubling, capped at T2.
-            self._interval_g = min(2 * self._interval_g, timers.t2)
-            deadlines[ServerInput.TIMER_G] = now + self._interval_g
+            # §17.2.1: MIN(2*T1, T2), then doubling, capped at T2; not re-armed once a
+            # response larger than its request has been re-sent its share.
+            self._g_sent += 1
+            if self._g_sent < self._g_limit:
+                self._interval_g = min(2 * self._interval_g, timers.t2)
+                deadlines[ServerInput.TIMER_G] = now + self._interval_g
         elif action is Action.START_TIMER_H:
             deadlines[ServerInput.TIMER_H] = now + timers.timer_h
         elif action is Action.START_TIMER_I:
@@ -430,7 +556,7 @@ class ServerTransaction:
             self.state = _TERMINATED
         self._deadlines.clear()
         self._outbox.clear()
-        self._layer._forget_server(self._keys, self)
+        self._layer._forget_server(self)
         wait = self._wait
         if wait is not None:
             wait.deadline = -math.inf
@@ -455,18 +581,19 @@ class ServerTransaction:
 
     async def _send(self, data: bytes) -> None:
         transport = self._layer._transport
-        local = self.inbound.local
+        local = self._local
         if self.reliable or not transport.send_nowait(data, self._destination, local=local):
-            await transport.send(
-                data, self._destination, connection=self.inbound.connection, local=local
-            )
+            await transport.send(data, self._destination, connection=self._connection, local=local)
 
     def _transmit(self, data: bytes) -> None:
-        # UDP goes out synchronously; anything else waits for the transaction's task.
+        # UDP goes out synchronously; anything else waits for the transaction's task, or
+        # once held for the layer's timers loop.
         transport = self._layer._transport
-        if self.reliable or not transport.send_nowait(
-            data, self._destination, local=self.inbound.local
-        ):
+        if self.reliable or not transport.send_nowait(data, self._destination, local=self._local):
+            if self._held:
+                layer = self._layer
+                layer._send_later(data, self._destination, self._local, self._connection, self)
+                return
             self._outbox.append(data)
             wait = self._wait
             if wait is not None:
@@ -479,10 +606,7 @@ class ServerTransaction:
             data = self._outbox.pop(0)
             try:
                 await self._layer._transport.send(
-                    data,
-                    self._destination,
-                    connection=self.inbound.connection,
-                    local=self.inbound.local,
+                    data, self._destination, connection=self._connection, local=self._local
                 )
             except TransportError as exc:
                 self._outbox.clear()
@@ -491,3 +615,11 @@ class ServerTransaction:
 
 def _when(item: tuple[ServerInput, float]) -> float:
     return item[1]
+
+
+def _parsed(data: bytes | None) -> Response | None:
+    if data is None:
+        return None
+    response = parse_message(data)
+    assert isinstance(response, Response)  # built by us, serialized once
+    return response
