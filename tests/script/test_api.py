@@ -1,4 +1,5 @@
-"""The script API (`triosip.script.api`): its exports, and ops in every route type.
+"""The script API (`triosip.script.api`): its exports, ops in every route type, and relaying
+within a dialog.
 
 Each test writes its routes in Python, as a routes file would, runs them in a real `Proxy`
 on 127.0.0.1 with a real sqlite file behind ``req.db``, and talks SIP to it over UDP: a raw
