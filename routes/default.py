@@ -20,17 +20,12 @@ async def main(req: RequestContext) -> None:
     # Max-Forwards, loops and Proxy-Require were checked before we got here (483, 482,
     # 420), and CANCELs are matched and relayed by the proxy itself.
 
-    # In-dialog requests (BYE, re-INVITE, the ACK of a 200...) carry a To tag.
+    # In-dialog requests (BYE, re-INVITE, the ACK of a 200...) carry a To tag. They follow
+    # their Route set, else go to their Request-URI (the callee's Contact). A UAC that
+    # ignores Record-Route (sipp's built-in uac) names us there, as in its INVITE: that
+    # request goes downstream, as the INVITE did. What can't go is answered 404.
     if req.has_to_tag:
-        # loose_route() drops the Route entries naming us; if a Route set remains, the
-        # request goes where it says, else to its Request-URI (the callee's Contact).
-        # A UAC that ignores Record-Route (sipp's built-in uac) sends its BYE to the
-        # Request-URI of its INVITE, which names us: that one goes downstream again.
-        destination = None
-        if not req.loose_route() and req.ruri_is_myself:
-            destination = req.params.get("downstream")
-        if not await req.relay(destination) and not req.is_stateless:
-            await req.reply(404, "Not Here")
+        await req.relay_in_dialog(req.params.get("downstream"))
         return
 
     # A new dialog or a standalone request: stay on the path of the dialog, and relay.

@@ -31,6 +31,8 @@ Script parameters (``--define NAME=VALUE``):
 
 - ``program``: the program to run (required).
 - ``exec_timeout``: seconds it may take (default 2).
+- ``downstream``: where the in-dialog requests of a UA that ignores Record-Route go (sipp's
+  built-in uac sends its ACK and BYE to the proxy, with no Route); without it they get 404.
 """
 
 from triosip.script.api import ExecResult, OpTimeout, RequestContext, Routes, ScriptError, exec_
@@ -42,11 +44,11 @@ EXEC_TIMEOUT = 2.0
 
 @routes.request
 async def main(req: RequestContext) -> None:
-    # In-dialog requests follow their Route set, as in routes/default.py.
+    # In-dialog requests (BYE, re-INVITE, the ACK of a 200) follow their Route set, as in
+    # routes/default.py: the program ran when the dialog started; those of a UA that ignored our
+    # Record-Route go downstream.
     if req.has_to_tag:
-        req.loose_route()
-        if not await req.relay() and not req.is_stateless:
-            await req.reply(404, "Not Here")
+        await req.relay_in_dialog(req.params.get("downstream"))
         return
 
     req.record_route()

@@ -37,7 +37,9 @@ What changes in Python:
 
 Script parameters (``--define NAME=VALUE``):
 
-- ``downstream``: where new requests go (``udp:10.0.0.1:5060``); else the Request-URI's host.
+- ``downstream``: where new requests go (``udp:10.0.0.1:5060``), else to the Request-URI's
+  host; and the in-dialog requests of a UA that ignores Record-Route (sipp's built-in
+  uac sends its ACK and BYE to the proxy, with no Route).
 - ``db_timeout``: seconds the query may take (default 2).
 """
 
@@ -53,11 +55,10 @@ DB_TIMEOUT = 2.0
 @routes.request
 async def main(req: RequestContext) -> None:
     # In-dialog requests (BYE, re-INVITE, the ACK of a 200) follow their Route set, as in
-    # routes/default.py: the subscriber was looked up when the dialog started.
+    # routes/default.py: the subscriber was looked up when the dialog started; those of a UA that
+    # ignored our Record-Route go downstream.
     if req.has_to_tag:
-        req.loose_route()
-        if not await req.relay() and not req.is_stateless:
-            await req.reply(404, "Not Here")
+        await req.relay_in_dialog(req.params.get("downstream"))
         return
 
     req.record_route()

@@ -21,6 +21,8 @@ Script parameters (``--define NAME=VALUE``):
 
 - ``routing_url``: the service's URL (required).
 - ``rest_timeout``: seconds the service may take (default 1).
+- ``downstream``: where the in-dialog requests of a UA that ignores Record-Route go (sipp's
+  built-in uac sends its ACK and BYE to the proxy, with no Route); without it they get 404.
 """
 
 from triosip.script.api import (
@@ -39,11 +41,11 @@ REST_TIMEOUT = 1.0
 
 @routes.request
 async def main(req: RequestContext) -> None:
-    # In-dialog requests follow their Route set, as in routes/default.py.
+    # In-dialog requests (BYE, re-INVITE, the ACK of a 200) follow their Route set, as in
+    # routes/default.py: the service was asked when the dialog started; those of a UA that ignored
+    # our Record-Route go downstream.
     if req.has_to_tag:
-        req.loose_route()
-        if not await req.relay() and not req.is_stateless:
-            await req.reply(404, "Not Here")
+        await req.relay_in_dialog(req.params.get("downstream"))
         return
 
     req.record_route()

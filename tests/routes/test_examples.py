@@ -32,10 +32,10 @@ import pytest
 import trio
 
 from triosip.ops import open_database, open_rest_client
-from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import ScriptEnvironment, ScriptHandlers, load_routes
+from triosip.script import ScriptEnvironment
 from triosip.sip import Request, Response
-from triosip.testing.proxy import UdpPeer, open_udp_peer
+from triosip.testing import proxy as harness
+from triosip.testing.proxy import RunningProxy, UdpPeer, open_udp_peer
 from triosip.testing.sipp import UAC_RRS, UAS_RECORD_ROUTE, find_free_port, open_uas, run_uac
 from triosip.transport import Address
 
@@ -134,22 +134,32 @@ async def failed_call(proxy: Address, caller: UdpPeer, *, uri: str, from_user: s
 # -- the proxy, the database, the routing service -----------------------------------------
 
 
+async def start_example(
+    nursery: trio.Nursery,
+    routes_file: str,
+    params: Mapping[str, str],
+    environment: ScriptEnvironment,
+) -> RunningProxy:
+    """Load a routes file of routes/ as ``triosip run`` does and run it on UDP."""
+    return await harness.start_proxy(
+        nursery,
+        ROUTES / routes_file,
+        params=params,
+        environment=environment,
+        fr_timeout=5.0,
+        fr_inv_timeout=10.0,
+        listen=[Address("udp", "127.0.0.1", 0)],
+    )
+
+
 async def start_proxy(
     nursery: trio.Nursery,
     routes_file: str,
     params: Mapping[str, str],
     environment: ScriptEnvironment,
 ) -> Address:
-    """Load a routes file as ``triosip run`` does and run it; the proxy's UDP address."""
-    routes = load_routes(ROUTES / routes_file, params)
-    proxy = Proxy(
-        [Address("udp", "127.0.0.1", 0)],
-        handlers=ScriptHandlers(routes, environment),
-        config=ProxyConfig(fr_timeout=5.0, fr_inv_timeout=10.0),
-    )
-    await nursery.start(environment.serve)
-    listeners: list[Address] = await nursery.start(proxy.serve)
-    return listeners[0]
+    """`start_example`, for the tests that need only the proxy's address."""
+    return (await start_example(nursery, routes_file, params, environment)).udp
 
 
 def seed_subscribers(path: Path, *rows: tuple[str, int]) -> str:
@@ -634,6 +644,67 @@ async def test_parallel_lookup_answers_clearly_when_one_fails(
         # Whether it had reached the service or not, the request that hangs was
         # cancelled: by the query's failure, or by the timeout.
         assert statistics.requests_cancelled == 1
+
+
+# -- every example, real calls of sipp's built-in uac and uas ------------------------------
+
+SIPP_CALLS = 20
+
+
+@pytest.mark.parametrize(
+    "example",
+    ["default.py", "opensips_async.py", "rest_routing.py", "exec_example.py", "parallel_lookup.py"],
+)
+async def test_example_completes_the_calls_of_sipp_s_builtin_uac(
+    tmp_path: Path, example: str
+) -> None:
+    # `sipp -sn uac PROXY` against `sipp -sn uas`, as an operator tries a routes file: the
+    # uac ignores Record-Route, so its ACK and BYE carry no Route and name the proxy in
+    # their Request-URI, as its INVITE did. The example must still get them to the uas.
+    # This used to fail every call but with default.py: loose_route(); relay() sent the
+    # ACK and BYE back to the proxy itself, the BYE was answered 482 Loop Detected, and
+    # the uas never got its ACK.
+    # (abort_unexpected=False on the uas: on a loaded machine the proxy may send an
+    # INVITE again before reading the 180, see tests/proxy/test_calls.py. Every message of
+    # each call must still come for the uac to count it.)
+    with trio.fail_after(30):
+        async with (
+            open_database(seed_subscribers(tmp_path / "subscribers.db", ("sipp", 3))) as db,
+            open_rest_client() as rest,
+            trio.open_nursery() as nursery,
+        ):
+            async with open_uas(stop_grace=0, abort_unexpected=False) as uas:
+                downstream = f"udp:{uas.address}"
+                service = await start_service(nursery, {"bob": downstream})
+                params = {
+                    "downstream": downstream,
+                    "routing_url": service.url(),
+                    "program": str(routing_program(tmp_path, uas.port)),
+                }
+                running = await start_example(
+                    nursery, example, params, ScriptEnvironment(db=db, rest=rest)
+                )
+                uac = await run_uac(
+                    running.udp.host_port,
+                    service="bob",
+                    max_calls=SIPP_CALLS,
+                    rate=50,
+                    global_timeout=15,
+                )
+            statistics = running.proxy.statistics()
+            nursery.cancel_scope.cancel()
+
+    assert (uac.calls_successful, uac.calls_failed) == (SIPP_CALLS, 0), uac.error_log
+    assert uas.result.calls_created == SIPP_CALLS
+    assert uas.result.calls_failed == 0
+    # Every request went to the uas once, none back to the proxy itself; and the proxy
+    # answered nothing itself: no 482, no 404.
+    assert statistics.requests_forwarded == {
+        "INVITE": SIPP_CALLS,
+        "ACK": SIPP_CALLS,
+        "BYE": SIPP_CALLS,
+    }
+    assert statistics.replies_generated == {}
 
 
 # -- triosip run, as a user runs it -------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The script API (`triosip.script.api`): its exports, and ops in every route type.
+"""The script API (`triosip.script.api`): its exports, ops in every route type, and relaying
+within a dialog.
 
 Each test writes its routes in Python, as a routes file would, runs them in a real `Proxy`
 on 127.0.0.1 with a real sqlite file behind ``req.db``, and talks SIP to it over UDP: a raw
@@ -655,3 +656,118 @@ async def test_resume_route_that_raises_gets_500_and_the_proxy_serves_on(
     # The traceback reaches the resume route and its exception.
     assert "broken_resume" in caplog.text
     assert "RuntimeError: bug in the resume route" in caplog.text
+
+
+# -- relaying within a dialog -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["route-set", "fallback", "request-uri"])
+async def test_relay_in_dialog_follows_the_route_set_else_the_fallback_else_the_uri(
+    environment: ScriptEnvironment, path: str
+) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        relayed = await req.relay_in_dialog(req.params.get("fallback"))
+        req.vars["relayed"] = relayed
+
+    with trio.fail_after(5):
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            open_udp_peer() as decoy,
+            trio.open_nursery() as nursery,
+        ):
+            routes.params = {"fallback": decoy.destination}
+            _, proxy = await start_proxy(nursery, routes, environment)
+            myself = f"sip:bob@{proxy.host_port}"
+            if path == "route-set":
+                # Our own Route entry goes; the next one is where the BYE goes.
+                uri = f"sip:bob@{decoy.address.host_port}"
+                route_set = f"<sip:{proxy.host_port};lr>, <sip:{callee.address.host_port};lr>"
+                headers = [("Route", route_set)]
+            elif path == "fallback":
+                # No Route and a Request-URI naming us: a UA that ignored Record-Route.
+                routes.params = {"fallback": callee.destination}
+                uri, headers = myself, []
+            else:
+                uri, headers = f"sip:bob@{callee.address.host_port}", []
+            bye = caller.request("BYE", uri, to_tag="callee", headers=headers)
+            await caller.send(bye, proxy)
+            relayed = await callee.answer(200)
+            response = await caller.receive_response()
+            nursery.cancel_scope.cancel()
+
+    assert (relayed.method, relayed.call_id) == ("BYE", bye.call_id)
+    # Our entry is gone; the callee's stays, for it to remove (RFC 3261 §16.4).
+    expected_route = f"<sip:{callee.address.host_port};lr>" if path == "route-set" else None
+    assert relayed.header("route") == expected_route
+    assert response.status == 200
+    assert decoy.received == []
+
+
+async def test_a_request_to_this_proxy_with_no_way_forward_is_refused_not_looped(
+    environment: ScriptEnvironment, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A BYE and an ACK with no Route whose Request-URI names the proxy, and no fallback;
+    # a new MESSAGE to the proxy itself, relayed with no destination. This used to send
+    # each of them to the proxy itself: the BYE and the MESSAGE came back as loops and got
+    # 482 Loop Detected; the ACK went round until its Max-Forwards ran out.
+    caplog.set_level(logging.INFO)
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        if req.has_to_tag:
+            await req.relay_in_dialog()
+            return
+        if not await req.relay():
+            await req.reply(404, "Nowhere To Send It")
+
+    with trio.fail_after(5):
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
+            server, proxy = await start_proxy(nursery, routes, environment)
+            myself = f"sip:bob@{proxy.host_port}"
+            ack = caller.request("ACK", myself, to_tag="callee")
+            await caller.send(ack, proxy)
+            bye = caller.request("BYE", myself, to_tag="callee")
+            await caller.send(bye, proxy)
+            bye_response = await caller.receive_response()
+            message = caller.request("MESSAGE", myself)
+            await caller.send(message, proxy)
+            message_response = await caller.receive_response()
+            statistics = server.statistics()
+            nursery.cancel_scope.cancel()
+
+    # Kamailio's and OpenSIPS's sample configs answer such a BYE 404 "Not here".
+    assert (bye_response.status, bye_response.reason) == (404, "Not Here")
+    assert (message_response.status, message_response.reason) == (404, "Nowhere To Send It")
+    assert statistics.requests_forwarded == {}
+    assert statistics.requests_received == {"ACK": 1, "BYE": 1, "MESSAGE": 1}
+    # One line each, naming the request and why.
+    for request in (ack, bye, message):
+        [line] = [m for m in caplog.messages if request.call_id in m and "names this proxy" in m]
+        assert request.method in line
+
+
+async def test_relay_in_dialog_of_a_request_without_to_tag_is_a_script_error(
+    environment: ScriptEnvironment,
+) -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        try:
+            await req.relay_in_dialog()
+        except ScriptError as exc:
+            await req.reply(500, str(exc)[:60])
+
+    with trio.fail_after(5):
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
+            _, proxy = await start_proxy(nursery, routes, environment)
+            response = await ask(proxy, caller, "INVITE")
+            nursery.cancel_scope.cancel()
+
+    assert response.status == 500
+    assert "To tag" in response.reason

@@ -9,6 +9,7 @@ from triosip.proxy._forward import NextHop as NextHop
 from triosip.proxy._forward import RoutingError as RoutingError
 from triosip.proxy._forward import parse_destination as parse_destination
 from triosip.proxy._statistics import ProxyStatistics as ProxyStatistics
+from triosip.proxy._target import RouteTarget as RouteTarget
 from triosip.proxy._transaction import Branch as Branch
 from triosip.proxy._transaction import ProxyTransaction as ProxyTransaction
 
@@ -21,6 +22,7 @@ __all__ = [
     "ProxyStatistics",
     "ProxyTransaction",
     "RouteHandlers",
+    "RouteTarget",
     "RoutingError",
     "StatelessRequest",
     "parse_destination",

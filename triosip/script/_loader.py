@@ -13,8 +13,9 @@ import trio
 
 from triosip.errors import TriosipError
 from triosip.proxy import StatelessRequest
+from triosip.script._context import ErrorContext, RequestContext
+from triosip.script._routes import Routes
 from triosip.script._runner import ScriptEnvironment
-from triosip.script.api import ErrorContext, RequestContext, Routes
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -99,17 +100,36 @@ class ScriptHandlers:
         self.environment = environment or ScriptEnvironment()
 
     async def request(self, tx: ProxyTransaction | StatelessRequest) -> None:
+        # The one place the script layer tells the two apart: the proxy hands either.
+        if isinstance(tx, StatelessRequest):
+            await self.stateless(tx)
+            return
         route = self.routes.request_route
         assert route is not None  # load_routes() checked
+        source = tx.server.inbound.source
         # The route's ops (async_) run in this nursery, inside the transaction's cancel
         # scope: the route's run ends when they and their resume routes have ended.
-        if isinstance(tx, StatelessRequest):
-            # The ACK of a 2xx has no transaction to run ops in (async_ refuses); plain
-            # awaits still work. It is a third of a call's requests: skip the nursery.
-            await route(RequestContext(tx, self.routes.params, self.environment, None))
-            return
         async with trio.open_nursery() as ops:
-            await route(RequestContext(tx, self.routes.params, self.environment, ops))
+            context = RequestContext(
+                tx, self.routes.params, self.environment, ops, transaction=tx, source=source
+            )
+            await route(context)
+
+    async def stateless(self, request: StatelessRequest) -> None:
+        """The request route, for a request with no transaction (the ACK of a 2xx)."""
+        route = self.routes.request_route
+        assert route is not None  # load_routes() checked
+        # No transaction to run ops in (async_ refuses); plain awaits still work. It is a
+        # third of a call's requests: skip the nursery.
+        context = RequestContext(
+            request,
+            self.routes.params,
+            self.environment,
+            None,
+            transaction=None,
+            source=request.inbound.source,
+        )
+        await route(context)
 
     async def parse_error(self, proxy: Proxy, bad: BadMessage) -> bool:
         route = self.routes.error_route
