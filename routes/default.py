@@ -28,6 +28,12 @@ async def main(req: RequestContext) -> None:
         await req.relay_in_dialog(req.params.get("downstream"))
         return
 
+    # An ACK without a To tag matched no transaction here (the ACK of a non-2xx is
+    # absorbed by its transaction before any route runs): there is nothing to relay it
+    # to, as in Kamailio's sample config (t_check_trans() fails: exit).
+    if req.method == "ACK":
+        return
+
     # A new dialog or a standalone request: stay on the path of the dialog, and relay.
     req.record_route()
     req.on_failure(failover)

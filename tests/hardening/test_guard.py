@@ -148,3 +148,24 @@ async def test_when_the_grace_ends_a_ringing_call_gets_503_and_its_branch_a_canc
         cancel, _ = await callee.receive_request("CANCEL")
         assert cancel.call_id == invite.call_id
         running.stop()
+
+
+async def test_an_ack_without_a_to_tag_is_dropped_by_the_default_routes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # This used to log a traceback (found by the wire fuzz): an ACK that matches no
+    # transaction runs the request route statelessly, and the default routes armed a
+    # failure route on it, which a stateless request refuses.
+    with trio.fail_after(LIMIT):
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as callee,
+            trio.open_nursery() as nursery,
+        ):
+            running = await start_proxy(nursery, None, params={"downstream": callee.destination})
+            ack = caller.request("ACK", f"sip:bob@{callee.address.host_port}")
+            await caller.send(ack, running.udp)
+            await assert_still_relays(running, caller, callee)
+            running.stop()
+    assert [m.method for m in callee.messages if hasattr(m, "method")] == ["OPTIONS"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
