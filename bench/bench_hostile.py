@@ -24,9 +24,10 @@ import platform
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# tests/sip/hostile.py builds the messages (by path: "tests" may name another package).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sip"))
 
-from tests.sip.hostile import FIELDS, FORMS, hostile_cases, worst_cpu
+from hostile import FIELDS, FORMS, hostile_cases, worst_cpu
 
 
 def main() -> None:

@@ -11,8 +11,11 @@ fields: a bad or empty second Via (loop detection reads them all), a bad Route
 the proxy re-encodes as strict UTF-8 (a UnicodeEncodeError, not even a ParseError).
 
 `check_message` is the one rule that closes that gap. It reads every field the proxy
-core may read, so that on a message that passed, none of them can raise again (they are
-cached on the message: reading them here mostly moves their cost, it does not add it):
+core may read, so that on a message that passed, none of them can raise again. What the
+proxy reads for every request (the Request-URI, every Via, the Route set) is parsed and
+cached on the message, so reading it here moves its cost rather than adding it; the
+URIs the core never reads (Contact, Record-Route, From, To) are only matched against the
+grammar, which is cheaper than building them:
 
 * every Via element of every Via line (host, port, branch, received, rport, maddr, ttl);
 * Route and Record-Route (``<>`` required) and Contact (or a lone ``*``), with the URI
@@ -32,10 +35,14 @@ parses again, a test that inspects a broken field).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from triosip.sip._errors import ParseError
+from triosip.sip._fields import NameAddr, match_uri
 from triosip.sip._message import Request, Response, header_lines_named
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # The headers the proxy core reads as text (and may re-encode as UTF-8), with the label
 # that names them in a reason phrase.
@@ -97,24 +104,35 @@ def _check(message: Request | Response) -> None:
                     line.encode("utf-8")
                 except UnicodeEncodeError:
                     raise ParseError(f"Bad {label} header: not UTF-8") from None
-    for via in message.via:
-        # RFC 3261 §16.3 step 4 reads every Via; their params are split when read.
-        _ = via.params
-    for label, addresses in (
-        ("Route", message.route),
-        ("Record-Route", message.record_route),
-        ("Contact", message.contact),
-        ("From", (message.from_,)),
-        ("To", (message.to,)),
-    ):
-        for address in addresses:
-            try:
-                _ = address.uri
-            except ParseError as error:
-                raise ParseError(f"Bad {label} header: {error.reason}") from None
-    _ = message.cseq, message.call_id, message.max_forwards, message.content_length
+    # RFC 3261 §16.3 step 4 reads every Via (the top one the parser checked).
+    if names.count("via") > 1 or "," in lines[names.index("via")]:
+        _ = message.via
+    # The Request-URI and the Route set are read for every request a proxy forwards:
+    # parsed (and cached) here. The other addresses' URIs are only matched against the
+    # grammar, which is cheaper: reading one later builds it and cannot fail.
     if isinstance(message, Request):
         try:
             _ = message.uri
         except ParseError as error:
             raise ParseError(f"Bad Request-URI: {error.reason}") from None
+    if "route" in names:
+        _uris(message.route, "Route", built=True)
+    if "record-route" in names:
+        _uris(message.record_route, "Record-Route", built=False)
+    if "contact" in names:
+        _uris(message.contact, "Contact", built=False)
+    _uris((message.from_,), "From", built=False)
+    _uris((message.to,), "To", built=False)
+    _ = message.max_forwards  # a request's was checked by the parser; a response's not
+
+
+def _uris(addresses: Iterable[NameAddr], label: str, *, built: bool) -> None:
+    # The URI of each address: built (and cached), or only matched against the grammar.
+    for address in addresses:
+        try:
+            if built:
+                _ = address.uri
+            else:
+                match_uri(address.uri_text)
+        except ParseError as error:
+            raise ParseError(f"Bad {label} header: {error.reason}") from None
