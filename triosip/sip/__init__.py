@@ -1,11 +1,13 @@
 """The SIP message layer: bytes in, values out, and back (sans-IO, stdlib only).
 
-Parse a datagram with `parse_message`, frame a TCP stream with `StreamParser`; read and
-edit the `Request` / `Response` values they give; answer them with `build_response`, or
+Parse a datagram with `parse_message`, frame a TCP stream with `StreamParser`; accept
+what came from the network with `check_message`; read and edit the `Request` /
+`Response` values they give; answer them with `build_response`, or
 answer what could not be parsed with `build_error_response`. Nothing that reads bytes
 from the network raises anything but `ParseError`.
 """
 
+from triosip.sip._check import check_message as check_message
 from triosip.sip._errors import LocalSIPError as LocalSIPError
 from triosip.sip._errors import ParseError as ParseError
 from triosip.sip._errors import SIPError as SIPError
@@ -45,5 +47,6 @@ __all__ = [
     "Via",
     "build_error_response",
     "build_response",
+    "check_message",
     "parse_message",
 ]

@@ -65,9 +65,12 @@ def ci(word: str) -> str:
 # alphanum  =  ALPHA / DIGIT
 ALPHANUM = r"A-Za-z0-9"
 # LWS  =  [*WSP CRLF] 1*WSP ; linear whitespace   (values are unfolded: CRLF is gone)
-LWS = r"[ \t]+"
 # SWS  =  [LWS] ; sep whitespace
-SWS = r"[ \t]*"
+# Possessive: whatever follows LWS or SWS in the grammar never starts with SP or HT, so
+# giving back blanks could never help a match, and trying to on a 64 KB run of blanks
+# followed by garbage is what makes a failing match slow.
+LWS = r"[ \t]++"
+SWS = r"[ \t]*+"
 # SEMI = SWS ";" SWS ; EQUAL = SWS "=" SWS ; SLASH = SWS "/" SWS ; COLON = SWS ":" SWS
 # LAQUOT = SWS "<"   (COMMA and RAQUOT are written out where they are used)
 SEMI = rf"{SWS};{SWS}"
@@ -88,7 +91,7 @@ WORD = rf"[{TOKEN_CHARS}()<>:\\\"/\[\]?{{}}]++"
 # quoted-pair    =  "\" (%x00-09 / %x0B-0C / %x0E-7F)
 QDTEXT = r"[ \t\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]"  # L4: everything above U+007F
 QUOTED_PAIR = r"\\[\x00-\x09\x0b\x0c\x0e-\x7f]"
-QUOTED_STRING = rf'"(?>{QDTEXT}|{QUOTED_PAIR})*+"'
+QUOTED_STRING = rf'"(?>{QDTEXT}++|{QUOTED_PAIR})*+"'
 
 # escaped  =  "%" HEXDIG HEXDIG
 ESCAPED = r"%[0-9A-Fa-f]{2}"
@@ -102,8 +105,10 @@ UNRESERVED_CHARS = ALPHANUM + r"\-_.!~*'()"
 # hostname     =  *( domainlabel "." ) toplabel [ "." ]
 # domainlabel  =  alphanum / alphanum *( alphanum / "-" ) alphanum
 # toplabel     =  ALPHA / ALPHA *( alphanum / "-" ) alphanum
-DOMAINLABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-TOPLABEL = r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+# (A label's inner run is taken whole, then must not end in "-": giving characters back
+# cannot help, since what follows a label is never a label character.)
+DOMAINLABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*+(?<!-))?"
+TOPLABEL = r"[A-Za-z](?:[A-Za-z0-9\-]*+(?<!-))?"
 HOSTNAME = rf"(?>(?:{DOMAINLABEL}\.)*{TOPLABEL}\.?)"
 # IPv4address  =  1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT
 IPV4ADDRESS = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
@@ -239,7 +244,7 @@ DIGITS = re.compile(r"[0-9]{1,10}")
 
 # Where a parameter may end: before the next parameter, the next value, or the end of
 # the value (the fast path joins the values it checks with "\r", see EAGER).
-END_OF_PARAM = r"(?=[ \t]*(?:[;,\r]|\Z))"
+END_OF_PARAM = r"(?=[ \t]*+(?:[;,\r]|\Z))"
 
 # generic-param  =  token [ EQUAL gen-value ]
 # gen-value      =  token / host / quoted-string
@@ -266,7 +271,7 @@ _NAME_ADDR = (
 )
 _ADDRESS_PARAMS = (
     rf"(?P<params>(?>(?:{SEMI}(?:{ci('tag')}{EQUAL}(?P<tag>{TOKEN}){END_OF_PARAM}"
-    rf"|(?!{ci('tag')}[ \t]*(?:[=;,\r]|\Z)){GENERIC_PARAM}))*))"
+    rf"|(?!{ci('tag')}[ \t]*+(?:[=;,\r]|\Z)){GENERIC_PARAM}))*))"
 )
 ADDRESS = rf"(?:{_NAME_ADDR}|(?P<bare>{SCHEME}:[^\x00-\x20\x7f<>\";?,]++)){_ADDRESS_PARAMS}"
 # rec-route / route-param  =  name-addr *( SEMI rr-param ): <> required. The same groups
@@ -304,7 +309,7 @@ VIA_PARM = (
     rf"|{ci('maddr')}{EQUAL}(?P<maddr>{HOST})"
     rf"|{ci('received')}{EQUAL}(?P<received>{IPV4ADDRESS}|{IPV6ADDRESS}|{IPV6REFERENCE})"
     rf"|(?P<rport>{ci('rport')})(?:{EQUAL}(?P<rport_value>{PORT}))?"
-    rf"|(?!{_VIA_KNOWN}[ \t]*(?:[=;,\r]|\Z)){GENERIC_PARAM}"
+    rf"|(?!{_VIA_KNOWN}[ \t]*+(?:[=;,\r]|\Z)){GENERIC_PARAM}"
     rf"){END_OF_PARAM})*))"
 )
 
@@ -343,10 +348,18 @@ REQUEST_URI_RE = re.compile(REQUEST_URI)
 # quoted strings and inside <> do not separate. One element runs up to the next such
 # comma. An unterminated quote or "<" swallows the rest of the value, so that the element
 # then fails its own pattern and says so (it is never silently cut short).
-LIST_ELEMENT = re.compile(r'(?:[^,"<]++|"(?:[^"\\]|\\.)*+"|<[^>]*+>|["<].*+)*+', re.DOTALL)
+LIST_ELEMENT = re.compile(r'(?:[^,"<]++|"(?:[^"\\]++|\\.)*+"|<[^>]*+>|["<].*+)*+', re.DOTALL)
 # RFC 3261 §7.3.1: "replace any linear white space with a single SP before interpreting
 # the field value"; only the folds need it, runs of SP/HT on one line are kept as they are.
-FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
+# FOLD matches a fold and the blanks and folds after it; the blanks before it are
+# stripped by the code that splits at FOLD (_fields.unfold). The pattern starts with a
+# literal CRLF on purpose: ``[ \t]*\r\n[ \t]+`` with ``re.sub`` tried every position of
+# a run of blanks that no fold follows and scanned the rest of the run from each one
+# (quadratic: 64 KB of spaces then a fold used to cost seconds). Several folds in a row
+# make one SP, as the RFC says.
+FOLD = re.compile(r"\r\n[ \t]++(?:\r\n[ \t]++)*+")
+# Where one header line ends and the next begins: a CRLF that is not a fold (§7.3.1).
+LINE_BREAK = re.compile(r"\r\n(?![ \t])")
 # quoted-pair  =  "\" (%x00-09 / %x0B-0C / %x0E-7F)
 QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
 SIP_VERSION_RE = re.compile(SIP_VERSION)
@@ -356,9 +369,9 @@ UNSOUND = re.compile(r"[\x00\r\n]")
 # StreamParser's framing (RFC 3261 §18.3), on the raw header section before decoding:
 # every Content-Length line's value, folds included ("l" is its compact form, §7.3.3).
 CONTENT_LENGTH_LINE = re.compile(
-    rb"\n(?:content-length|l)[ \t]*:([^\r\n]*+(?:\r\n[ \t][^\r\n]*+)*+)", re.IGNORECASE
+    rb"\n(?:content-length|l)[ \t]*+:([^\r\n]*+(?:\r\n[ \t][^\r\n]*+)*+)", re.IGNORECASE
 )
-FOLD_BYTES = re.compile(rb"[ \t]*\r\n[ \t]+")
+FOLD_BYTES = re.compile(rb"\r\n[ \t]++(?:\r\n[ \t]++)*+")  # as FOLD
 DIGITS_BYTES = re.compile(rb"[0-9]{1,10}")
 # A request line's beginning: "Method SP" (to tell a broken request from garbage).
 REQUEST_START = re.compile(rf"{TOKEN} ")

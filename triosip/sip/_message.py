@@ -438,7 +438,9 @@ class Message(_MessageSlots):
             top = self.top_via
             # The rest of the first line ("Via: a, b"), then every further Via line.
             values = self.header_lines("via")
-            _, _, rest = first_via(values[0])
+            # A first line that is the top via-parm alone has no rest to read: skip the
+            # second match of it (check_message reads `via` for every message).
+            rest = None if values[0] == top.text else first_via(values[0])[2]
             others = parse_vias(([rest] if rest is not None else []) + values[1:])
             vias = state.vias = (top, *others)
         return vias

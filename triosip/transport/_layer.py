@@ -22,7 +22,9 @@ TCP listener and one per TCP connection, all in its own nursery; it never return
   back on the connection its request came in on and a request to a peer reuses any live
   connection with it (RFC 5923's spirit). Concurrent sends to a destination with no
   connection yet share one connection attempt.
-* **Errors.** A `triosip.sip.ParseError` goes to ``on_parse_error``, whose caller answers
+* **Errors.** A message is accepted once it parses and passes
+  `triosip.sip.check_message`. A `triosip.sip.ParseError` from either goes to
+  ``on_parse_error``, whose caller answers
   (400, 413, 505...) by calling `TransportLayer.send` back to the source. When the error
   is fatal for a stream (framing lost), the connection stops reading, waits up to
   ``ERROR_LINGER`` seconds for that answer to be sent on it, then closes. Any other
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from triosip.sip import ParseError, StreamParser, parse_message
+from triosip.sip import ParseError, StreamParser, check_message, parse_message
 
 from ._address import TRANSPORTS, Address
 from ._errors import TransportError
@@ -514,6 +516,7 @@ class TransportLayer:
             return
         try:
             message = parse_message(data, max_size=self._limits.max_message_size)
+            check_message(message)  # nothing the proxy reads later may raise
         except ParseError as exc:
             counters.parse_errors += 1
             logger.debug("%s <- %s: bad message: %s", local, source, exc)
@@ -661,6 +664,8 @@ class TransportLayer:
         while True:
             try:
                 message = parser.next_message()
+                if message is not None:
+                    check_message(message)  # nothing the proxy reads later may raise
             except ParseError as exc:
                 counters.parse_errors += 1
                 logger.debug("%s <- %s: bad message: %s", local, peer, exc)

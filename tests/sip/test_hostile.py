@@ -1,0 +1,40 @@
+"""Parsing is linear: no field padded with 64 KB of blanks or folds costs more than ~10 ms.
+
+This used to stall the event loop for seconds per datagram: the unfolding pattern
+(``[ \\t]*\\r\\n[ \\t]+``, applied with ``re.sub``) retried at every blank of a run that
+was not followed by a fold, so a 64 KB run cost 64K²/2 steps (7 to 10 s on this machine
+for one Content-Length, Via, From, To or Call-ID value), and a value folded 20,000 times
+was joined line by line in quadratic time (35 to 75 ms).
+"""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from .hostile import FIELDS, FORMS, hostile_cases, worst_cpu
+
+# CPU seconds allowed per parse or first read of a field, for a ~64 KB message.
+LIMIT = 0.010
+
+CASES: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
+for _field, _form, _place, _data in hostile_cases():
+    CASES.setdefault((_field, _form), []).append((_place, _data))
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("field", list(FIELDS))
+def test_hostile_padding_costs_little_cpu(field: str, form: str) -> None:
+    gc.collect()
+    gc.disable()  # a collection in the middle is not the parser's cost
+    try:
+        for place, data in CASES[(field, form)]:
+            # The machine is shared: a case over the limit gets two more tries, and
+            # only the best counts (a quadratic case fails all three by far).
+            spent, where = worst_cpu(data)
+            if spent >= LIMIT:
+                spent, where = min((spent, where), worst_cpu(data), worst_cpu(data))
+            assert spent < LIMIT, f"{place}: {where} took {spent * 1000:.1f} ms of CPU"
+    finally:
+        gc.enable()

@@ -1,0 +1,138 @@
+"""The acceptance rule: what a received message must satisfy before anyone reads it.
+
+Theory of operation
+-------------------
+The parser checks eagerly only what every message needs for transaction matching (the
+start line, the top Via, From, To, Call-ID, CSeq, Max-Forwards of a request,
+Content-Length) and leaves the rest to be parsed on first read. Before this check, a
+message could be accepted and then raise when the proxy first read one of those other
+fields: a bad or empty second Via (loop detection reads them all), a bad Route
+(forwarding reads it), a bad Request-URI, or a header of bytes that are not UTF-8 that
+the proxy re-encodes as strict UTF-8 (a UnicodeEncodeError, not even a ParseError).
+
+`check_message` is the one rule that closes that gap. It reads every field the proxy
+core may read, so that on a message that passed, none of them can raise again. What the
+proxy reads for every request (the Request-URI, every Via, the Route set) is parsed and
+cached on the message, so reading it here moves its cost rather than adding it; the
+URIs the core never reads (Contact, Record-Route, From, To) are only matched against the
+grammar, which is cheaper than building them:
+
+* every Via element of every Via line (host, port, branch, received, rport, maddr, ttl);
+* Route and Record-Route (``<>`` required) and Contact (or a lone ``*``), with the URI
+  of each entry; From and To with their URIs; Call-ID, CSeq, Max-Forwards (a response's
+  too), Content-Length; a request's Request-URI;
+* those headers are UTF-8 (RFC 3261 §7.3.1, §25.1). Other headers may hold any bytes:
+  they are carried byte for byte through parsing, edits and serialization (all of
+  ``triosip.sip`` encodes with ``surrogateescape``), since a proxy only forwards them.
+
+The transport calls it on every message it receives, right after parsing; a message
+that fails it takes the parse-error path: a request is answered 400 with the reason
+(`build_error_response`, the error carries the lines it needs), a response is dropped
+and counted. It is separate from `parse_message` so that the parser stays a lazy
+reader for bytes that do not come from the network (a message the proxy builds and
+parses again, a test that inspects a broken field).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from triosip.sip._errors import ParseError
+from triosip.sip._fields import NameAddr, match_uri
+from triosip.sip._message import Request, Response, header_lines_named
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# The headers the proxy core reads as text (and may re-encode as UTF-8), with the label
+# that names them in a reason phrase.
+_TEXT_HEADERS: Final = {
+    "via": "Via",
+    "from": "From",
+    "to": "To",
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "route": "Route",
+    "record-route": "Record-Route",
+    "contact": "Contact",
+    "max-forwards": "Max-Forwards",
+    "content-length": "Content-Length",
+    "proxy-require": "Proxy-Require",
+}
+
+
+def check_message(message: Request | Response) -> None:
+    """Check every field of a received message that a proxy may read (see above).
+
+    A pure function: it reads the message's fields (which caches them) and changes
+    nothing else. After it returns, reading `Message.via`, ``top_via``, ``route``,
+    ``record_route``, ``contact``, ``from_``, ``to`` (and the ``uri`` of each of
+    these addresses), ``cseq``, ``call_id``, ``max_forwards``, ``content_length`` and
+    `Request.uri` does not raise, and neither do the proxy's edits of it.
+
+    Args:
+        message: a message `parse_message` or `StreamParser` returned.
+
+    Raises:
+        ParseError: a field is malformed (status 400, the reason names it), completed
+            like a parser's error with what `build_error_response` needs to answer it.
+    """
+    try:
+        _check(message)
+    except ParseError as error:
+        # What answering needs, as the parser gives it (RFC 3261 §8.2.6.2): the top Via,
+        # From, To, Call-ID and CSeq were checked by the parser, so a request is
+        # answerable unless it is an ACK.
+        if isinstance(message, Request):
+            error.is_request = True
+            error.method = message.method
+        else:
+            error.is_request = False
+        error.answer = header_lines_named(message.lines, message._names())
+        raise
+
+
+def _check(message: Request | Response) -> None:
+    lines = message.lines
+    names = message._names()
+    # Only a message with bytes above 0x7F can hold any that are not UTF-8.
+    if not "".join(lines).isascii():
+        for line, name in zip(lines, names, strict=True):
+            label = _TEXT_HEADERS.get(name)
+            if label is not None and not line.isascii():
+                try:
+                    line.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ParseError(f"Bad {label} header: not UTF-8") from None
+    # RFC 3261 §16.3 step 4 reads every Via (the top one the parser checked).
+    if names.count("via") > 1 or "," in lines[names.index("via")]:
+        _ = message.via
+    # The Request-URI and the Route set are read for every request a proxy forwards:
+    # parsed (and cached) here. The other addresses' URIs are only matched against the
+    # grammar, which is cheaper: reading one later builds it and cannot fail.
+    if isinstance(message, Request):
+        try:
+            _ = message.uri
+        except ParseError as error:
+            raise ParseError(f"Bad Request-URI: {error.reason}") from None
+    if "route" in names:
+        _uris(message.route, "Route", built=True)
+    if "record-route" in names:
+        _uris(message.record_route, "Record-Route", built=False)
+    if "contact" in names:
+        _uris(message.contact, "Contact", built=False)
+    _uris((message.from_,), "From", built=False)
+    _uris((message.to,), "To", built=False)
+    _ = message.max_forwards  # a request's was checked by the parser; a response's not
+
+
+def _uris(addresses: Iterable[NameAddr], label: str, *, built: bool) -> None:
+    # The URI of each address: built (and cached), or only matched against the grammar.
+    for address in addresses:
+        try:
+            if built:
+                _ = address.uri
+            else:
+                match_uri(address.uri_text)
+        except ParseError as error:
+            raise ParseError(f"Bad {label} header: {error.reason}") from None
