@@ -104,7 +104,8 @@ class StatelessRequest:
         # §16.11: a stateless proxy's branch is the same for each retransmission of the
         # request, yet differs between requests: a hash of the branch it came with.
         digest = hashlib.blake2b(
-            f"{request.top_via.branch}\x00{request.call_id}".encode(), digest_size=8
+            f"{request.top_via.branch}\x00{request.call_id}".encode("utf-8", "surrogateescape"),
+            digest_size=8,
         ).hexdigest()
         forwarded = prepare_forward(stamp_received(request, self.inbound.source))
         if address.reliable:
@@ -324,14 +325,6 @@ class Proxy:
 
     async def _on_request(self, server: ServerTransaction) -> None:
         request = server.request
-        try:
-            _ = request.uri
-        except ParseError as exc:
-            # RFC 3261 §16.3 step 1: the request must be well formed, Request-URI included;
-            # the parser leaves the URI to first use, so it is checked here, before a route
-            # trips on it (which used to end in a 500 and a logged traceback).
-            await self._answer(server, exc.status, exc.reason, to_tag=_local_tag())
-            return
         if request.method == "CANCEL":
             await self._on_cancel(server)
             return

@@ -62,7 +62,9 @@ def loop_hash(request: Request, received_via: Via) -> str:
         ",".join(request.header_lines("route")),
         ",".join(request.header_lines("proxy-require")),
     )
-    return hashlib.blake2b("\x00".join(parts).encode(), digest_size=5).hexdigest()
+    return hashlib.blake2b(
+        "\x00".join(parts).encode("utf-8", "surrogateescape"), digest_size=5
+    ).hexdigest()
 
 
 def has_looped(request: Request, ours: set[tuple[str, int]]) -> bool:

@@ -495,7 +495,7 @@ class ProxyTransaction:
                 return
         status = forwarded_status(best.status)
         if status != best.status:
-            await self.reply(status)
+            await self.reply(status, "Next Hop Unavailable")
         elif not via_is_ours:
             await self._send_upstream(best, generated=True)
         else:

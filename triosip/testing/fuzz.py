@@ -63,14 +63,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ALLOWED_STATUSES = frozenset({100, 400, 404, 408, 413, 416, 420, 481, 482, 483, 487, 503, 505})
+ALLOWED_STATUSES = frozenset({100, 400, 404, 408, 413, 416, 420, 481, 482, 483, 487, 500, 503, 505})
 """What a proxy running the default routes in front of a callee that answers 200 may send
 to a fuzzer besides a 2xx: 100 Trying, the answers to malformed or refused requests (RFC
 3261 §8.2, §16.3: 400, 413, 416, 420, 482, 483, 505), 481 to a CANCEL that matches
 nothing (§16.10), 404 and 503 from the routes (no route, no next hop), 408 and 487 when
-a branch times out or is cancelled. Never 500: that is the answer to a route that
-raised. Any 2xx may come: the callee's 200, this hop's to a CANCEL, or a stray 2xx of
-the fuzzer's own relayed back to it (RFC 6026 §8.4)."""
+a branch times out or is cancelled, 500 "Next Hop Unavailable" when the only branch's
+transport failed (the 503 of RFC 3261 §16.9, which §16.7 step 6 turns into a 500). Never
+500 "Server Internal Error": that is the answer to a route that raised. Any 2xx may come:
+the callee's 200, this hop's to a CANCEL, or a stray 2xx of the fuzzer's own relayed back
+to it (RFC 6026 §8.4)."""
 
 HOSTILE_BYTES: tuple[bytes, ...] = (
     b"\x00",
@@ -682,7 +684,7 @@ def judge(response: Response) -> str | None:
         None if it is a 2xx or one of `ALLOWED_STATUSES` (a failure with a reason
         phrase), else a sentence saying what is wrong.
     """
-    if response.status == 500:
+    if response.status == 500 and response.reason == "Server Internal Error":
         return f"500 {response.reason!r}: a route raised"
     if response.status // 100 == 2:
         return None
