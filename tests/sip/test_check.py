@@ -228,7 +228,15 @@ def test_a_field_that_would_raise_later_is_refused_on_acceptance(data: bytes, wo
     assert again.header_lines("via") == m.header_lines("via")  # every Via, as it came
 
 
-@pytest.mark.parametrize(("data", "words"), REFUSED)
+# The proxy's loop hash now encodes what the parser decoded (surrogateescape), so a
+# non-UTF-8 Proxy-Require no longer raises when read; the check still refuses it, as it
+# refuses non-UTF-8 in every header the core reads as text.
+NO_LONGER_RAISES_WHEN_READ = {"proxy-require-not-utf8"}
+
+
+@pytest.mark.parametrize(
+    ("data", "words"), [case for case in REFUSED if case.id not in NO_LONGER_RAISES_WHEN_READ]
+)
 def test_without_the_check_the_same_message_raised_when_read(data: bytes, words: str) -> None:
     # This is what the check prevents: accepted by the parser, raising on the first read
     # or edit (ParseError, or a UnicodeEncodeError when the proxy hashed a Route).
