@@ -606,6 +606,8 @@ class Mutator:
 
     def _flip(self, lines: list[bytes], body: bytes) -> tuple[str, bytes]:
         head = bytearray(b"\r\n".join(lines))
+        if not head:  # an earlier mutation of this case truncated it to nothing
+            return "flip", self._rng.choice(HOSTILE_BYTES)
         for _ in range(self._rng.randint(1, 4)):
             head[self._rng.randrange(len(head))] = self._rng.randrange(256)
         return "flip", bytes(head)
