@@ -7,6 +7,7 @@ from triosip.ops import (
     LATENCY_BUCKETS,
     OpFailed,
     OpTimeout,
+    exec_,
     in_thread,
     op_accounting,
     run_with_timeout,
@@ -47,3 +48,18 @@ async def test_a_running_op_is_listed_under_its_task(autojump_clock):
         assert task.name == "op sleep 5"
         nursery.cancel_scope.cancel()
     assert accounting.running == {}
+
+
+@pytest.mark.parametrize("argv", [["sleep", "5"], "sleep 5"])
+async def test_an_exec_that_passes_its_timeout_is_counted_timed_out(argv):
+    # This used to be counted as cancelled: exec runs its pipe readers in a nursery, so its
+    # cancellation comes out as a group, not as a bare trio.Cancelled.
+    accounting = op_accounting()
+    with trio.fail_after(5), pytest.raises(OpTimeout):
+        await run_with_timeout(exec_(argv), 0.2)
+    assert accounting.kinds["exec"].outcomes == {
+        "done": 0,
+        "failed": 0,
+        "timed_out": 1,
+        "cancelled": 0,
+    }

@@ -180,7 +180,7 @@ class Op(Generic[T]):
         accounting = op_accounting()
         task = trio.lowlevel.current_task()
         accounting.started(self, task)
-        outcome: Outcome = "cancelled"
+        outcome: Outcome | None = None  # None: cancelled, by some scope or other
         try:
             result = await self._function()
             outcome = "done"
@@ -190,14 +190,16 @@ class Op(Generic[T]):
         except OpError:
             outcome = "failed"
             raise
-        except trio.Cancelled:
-            if self.timeout is not None and trio.current_time() >= self.started_at + self.timeout:
-                outcome = "timed_out"
-            raise
         except Exception:
             outcome = "failed"
             raise
         finally:
+            # Cancelled, as a bare trio.Cancelled or inside a group (an op that runs a
+            # nursery, as exec does): by its own timeout, or by the transaction's scope.
+            if outcome is None:
+                timeout = self.timeout
+                expired = timeout is not None and trio.current_time() >= self.started_at + timeout
+                outcome = "timed_out" if expired else "cancelled"
             accounting.ended(self, task, outcome)
         return result
 
