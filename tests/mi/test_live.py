@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from triosip.ops import open_database
-from triosip.proxy import ProxyConfig
+from triosip.proxy import ProxyConfig, ProxyTransaction
 from triosip.script import ScriptEnvironment
 from triosip.script.api import FailureContext, RequestContext, Routes, sleep
+from triosip.transaction import TimerConfig
 
 from .helpers import Call, open_peer, ops_of, run_proxy, walk
 
@@ -220,3 +221,75 @@ async def test_the_tree_shows_branches_and_empties_when_fr_timeout_fires() -> No
                 document = await running.wait_for_tasks(lambda d: d["transactions"] == [])
 
     assert ops_of(document) == []
+
+
+def tasks_running(code: object) -> list[trio.lowlevel.Task]:
+    """The tasks of this run whose coroutine runs `code`, found from the root by identity."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    found = []
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        if getattr(task.coro, "cr_code", None) is code:
+            found.append(task)
+        stack.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return found
+
+
+async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        await req.relay(req.params["callee"])
+
+    # T1 of 0.5 s: the CANCEL retransmits for 32 s (Timer F) unless answered, time enough
+    # to look at it.
+    timers = TimerConfig(t1=0.5, t2=4.0, t4=0.05)
+    with trio.fail_after(10):
+        async with open_peer() as caller, open_peer() as callee:
+            routes.params = {"callee": callee.destination}
+            async with run_proxy(
+                routes, config=ProxyConfig(fr_timeout=5.0, fr_inv_timeout=0.3), timers=timers
+            ) as running:
+                await Call.new(caller, running.sip).send("INVITE")
+                invite, source = await callee.request()
+                await callee.answer(invite, source, 180)
+                await caller.response(180)
+                [task] = tasks_running(ProxyTransaction._run_branch.__code__)
+                # A task's name is for people: renamed, it is still the branch's task.
+                task.name = "a renamed task"
+                document = await running.tasks()
+                [node] = [n for n in walk(document["transactions"][0]) if n["name"] == task.name]
+                # This used to be a bare "task": the branch was found by parsing the name.
+                assert node["kind"] == "branch"
+                assert node["branch"]["destination"] == callee.destination
+                assert node["client"]["method"] == "INVITE"
+                assert node["client"]["state"] == "Proceeding"
+                [view] = running.proxy.inspect().all_views()
+                [branch] = view.branches
+                assert branch.task is task
+                assert branch.client is not None
+                assert branch.client.state == "Proceeding"
+
+                # fr_inv_timeout fires: the proxy CANCELs the branch (RFC 3261 §16.8).
+                cancel, cancel_source = await callee.request()
+                assert cancel.method == "CANCEL"
+                [cancel_task] = tasks_running(ProxyTransaction._run_cancel.__code__)
+                cancel_task.name = "another renamed task"
+                document = await running.tasks()
+                [node] = [
+                    n for n in walk(document["transactions"][0]) if n["name"] == cancel_task.name
+                ]
+                assert node["kind"] == "cancel"
+                assert node["client"]["method"] == "CANCEL"
+                assert node["branch"]["cancel_sent"] is True
+                [view] = running.proxy.inspect().all_views()
+                [branch] = view.branches
+                assert branch.cancel_task is cancel_task
+                assert branch.cancel_client is not None
+                assert branch.cancel_client.method == "CANCEL"
+                await callee.answer(cancel, cancel_source, 200)
+                await callee.answer(invite, source, 487)
+                await caller.response(408)  # the branch's fr timer fired: a local 408
