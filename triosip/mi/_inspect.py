@@ -52,21 +52,6 @@ MAX_DEPTH = 16
 _Runs = tuple[BranchSample, "ClientView | None"]
 
 
-def sample_transactions(
-    inspection: ProxyInspection, accounting: OpAccounting
-) -> list[TransactionSample]:
-    """Sample every live server transaction, with its tasks and branches, in one step.
-
-    Args:
-        inspection: the running proxy's inspection interface (`Proxy.inspect`).
-        accounting: the ops of this trio run (`triosip.ops.op_accounting`).
-
-    Returns:
-        One sample per live server transaction, in the layer's order.
-    """
-    return _samples(inspection.all_views(), accounting)
-
-
 def sample_some(
     inspection: ProxyInspection, listed: Sequence[Listed], accounting: OpAccounting
 ) -> list[TransactionSample]:
