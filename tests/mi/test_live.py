@@ -223,18 +223,22 @@ async def test_the_tree_shows_branches_and_empties_when_fr_timeout_fires() -> No
     assert ops_of(document) == []
 
 
-def tasks_running(code: object) -> list[trio.lowlevel.Task]:
-    """The tasks of this run whose coroutine runs `code`, found from the root by identity."""
+def all_tasks() -> list[trio.lowlevel.Task]:
+    """Every task of this run, from the root down."""
     root = trio.lowlevel.current_root_task()
     assert root is not None
     found = []
     stack = [root]
     while stack:
         task = stack.pop()
-        if getattr(task.coro, "cr_code", None) is code:
-            found.append(task)
+        found.append(task)
         stack.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
     return found
+
+
+def tasks_running(code: object) -> list[trio.lowlevel.Task]:
+    """The tasks of this run whose coroutine runs `code` (found by identity)."""
+    return [task for task in all_tasks() if getattr(task.coro, "cr_code", None) is code]
 
 
 async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() -> None:
@@ -293,3 +297,26 @@ async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() 
                 await callee.answer(cancel, cancel_source, 200)
                 await callee.answer(invite, source, 487)
                 await caller.response(408)  # the branch's fr timer fired: a local 408
+
+
+async def test_launched_work_is_found_by_identity_not_by_name() -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.launch(sleep(30), report=None)
+        await req.reply(200)
+
+    environment = ScriptEnvironment(max_launched=10)
+    with trio.fail_after(10):
+        async with open_peer() as caller, run_proxy(routes, environment=environment) as running:
+            await Call.new(caller, running.sip).send("OPTIONS")
+            await caller.response(200, "OPTIONS")
+            [task] = [t for t in all_tasks() if t.name == "launch sleep sleep 30"]
+            task.name = "a renamed task"
+            document = await running.wait_for_tasks(lambda d: d["transactions"] == [])
+            # This used to be empty: launched work was found by the "launch " of its name.
+            [node] = document["launched"]
+            assert node["name"] == "a renamed task"
+            assert node["op"]["description"] == "sleep 30"
+            assert document["summary"]["launched"] == 1
