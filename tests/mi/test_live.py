@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from triosip.ops import open_database
+from triosip.mi._inspect import sample_some
+from triosip.ops import op_accounting, open_database
 from triosip.proxy import ProxyConfig, ProxyTransaction
 from triosip.script import ScriptEnvironment
 from triosip.script.api import FailureContext, RequestContext, Routes, sleep
@@ -22,6 +23,9 @@ from .helpers import Call, open_peer, ops_of, run_proxy, walk
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from triosip.mi import TransactionSample
+    from triosip.proxy.inspection import TransactionView
 
 # A query that runs for minutes unless interrupted: it shows as pending, and only a cancel
 # that really interrupts sqlite lets the test end.
@@ -320,3 +324,51 @@ async def test_launched_work_is_found_by_identity_not_by_name() -> None:
             assert node["name"] == "a renamed task"
             assert node["op"]["description"] == "sleep 30"
             assert document["summary"]["launched"] == 1
+
+
+async def test_the_running_routes_and_their_deadlines_are_found_by_identity() -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.on_failure(failover)
+        await sleep(30)  # cancelled by fr_timeout
+
+    @routes.failure
+    async def failover(req: FailureContext) -> None:
+        await sleep(30)  # cancelled by its own fr_timeout
+
+    async def wait_for_route(request_route: bool) -> tuple[TransactionView, TransactionSample]:
+        """The view of the one transaction once it runs one route, the request route or
+        another, and its sample as the MI takes it, both of one instant."""
+        while True:
+            inspection = running.proxy.inspect()
+            views = inspection.all_views()
+            if views and [r.request_route for r in views[0].routes] == [request_route]:
+                listing = inspection.listing()
+                entries = listing.entries(0, len(listing))
+                [sampled] = sample_some(inspection, entries, op_accounting())
+                return views[0], sampled
+            await trio.sleep(0.005)
+
+    with trio.fail_after(10):
+        async with (
+            open_peer() as caller,
+            run_proxy(routes, config=ProxyConfig(fr_timeout=0.5)) as running,
+        ):
+            await Call.new(caller, running.sip).send("INVITE")
+            view, sampled = await wait_for_route(request_route=True)
+            [route] = view.routes
+            assert route.request_route
+            assert route.deadline == view.created_at + 0.5
+            assert sampled.route_deadline == route.deadline
+            assert sampled.failure_route == "failover"
+
+            view, sampled = await wait_for_route(request_route=False)
+            [route] = view.routes
+            assert route.name == "failover"
+            assert route.deadline > view.created_at + 0.5
+            # This used to be the request route's fr_timeout, passed already: a route ran
+            # (a nursery was counted), whichever it was.
+            assert sampled.route_deadline is None
+            await caller.response(408)

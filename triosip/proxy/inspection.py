@@ -93,7 +93,9 @@ class RouteView:
     """A route of a proxied transaction that runs now.
 
     Attributes:
-        name: the route's name as ``triosip tasks`` shows it (``failover``).
+        name: the route's name as ``triosip tasks`` shows it (``failover``); the request
+            route goes by the name of the entry point that runs it (``request``, of the
+            script layer's handlers).
         deadline: its cancel scope's deadline (its fr_timeout); ``inf`` when it has none.
         request_route: whether it is the request route (whose scope is the transaction's
             fr_timeout before any branch); else a failure, onreply or branch route.
