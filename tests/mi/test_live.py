@@ -12,15 +12,20 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from triosip.ops import open_database
-from triosip.proxy import ProxyConfig
+from triosip.mi._inspect import sample_some
+from triosip.ops import op_accounting, open_database
+from triosip.proxy import ProxyConfig, ProxyTransaction
 from triosip.script import ScriptEnvironment
 from triosip.script.api import FailureContext, RequestContext, Routes, sleep
+from triosip.transaction import TimerConfig
 
 from .helpers import Call, open_peer, ops_of, run_proxy, walk
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from triosip.mi import TransactionSample
+    from triosip.proxy.inspection import TransactionView
 
 # A query that runs for minutes unless interrupted: it shows as pending, and only a cancel
 # that really interrupts sqlite lets the test end.
@@ -220,3 +225,150 @@ async def test_the_tree_shows_branches_and_empties_when_fr_timeout_fires() -> No
                 document = await running.wait_for_tasks(lambda d: d["transactions"] == [])
 
     assert ops_of(document) == []
+
+
+def all_tasks() -> list[trio.lowlevel.Task]:
+    """Every task of this run, from the root down."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    found = []
+    stack = [root]
+    while stack:
+        task = stack.pop()
+        found.append(task)
+        stack.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return found
+
+
+def tasks_running(code: object) -> list[trio.lowlevel.Task]:
+    """The tasks of this run whose coroutine runs `code` (found by identity)."""
+    return [task for task in all_tasks() if getattr(task.coro, "cr_code", None) is code]
+
+
+async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        await req.relay(req.params["callee"])
+
+    # T1 of 0.5 s: the CANCEL retransmits for 32 s (Timer F) unless answered, time enough
+    # to look at it.
+    timers = TimerConfig(t1=0.5, t2=4.0, t4=0.05)
+    with trio.fail_after(10):
+        async with open_peer() as caller, open_peer() as callee:
+            routes.params = {"callee": callee.destination}
+            async with run_proxy(
+                routes, config=ProxyConfig(fr_timeout=5.0, fr_inv_timeout=0.3), timers=timers
+            ) as running:
+                await Call.new(caller, running.sip).send("INVITE")
+                invite, source = await callee.request()
+                await callee.answer(invite, source, 180)
+                await caller.response(180)
+                [task] = tasks_running(ProxyTransaction._run_branch.__code__)
+                # A task's name is for people: renamed, it is still the branch's task.
+                task.name = "a renamed task"
+                document = await running.tasks()
+                [node] = [n for n in walk(document["transactions"][0]) if n["name"] == task.name]
+                # This used to be a bare "task": the branch was found by parsing the name.
+                assert node["kind"] == "branch"
+                assert node["branch"]["destination"] == callee.destination
+                assert node["client"]["method"] == "INVITE"
+                assert node["client"]["state"] == "Proceeding"
+                [view] = running.proxy.inspect().all_views()
+                [branch] = view.branches
+                assert branch.task is task
+                assert branch.client is not None
+                assert branch.client.state == "Proceeding"
+
+                # fr_inv_timeout fires: the proxy CANCELs the branch (RFC 3261 §16.8).
+                cancel, cancel_source = await callee.request()
+                assert cancel.method == "CANCEL"
+                [cancel_task] = tasks_running(ProxyTransaction._run_cancel.__code__)
+                cancel_task.name = "another renamed task"
+                document = await running.tasks()
+                [node] = [
+                    n for n in walk(document["transactions"][0]) if n["name"] == cancel_task.name
+                ]
+                assert node["kind"] == "cancel"
+                assert node["client"]["method"] == "CANCEL"
+                assert node["branch"]["cancel_sent"] is True
+                [view] = running.proxy.inspect().all_views()
+                [branch] = view.branches
+                assert branch.cancel_task is cancel_task
+                assert branch.cancel_client is not None
+                assert branch.cancel_client.method == "CANCEL"
+                await callee.answer(cancel, cancel_source, 200)
+                await callee.answer(invite, source, 487)
+                await caller.response(408)  # the branch's fr timer fired: a local 408
+
+
+async def test_launched_work_is_found_by_identity_not_by_name() -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.launch(sleep(30), report=None)
+        await req.reply(200)
+
+    environment = ScriptEnvironment(max_launched=10)
+    with trio.fail_after(10):
+        async with open_peer() as caller, run_proxy(routes, environment=environment) as running:
+            await Call.new(caller, running.sip).send("OPTIONS")
+            await caller.response(200, "OPTIONS")
+            [task] = [t for t in all_tasks() if t.name == "launch sleep sleep 30"]
+            task.name = "a renamed task"
+            document = await running.wait_for_tasks(lambda d: d["transactions"] == [])
+            # This used to be empty: launched work was found by the "launch " of its name.
+            [node] = document["launched"]
+            assert node["name"] == "a renamed task"
+            assert node["op"]["description"] == "sleep 30"
+            assert document["summary"]["launched"] == 1
+
+
+async def test_the_running_routes_and_their_deadlines_are_found_by_identity() -> None:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        req.on_failure(failover)
+        await sleep(30)  # cancelled by fr_timeout
+
+    @routes.failure
+    async def failover(req: FailureContext) -> None:
+        await sleep(30)  # cancelled by its own fr_timeout
+
+    async def wait_for_route(request_route: bool) -> tuple[TransactionView, TransactionSample]:
+        """The view of the one transaction once it runs one route, the request route or
+        another, and its sample as the MI takes it, both of one instant."""
+        while True:
+            inspection = running.proxy.inspect()
+            views = inspection.all_views()
+            if views and [r.request_route for r in views[0].routes] == [request_route]:
+                listing = inspection.listing()
+                entries = listing.entries(0, len(listing))
+                [sampled] = sample_some(inspection, entries, op_accounting())
+                return views[0], sampled
+            await trio.sleep(0.005)
+
+    with trio.fail_after(10):
+        async with (
+            open_peer() as caller,
+            run_proxy(routes, config=ProxyConfig(fr_timeout=0.5)) as running,
+        ):
+            await Call.new(caller, running.sip).send("INVITE")
+            view, sampled = await wait_for_route(request_route=True)
+            [route] = view.routes
+            assert route.request_route
+            assert route.deadline == view.created_at + 0.5
+            assert sampled.route_deadline == route.deadline
+            assert sampled.failure_route == "failover"
+
+            view, sampled = await wait_for_route(request_route=False)
+            [route] = view.routes
+            assert route.name == "failover"
+            assert route.deadline > view.created_at + 0.5
+            # This used to be the request route's fr_timeout, passed already: a route ran
+            # (a nursery was counted), whichever it was.
+            assert sampled.route_deadline is None
+            await caller.response(408)

@@ -285,13 +285,15 @@ class ManagementInterface:
         """``GET /tasks``: the task tree (`task_tree`), filtered and limited by the query,
         built a slice at a time so that SIP keeps running meanwhile."""
         query = TaskQuery.from_params(request.query)
-        return HttpResponse(status=200, body=await tasks_document(self.proxy, query))
+        body = await tasks_document(self.proxy.inspect(), query, self._launched_tasks)
+        return HttpResponse(status=200, body=body)
 
     async def transactions(self, request: HttpRequest) -> HttpResponse:
         """``GET /transactions``: the transaction table (`transaction_table`), built the
         same way."""
         query = TaskQuery.from_params(request.query)
-        return HttpResponse(status=200, body=await transactions_document(self.proxy, query))
+        body = await transactions_document(self.proxy.inspect(), query)
+        return HttpResponse(status=200, body=body)
 
     async def stats(self, request: HttpRequest) -> HttpResponse:
         """``GET /stats``: `statistics` as JSON."""
@@ -350,6 +352,11 @@ class ManagementInterface:
         return HttpResponse.json(
             200, {"reloaded": True, "routes": str(routes_file), "reloads": self.reloads}
         )
+
+    def _launched_tasks(self) -> list[trio.lowlevel.Task]:
+        # Launched work runs in the script environment's nursery, beyond any transaction.
+        handlers = self.proxy.handlers
+        return handlers.environment.launched_tasks() if isinstance(handlers, ScriptHandlers) else []
 
     def statistics(self) -> dict[str, Any]:
         """The ``GET /stats`` document of the proxy now."""

@@ -12,8 +12,9 @@ step, with a checkpoint (`trio.lowlevel.checkpoint`) between two slices, so that
 proxy runs in between and no stretch without a checkpoint grows with the number of
 transactions.
 
-What a document is then: the transactions are listed at one instant (a copy of the
-layer's list, oldest first); one that starts later is not in it. Each entry is sampled
+Everything comes from the proxy's inspection interface (`triosip.proxy.inspection`). What
+a document is then: the transactions are listed at one instant (a copy of the layer's
+list, oldest first); one that starts later is not in it. Each entry is sampled
 in one step, so it is self-consistent: its state, timers, tasks and branches are of one
 instant, and its ages are relative to that instant. Two entries of different slices may
 be of instants some milliseconds apart, and a transaction that ended in between is left
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from triosip.mi._inspect import ClientIndex, sample_launched, sample_some, server_tasks
+from triosip.mi._inspect import sample_launched, sample_some
 from triosip.mi._tasks import (
     launched_entry,
     summary_fields,
@@ -40,11 +41,10 @@ from triosip.mi._tasks import (
 from triosip.ops import op_accounting
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from triosip.mi._tasks import TaskQuery, TransactionSample
-    from triosip.proxy import Proxy
-    from triosip.transaction import ServerTransaction
+    from triosip.proxy.inspection import Listed, ProxyInspection
 
 SLICE = 20
 """Transactions sampled, built and encoded between two checkpoints (~2 ms of work here):
@@ -54,21 +54,26 @@ COUNT_SLICE = 1000
 """Transactions filtered and counted between two checkpoints (~1 ms)."""
 
 
-async def tasks_document(proxy: Proxy, query: TaskQuery) -> bytes:
+async def tasks_document(
+    inspection: ProxyInspection,
+    query: TaskQuery,
+    launched_tasks: Callable[[], Iterable[trio.lowlevel.Task]],
+) -> bytes:
     """The ``GET /tasks`` document (`triosip.mi.task_tree`'s shape) as JSON, built a
     slice at a time (module doc).
 
     Args:
-        proxy: the running proxy.
+        inspection: the running proxy's inspection interface (`Proxy.inspect`).
         query: which transactions, how many, or only the summary.
+        launched_tasks: the tasks of ``launch()``ed work now (the script environment's).
 
     Returns:
         The JSON text, encoded, with a final newline.
     """
-    listing = await _Listing.take(proxy, query)
-    entries, shown = await _entries(proxy, listing, query, transaction_entry)
+    listing = await _Listing.take(inspection, query)
+    entries, shown = await _entries(inspection, listing, query, transaction_entry)
     accounting = op_accounting()
-    launched = sample_launched(accounting, skip=set(server_tasks(proxy)))
+    launched = sample_launched(launched_tasks(), accounting)
     summary = summary_fields(
         transactions=listing.total,
         matched=len(listing.matched),
@@ -89,15 +94,15 @@ async def tasks_document(proxy: Proxy, query: TaskQuery) -> bytes:
     return text.encode()
 
 
-async def transactions_document(proxy: Proxy, query: TaskQuery) -> bytes:
+async def transactions_document(inspection: ProxyInspection, query: TaskQuery) -> bytes:
     """The ``GET /transactions`` document (`triosip.mi.transaction_table`'s shape) as
     JSON, built a slice at a time (module doc).
 
     Returns:
         The JSON text, encoded, with a final newline.
     """
-    listing = await _Listing.take(proxy, query)
-    entries, shown = await _entries(proxy, listing, query, transaction_row)
+    listing = await _Listing.take(inspection, query)
+    entries, shown = await _entries(inspection, listing, query, transaction_row)
     summary = summary_fields(
         transactions=listing.total,
         matched=len(listing.matched),
@@ -115,24 +120,23 @@ class _Listing:
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.matched: list[ServerTransaction] = []
-        self.shown: list[ServerTransaction] = []
+        self.matched: list[Listed] = []
+        self.shown: list[Listed] = []
         self.methods: Counter[str] = Counter()
         self.states: Counter[str] = Counter()
 
     @classmethod
-    async def take(cls, proxy: Proxy, query: TaskQuery) -> _Listing:
-        servers = proxy.transactions.server_transactions()  # oldest first
+    async def take(cls, inspection: ProxyInspection, query: TaskQuery) -> _Listing:
+        servers = inspection.listing()  # oldest first
         listing = cls(len(servers))
         matches = query.matches_fields
         for start in range(0, len(servers), COUNT_SLICE):
             now = trio.current_time()
-            for server in servers[start : start + COUNT_SLICE]:
-                request = server.request
-                if matches(request.call_id, request.method, server.created_at, now):
-                    listing.matched.append(server)
-                    listing.methods[request.method] += 1
-                    listing.states[server.state.value] += 1
+            for entry in servers.entries(start, start + COUNT_SLICE):
+                if matches(entry.call_id, entry.method, entry.created_at, now):
+                    listing.matched.append(entry)
+                    listing.methods[entry.method] += 1
+                    listing.states[entry.state] += 1
             await trio.lowlevel.checkpoint()
         limit = query.limit
         listing.shown = listing.matched if limit is None else listing.matched[:limit]
@@ -140,7 +144,7 @@ class _Listing:
 
 
 async def _entries(
-    proxy: Proxy,
+    inspection: ProxyInspection,
     listing: _Listing,
     query: TaskQuery,
     build: Callable[[TransactionSample, float], dict[str, Any]],
@@ -151,13 +155,12 @@ async def _entries(
         return "", 0
     servers = listing.shown
     accounting = op_accounting()
-    clients = ClientIndex(proxy.transactions)
     parts: list[str] = []
     count = 0
     for start in range(0, len(servers), SLICE):
         # One synchronous step per slice: each entry is of one instant (module doc).
         now = trio.current_time()
-        samples = sample_some(proxy, servers[start : start + SLICE], accounting, clients)
+        samples = sample_some(inspection, servers[start : start + SLICE], accounting)
         if samples:
             parts.append(_encode([build(sample, now) for sample in samples])[1:-1])
             count += len(samples)

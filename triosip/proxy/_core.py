@@ -33,8 +33,10 @@ from triosip.proxy._forward import (
     target_of,
     via_value,
 )
+from triosip.proxy._names import route_name
 from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
 from triosip.proxy._transaction import ProxyTransaction
+from triosip.proxy.inspection import ProxyInspection
 from triosip.sip import URI, ParseError, Request, Response, build_error_response, build_response
 from triosip.transaction import (
     LoadLimits,
@@ -216,6 +218,11 @@ class Proxy:
         `transactions` have their own ``statistics()``)."""
         return self.counters.snapshot(transactions_active=len(self.live))
 
+    def inspect(self) -> ProxyInspection:
+        """A read-only view of what runs now, for the management interface: the live
+        transactions, their branches and routes, and the tasks that run them."""
+        return ProxyInspection(self.transactions, self.live)
+
     @property
     def unanswered(self) -> int:
         """How many live transactions have sent no final response yet."""
@@ -283,7 +290,7 @@ class Proxy:
         try:
             return await route(*args)
         except Exception:
-            logger.exception("%s route %s raised", tx.log_prefix(), _route_name(route))
+            logger.exception("%s route %s raised", tx.log_prefix(), route_name(route))
             if isinstance(tx, ProxyTransaction) and not tx.final_sent:
                 await tx.reply(500, "Server Internal Error")
             return None
@@ -445,7 +452,3 @@ def _describe(message: Request | Response) -> str:
     """A message in a log line, from what the parser checked (reading nothing lazy)."""
     kind = message.method if isinstance(message, Request) else str(message.status)
     return f"{kind} {message.call_id}"
-
-
-def _route_name(route: Callable[..., Awaitable[Any]]) -> str:
-    return getattr(route, "__qualname__", repr(route))

@@ -26,7 +26,7 @@ import math
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
@@ -43,10 +43,12 @@ from triosip.proxy._forward import (
     target_of,
     via_value,
 )
+from triosip.proxy._names import route_name
 from triosip.proxy._response import best_response, forwarded_status, merge_challenges
 from triosip.proxy._statistics import status_class
 from triosip.sip import ParseError, Request, Response, build_response, parse_message
 from triosip.transaction import (
+    ClientTransaction,
     ServerTransaction,
     TransactionError,
     TransactionTimeout,
@@ -88,11 +90,25 @@ class Branch:
     # RFC 3261 §18.1.1: the request and address over UDP, when it went over TCP only for
     # its size: a refused connection then has it retried over UDP.
     udp_fallback: tuple[Request, Address] | None = None
+    # What runs for the branch, for the management interface to find by identity: the task
+    # and client transaction of the request, then those of its CANCEL (RFC 3261 §9.1).
+    # Each is set while it runs: a client transaction from its first transmission on.
+    task: trio.lowlevel.Task | None = None
+    client: ClientTransaction | None = None
+    cancel_task: trio.lowlevel.Task | None = None
+    cancel_client: ClientTransaction | None = None
 
     @property
     def pending(self) -> bool:
         """No final response yet."""
         return self.response is None
+
+
+class RunningRoute(NamedTuple):
+    """A route that runs now, inside its cancel scope (`ProxyTransaction.run_route`)."""
+
+    route: Callable[..., Awaitable[Any]]
+    scope: trio.CancelScope
 
 
 class ProxyTransaction:
@@ -114,10 +130,10 @@ class ProxyTransaction:
         self.branches: list[Branch] = []
         self.record_route_requested = False
         self.cancelled = False
-        # The scopes of the routes running now (the request route's is `work_scope`): a
-        # CANCEL cancels them, and with them every op the routes await or started.
+        # The routes running now, with their scopes (the request route's is `work_scope`):
+        # a CANCEL cancels them, and with them every op the routes await or started.
         self.work_scope = trio.CancelScope()
-        self._route_scopes: list[trio.CancelScope] = []
+        self._routes: list[RunningRoute] = []
         self._to_tag: str | None = None
         # Unsubscripted: open_memory_channel[T] costs ~3 µs per call, per transaction.
         self._inbox_send: trio.MemorySendChannel[tuple[Branch, Response | None]]
@@ -138,6 +154,12 @@ class ProxyTransaction:
         if self._to_tag is None:
             self._to_tag = secrets.token_hex(6)
         return self._to_tag
+
+    @property
+    def running_routes(self) -> tuple[RunningRoute, ...]:
+        """The routes running now, outermost first (a branch route runs inside the request
+        route's `relay()`), each with the cancel scope it runs in."""
+        return tuple(self._routes)
 
     def log_prefix(self) -> str:
         # Both come from the wire: cut, so that a 60 KB Call-ID is not in every line.
@@ -247,17 +269,18 @@ class ProxyTransaction:
             scope = trio.CancelScope(deadline=trio.current_time() + self.fr_timeout)
         if self.cancelled:
             scope.cancel()
-        self._route_scopes.append(scope)
+        running = RunningRoute(route, scope)
+        self._routes.append(running)
         try:
             with scope:
                 await self.proxy.run_route(self, route, *args)
         finally:
-            self._route_scopes.remove(scope)
+            self._routes.remove(running)
         if scope.cancelled_caught and not self.cancelled:
             logger.info(
                 "%s route %s: fr_timeout (%g s) passed, its ops cancelled",
                 self.log_prefix(),
-                getattr(route, "__qualname__", route),
+                route_name(route),
                 self.fr_timeout,
             )
         return not scope.cancelled_caught
@@ -274,8 +297,8 @@ class ProxyTransaction:
         if self.cancelled or self.final_sent:
             return
         self.cancelled = True
-        for scope in self._route_scopes:
-            scope.cancel()
+        for running in self._routes:
+            running.scope.cancel()
         self._cancel_pending_branches()
 
     async def _reject_if_invalid(self) -> bool:
@@ -336,6 +359,13 @@ class ProxyTransaction:
         return forwarded.with_header_first("via", via_value(local, branch))
 
     async def _run_branch(self, branch: Branch) -> None:
+        branch.task = trio.lowlevel.current_task()
+        try:
+            await self._run_branch_client(branch)
+        finally:
+            branch.task = None
+
+    async def _run_branch_client(self, branch: Branch) -> None:
         local: Response | None = None
         with branch.scope:
             while True:
@@ -349,6 +379,7 @@ class ProxyTransaction:
                         # through on_stray, forwarded statelessly (RFC 6026 §8.4), so the
                         # branch need not hold its 64*T1 of memory for them.
                         wait_in_accepted=False,
+                        task_status=_Started(branch, cancel=False),
                     )
                 except TransactionTimeout:
                     local = build_response(branch.request, 408, to_tag=self.to_tag)
@@ -358,6 +389,8 @@ class ProxyTransaction:
                     # RFC 3261 §16.9: a transport error on a branch is a 503 from it.
                     logger.info("%s branch %s: %s", self.log_prefix(), branch.branch, exc)
                     local = build_response(branch.request, 503, to_tag=self.to_tag)
+                finally:
+                    branch.client = None
                 break
         if local is not None:
             self._post(branch, local)
@@ -522,7 +555,7 @@ class ProxyTransaction:
         if cancel is not None:
             assert branch.destination is not None
             self.server.nursery.start_soon(
-                self._run_cancel, cancel, branch.destination, name=f"NICT CANCEL {branch.branch}"
+                self._run_cancel, branch, cancel, name=f"NICT CANCEL {branch.branch}"
             )
 
     def _cancel_for(self, branch: Branch) -> Request | None:
@@ -548,47 +581,67 @@ class ProxyTransaction:
         if self.final_sent:
             return
         self.cancelled = True  # no failure route, no resume route from now on
-        for scope in self._route_scopes:
-            scope.cancel()
+        for running in self._routes:
+            running.scope.cancel()
         for branch in self.branches:
             if branch.pending and not branch.ended:
                 cancel = self._cancel_for(branch)
                 if cancel is not None:
                     assert branch.destination is not None
                     await self.server.nursery.start(
-                        self._run_cancel,
-                        cancel,
-                        branch.destination,
-                        name=f"NICT CANCEL {branch.branch}",
+                        self._run_cancel, branch, cancel, name=f"NICT CANCEL {branch.branch}"
                     )
         await self.reply(status, reason, headers)
 
     async def _run_cancel(
         self,
+        branch: Branch,
         cancel: Request,
-        destination: Address,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        sent = _Started(task_status)
+        assert branch.destination is not None
+        branch.cancel_task = trio.lowlevel.current_task()
+        sent = _Started(branch, cancel=True, task_status=task_status)
         try:
             await self.proxy.transactions.run_client(
-                cancel, destination, on_response=lambda _client, _response: None, task_status=sent
+                cancel,
+                branch.destination,
+                on_response=lambda _client, _response: None,
+                task_status=sent,
             )
         except (TransactionTimeout, TransportFailure) as exc:
             logger.info("%s CANCEL not answered: %s", self.log_prefix(), exc)
+        finally:
+            branch.cancel_task = branch.cancel_client = None
         if not sent.done:  # it never left: whoever waits for it must not wait forever
             task_status.started()
 
 
 class _Started:
-    """Passes a client transaction's ``started`` on to a task's own ``task_status``."""
+    """The ``task_status`` of a branch's client transaction: keeps the transaction on the
+    branch once it has sent its request, and passes the news on to a task's own
+    ``task_status``."""
 
-    def __init__(self, task_status: trio.TaskStatus[None]) -> None:
+    __slots__ = ("branch", "cancel", "done", "task_status")
+
+    def __init__(
+        self,
+        branch: Branch,
+        *,
+        cancel: bool,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        self.branch = branch
+        self.cancel = cancel
         self.task_status = task_status
         self.done = False
 
-    def started(self, value: object = None) -> None:
+    def started(self, value: ClientTransaction | None = None) -> None:
+        if self.cancel:
+            self.branch.cancel_client = value
+        else:
+            self.branch.client = value
         self.done = True
         self.task_status.started()
 

@@ -19,9 +19,15 @@ from typing import TYPE_CHECKING, Any, Self
 import trio
 
 from triosip.ops import Database, Op, OpError, RestClient
-from triosip.proxy import Branch, NextHop, ProxyTransaction, RoutingError, parse_destination
+from triosip.proxy import (
+    Branch,
+    NextHop,
+    ProxyTransaction,
+    RoutingError,
+    parse_destination,
+    route_name,
+)
 from triosip.script._message_view import MessageView
-from triosip.script._routes import route_name
 from triosip.script._runner import (
     OpLike,
     ScriptEnvironment,

@@ -50,9 +50,3 @@ class Routes:
     branch = route
     resume = route
     report = route
-
-
-def route_name(route: Callable[..., Any]) -> str:
-    """The name a route goes by in log lines and in ``triosip tasks``: its qualified name
-    (``failover``, ``make_routes.<locals>.failover``), or its repr for an odd callable."""
-    return getattr(route, "__qualname__", None) or repr(route)

@@ -146,6 +146,10 @@ class ScriptEnvironment:
             finally:
                 self._nursery = None
 
+    def launched_tasks(self) -> list[trio.lowlevel.Task]:
+        """The tasks of the launched work running now (for the management interface)."""
+        return list(self._nursery.child_tasks) if self._nursery is not None else []
+
     def launch(self, op: Op[Any], work: Callable[[], Awaitable[None]]) -> None:
         """Start `work` (which runs `op`, then reports) beyond any transaction.
 

@@ -240,6 +240,15 @@ class ServerTransaction:
         """Where responses are sent (RFC 3261 §18.2.2, RFC 3581)."""
         return self._destination
 
+    @property
+    def task(self) -> trio.lowlevel.Task | None:
+        """The transaction's task while it runs (the parent of its `nursery`); None before
+        it has opened its nursery and once it has ended."""
+        try:
+            return self.nursery.parent_task
+        except AttributeError:  # no nursery yet, or no more (_release)
+            return None
+
     def timer_deadlines(self) -> dict[str, float]:
         """The timers now armed.
 
