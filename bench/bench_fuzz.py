@@ -38,9 +38,6 @@ from triosip.testing.proxy import open_udp_peer
 from triosip.testing.sipp import find_free_port, stop_process, wait_listening
 from triosip.transport import Address
 
-BATCH = 25  # cases sent before the fuzzer lets the proxy breathe
-PAUSE = 0.002  # seconds between batches
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -50,6 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fuzz-minutes", type=float, default=0.5, help="how long to fuzz")
     parser.add_argument("--transport", default="udp,tcp", help="udp, tcp or udp,tcp")
     parser.add_argument("--seed", type=int, default=1, help="the first mutator's seed")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=400,
+        help="cases a second per transport: below what the proxy can take, so that a lost "
+        "probe means a stuck proxy, not a saturated one (0: as fast as it goes)",
+    )
     parser.add_argument("--cases-per-seed", type=int, default=5000, help="then the next seed")
     parser.add_argument(
         "--big-run", type=int, default=8000, help="the longest whitespace run of a rare case"
@@ -85,6 +89,7 @@ async def fuzz_transport(
     seed = args.seed if transport == "udp" else args.seed + 1_000_000
     async with open_udp_peer(strict=False) as fuzzer, open_tcp_fuzz_client(proxy) as tcp:
         caller = fuzzer.address.host_port if transport == "udp" else "127.0.0.1:9"
+        started, count = trio.current_time(), 0
         while trio.current_time() < stop_at and not run.died:
             mutator = Mutator(
                 seed,
@@ -95,7 +100,7 @@ async def fuzz_transport(
             )
             known = [] if args.no_known else mutator.known()
             cases = [*known, *(next(mutator) for _ in range(args.cases_per_seed))]
-            for n, case in enumerate(cases, start=1):
+            for case in cases:
                 if trio.current_time() >= stop_at or run.died:
                     break
                 try:
@@ -107,8 +112,11 @@ async def fuzz_transport(
                     run.died = True
                     break
                 run.sent[transport] += 1
-                if n % BATCH == 0:
-                    await trio.sleep(PAUSE)
+                count += 1
+                if args.rate:
+                    await trio.sleep_until(started + count / args.rate)  # paced
+                elif count % 25 == 0:
+                    await trio.sleep(0.002)  # as fast as it goes, letting the probe in
             seed += 1
         for message in fuzzer.messages:
             if isinstance(message, Response):
