@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from triosip.cli import main
-from triosip.proxy import ProxyConfig
 from triosip.script.api import RequestContext, Routes, sleep
 
 from .helpers import Call, open_peer, run_proxy
@@ -92,10 +91,9 @@ async def get_raw(running: Running, target: str) -> dict[str, Any]:
 
 
 async def test_a_thousand_transactions(capsys: pytest.CaptureFixture[str]) -> None:
-    config = ProxyConfig(fr_timeout=120.0, fr_inv_timeout=120.0)
     with trio.fail_after(30):
         async with (
-            run_proxy(holding_routes(), config=config) as running,
+            run_proxy(holding_routes(), fr_timeout=120.0, fr_inv_timeout=120.0) as running,
             trio.open_nursery() as nursery,
         ):
             await fill(running)

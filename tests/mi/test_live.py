@@ -14,10 +14,9 @@ import trio
 
 from triosip.mi._inspect import sample_some
 from triosip.ops import op_accounting, open_database
-from triosip.proxy import ProxyConfig, ProxyTransaction
+from triosip.proxy import ProxyTransaction
 from triosip.script import ScriptEnvironment
 from triosip.script.api import FailureContext, RequestContext, Routes, sleep
-from triosip.transaction import TimerConfig
 
 from .helpers import Call, open_peer, ops_of, run_proxy, walk
 
@@ -63,7 +62,8 @@ async def test_pending_ops_show_under_their_transaction_until_it_is_cancelled(
             run_proxy(
                 pending_routes(),
                 environment=ScriptEnvironment(db=db, max_launched=10),
-                config=ProxyConfig(fr_timeout=30.0, fr_inv_timeout=60.0),
+                fr_timeout=30.0,
+                fr_inv_timeout=60.0,
             ) as running,
             open_peer() as caller,
         ):
@@ -162,9 +162,7 @@ async def test_the_tree_shows_branches_and_empties_when_fr_timeout_fires() -> No
     with trio.fail_after(10):
         async with open_peer() as caller, open_peer() as callee:
             routes.params = {"callee": callee.destination}
-            async with run_proxy(
-                routes, config=ProxyConfig(fr_timeout=0.8, fr_inv_timeout=1.5)
-            ) as running:
+            async with run_proxy(routes, fr_timeout=0.8, fr_inv_timeout=1.5) as running:
                 call = Call.new(caller, running.sip)
                 await call.send("INVITE")
                 document = await running.wait_for_tasks(lambda d: d["summary"]["ops_running"] == 1)
@@ -254,13 +252,11 @@ async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() 
 
     # T1 of 0.5 s: the CANCEL retransmits for 32 s (Timer F) unless answered, time enough
     # to look at it.
-    timers = TimerConfig(t1=0.5, t2=4.0, t4=0.05)
+    timers = {"t1": 0.5, "t2": 4.0, "t4": 0.05}
     with trio.fail_after(10):
         async with open_peer() as caller, open_peer() as callee:
             routes.params = {"callee": callee.destination}
-            async with run_proxy(
-                routes, config=ProxyConfig(fr_timeout=5.0, fr_inv_timeout=0.3), timers=timers
-            ) as running:
+            async with run_proxy(routes, fr_timeout=5.0, fr_inv_timeout=0.3, **timers) as running:
                 await Call.new(caller, running.sip).send("INVITE")
                 invite, source = await callee.request()
                 await callee.answer(invite, source, 180)
@@ -354,7 +350,7 @@ async def test_the_running_routes_and_their_deadlines_are_found_by_identity() ->
     with trio.fail_after(10):
         async with (
             open_peer() as caller,
-            run_proxy(routes, config=ProxyConfig(fr_timeout=0.5)) as running,
+            run_proxy(routes, fr_timeout=0.5, fr_inv_timeout=120.0) as running,
         ):
             await Call.new(caller, running.sip).send("INVITE")
             view, sampled = await wait_for_route(request_route=True)

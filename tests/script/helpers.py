@@ -32,18 +32,21 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from triosip.app import Running, serve_triosip
 from triosip.ops import open_database, open_rest_client
-from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import ScriptEnvironment, ScriptHandlers
+from triosip.script import ScriptEnvironment
 from triosip.script.api import Op, Routes, exec_, in_thread, sleep
 from triosip.sip import Request, Response, build_response, parse_message
+from triosip.testing.proxy import local_config
 from triosip.transaction import TimerConfig
 from triosip.transport import Address
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from triosip.config import Config
     from triosip.ops import Database, RestClient
+    from triosip.proxy import Proxy
     from triosip.script._runner import OpLike
     from triosip.script.api import FailureContext, RequestContext
 
@@ -434,20 +437,17 @@ READERS = 4
 
 
 async def _serve_proxy(
-    proxy: Proxy,
+    config: Config,
+    routes: Routes,
     environment: ScriptEnvironment,
     stopped: trio.Event,
     *,
-    task_status: trio.TaskStatus[tuple[trio.CancelScope, Address]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    # As triosip.cli.serve_until_signalled: the launch nursery and the proxy, in a scope that
-    # the test may cancel (the last step of a shutdown) while the resources stay open.
+    # The launch nursery and the proxy, in a scope that the test may cancel (the last step
+    # of a shutdown) while the resources, opened by the harness, stay open.
     try:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(environment.serve)
-                listeners: list[Address] = await nursery.start(proxy.serve)
-                task_status.started((scope, listeners[0]))
+        await serve_triosip(config, routes=routes, environment=environment, task_status=task_status)
     finally:
         stopped.set()
 
@@ -489,17 +489,19 @@ async def open_harness(
             )
             http.port = listeners[0].socket.getsockname()[1]
         environment = ScriptEnvironment(db=db, rest=rest, max_launched=10)
-        proxy = Proxy(
-            [Address("udp", "127.0.0.1", 0)],
-            handlers=ScriptHandlers(routes, environment),
-            config=ProxyConfig(fr_timeout=fr_timeout, fr_inv_timeout=10 * fr_timeout),
-            timers=timers,
+        config = local_config(
+            listen=(Address("udp", "127.0.0.1", 0),),
+            fr_timeout=fr_timeout,
+            fr_inv_timeout=10 * fr_timeout,
+            t1=timers.t1,
+            t2=timers.t2,
+            t4=timers.t4,
         )
         stopped = trio.Event()
-        proxy_scope, address = await nursery.start(_serve_proxy, proxy, environment, stopped)
-        caller = Caller(sock, address)
+        running: Running = await nursery.start(_serve_proxy, config, routes, environment, stopped)
+        caller = Caller(sock, running.listeners[0])
         await nursery.start(caller.serve)
-        yield Harness(proxy, caller, proxy_scope, stopped, tmp_path, db, rest, http)
+        yield Harness(running.proxy, caller, running.scope, stopped, tmp_path, db, rest, http)
         nursery.cancel_scope.cancel()
 
 

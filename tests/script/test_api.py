@@ -24,8 +24,7 @@ import pytest
 import trio
 
 from triosip.ops import open_database
-from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import ScriptEnvironment, ScriptHandlers, api
+from triosip.script import ScriptEnvironment, api
 from triosip.script.api import (
     BranchContext,
     FailureContext,
@@ -40,11 +39,14 @@ from triosip.script.api import (
     sleep,
 )
 from triosip.sip import Request, Response
+from triosip.testing import proxy as testing
 from triosip.testing.proxy import UdpPeer, open_udp_peer
 from triosip.transport import Address
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+
+    from triosip.proxy import Proxy
 
 # -- nothing left behind ------------------------------------------------------------------
 
@@ -125,14 +127,15 @@ async def start_proxy(
     nursery: trio.Nursery, routes: Routes, environment: ScriptEnvironment
 ) -> tuple[Proxy, Address]:
     """Run `routes` in a proxy on 127.0.0.1 (and `environment`, for launch())."""
-    proxy = Proxy(
-        [Address("udp", "127.0.0.1", 0)],
-        handlers=ScriptHandlers(routes, environment),
-        config=ProxyConfig(fr_timeout=5.0, fr_inv_timeout=10.0),
+    running = await testing.start_proxy(
+        nursery,
+        routes,
+        environment=environment,
+        fr_timeout=5.0,
+        fr_inv_timeout=10.0,
+        listen=[Address("udp", "127.0.0.1", 0)],
     )
-    await nursery.start(environment.serve)
-    listeners: list[Address] = await nursery.start(proxy.serve)
-    return proxy, listeners[0]
+    return running.proxy, running.udp
 
 
 @pytest.fixture
