@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
+from tests.support.mi import Call, open_peer
 from triosip.cli import main
 from triosip.testing.sipp import find_free_port
 from triosip.transport import Address
-
-from .helpers import Call, open_peer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -15,15 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from tests.support.mi import Call, open_peer, run_proxy
 from triosip.cli import main
 from triosip.script.api import RequestContext, Routes, sleep
-
-from .helpers import Call, open_peer, run_proxy
 
 if TYPE_CHECKING:
     import pytest
 
-    from .helpers import Running
+    from tests.support.mi import Running
 
 TRANSACTIONS = 1000
 # The longest the loop may run something else than a task that wakes every millisecond,

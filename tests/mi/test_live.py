@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from tests.support.mi import Call, open_peer, ops_of, run_proxy, walk
 from triosip.mi._inspect import sample_some
 from triosip.ops import op_accounting, open_database
 from triosip.proxy import ProxyTransaction
 from triosip.script import ScriptEnvironment
 from triosip.script.api import FailureContext, RequestContext, Routes, sleep
-
-from .helpers import Call, open_peer, ops_of, run_proxy, walk
 
 if TYPE_CHECKING:
     from pathlib import Path

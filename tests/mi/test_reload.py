@@ -8,18 +8,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from tests.support.mi import Call, open_peer, run_proxy
 from triosip.mi import MIConfig
 from triosip.script.api import Routes
 from triosip.testing.sipp import open_uas, run_uac
-
-from .helpers import Call, open_peer, run_proxy
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
 
-    from .helpers import Peer, Running
+    from tests.support.mi import Peer, Running
 
 # OPTIONS is answered by the routes themselves, with a reason phrase that says which
 # routes ran; anything else is relayed downstream after an op (a sleep in one version, a

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
+from tests.support.leaks import child_pids, triosip_threads
+from tests.support.ops import LONG_QUERY
+from tests.support.script_api import ask, send_request, start_proxy
 from triosip.ops import open_database
 from triosip.script import ScriptEnvironment
 from triosip.script.api import (
@@ -30,24 +33,11 @@ from triosip.script.api import (
 from triosip.sip import Response
 from triosip.testing.proxy import open_udp_peer
 
-from .test_api import ask, child_pids, send_request, start_proxy, triosip_threads
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
-# About 3 s of sqlite work: a cancel that does not interrupt it makes the test fail.
-LONG_QUERY = (
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000) "
-    "SELECT count(*) AS n FROM c"
-)
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    yield
-    assert child_pids() == set(), "child processes left behind"
-    assert triosip_threads() == [], "worker threads still running"
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 
 @pytest.fixture
