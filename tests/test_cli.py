@@ -279,3 +279,9 @@ async def test_a_negative_grace_is_refused_at_start(tmp_path):
     assert "Traceback" not in stderr, stderr
     assert process.returncode == EXIT_USAGE, stderr
     assert stderr.splitlines()[-1] == "triosip: --grace must be a number of seconds >= 0, not -5"
+
+
+async def test_a_t1_beyond_t2_is_refused_in_one_line(tmp_path):
+    # This used to end in a traceback (the timers' own check, unhandled) and exit code 1.
+    line = problem(await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--t1", "5"))
+    assert line == "triosip: --t1 must be at most --t2 (4), not 5"
