@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from tests.support.mi import Call, open_peer, run_proxy
+from tests.support.mi import Call, run_proxy
 from triosip.cli import main
 from triosip.script.api import RequestContext, Routes, sleep
+from triosip.testing.proxy import open_udp_peer
 
 if TYPE_CHECKING:
     import pytest
@@ -47,7 +48,7 @@ def holding_routes() -> Routes:
 
 async def fill(running: Running) -> None:
     layer = running.proxy.transactions
-    async with open_peer() as caller:
+    async with open_udp_peer() as caller:
         for sent in range(1, TRANSACTIONS + 1):
             await Call.new(caller, running.sip).send("INVITE")
             if sent % 100 == 0:  # in bursts the proxy's socket buffer takes

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from tests.support.mi import Call, open_peer, run_proxy
+from tests.support.mi import Call, run_proxy
 from triosip.mi import MIConfig
 from triosip.script.api import Routes
+from triosip.testing.proxy import open_udp_peer
 from triosip.testing.sipp import open_uas, run_uac
 
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
     import pytest
 
-    from tests.support.mi import Peer, Running
+    from tests.support.mi import Running
+    from triosip.testing.proxy import UdpPeer
 
 # OPTIONS is answered by the routes themselves, with a reason phrase that says which
 # routes ran; anything else is relayed downstream after an op (a sleep in one version, a
@@ -47,10 +49,10 @@ def write_routes(path: Path, version: str, op: str = SLEEP_OP) -> None:
     path.write_text(ROUTES.format(version=version, op=op))
 
 
-async def options_reason(running: Running, caller: Peer) -> str:
+async def options_reason(running: Running, caller: UdpPeer) -> str:
     call = Call.new(caller, running.sip)
     await call.send("OPTIONS")
-    response = await caller.response(200, "OPTIONS")
+    response = await caller.receive_response(status=200, method="OPTIONS")
     return response.reason
 
 
@@ -60,7 +62,7 @@ async def test_reload_swaps_the_routes_and_a_bad_file_keeps_the_old(tmp_path: Pa
     with trio.fail_after(10):
         async with (
             run_proxy(path) as running,
-            open_peer() as caller,
+            open_udp_peer() as caller,
         ):
             assert await options_reason(running, caller) == "first"
 
@@ -111,7 +113,7 @@ async def test_reload_picks_up_an_edit_made_within_the_same_second(
     with trio.fail_after(10):
         async with (
             run_proxy(path) as running,
-            open_peer() as caller,
+            open_udp_peer() as caller,
         ):
             assert await options_reason(running, caller) == "v1"
             write_routes(path, "v2")
@@ -174,7 +176,7 @@ async def test_a_routes_file_that_exits_at_import_does_not_end_the_proxy(tmp_pat
     with trio.fail_after(10):
         async with (
             run_proxy(path) as running,
-            open_peer() as caller,
+            open_udp_peer() as caller,
         ):
             for body in (
                 "import sys\nsys.exit('missing config')\n",
