@@ -29,10 +29,9 @@ import time
 import trio
 
 import triosip
-from triosip.cli import freeze_survivors
-from triosip.mi import MIConfig, serve_mi
+from triosip.mi import MIConfig
 from triosip.script.api import RequestContext, Routes
-from triosip.testing.proxy import UdpPeer, open_udp_peer, start_proxy
+from triosip.testing.proxy import UdpPeer, local_config, open_udp_peer, start_proxy
 from triosip.transport import Address
 
 # The fetcher: GET the URL in a loop for a while, then print each fetch's time and size.
@@ -146,12 +145,13 @@ async def main(args: argparse.Namespace) -> None:
             fr_timeout=3600.0,
             fr_inv_timeout=3600.0,
             listen=[Address("udp", "127.0.0.1", 0)],
+            # As `triosip run` does: what survives a second leaves the collector's sight,
+            # so that its full collections do not walk the live transactions (and stall).
+            config=local_config(mi=MIConfig(port=0), freeze_gc=True),
         )
-        mi: tuple[str, int] = await nursery.start(serve_mi, running.proxy, MIConfig(port=0))
+        mi = running.running.mi
+        assert mi is not None
         nursery.start_soon(ring, callee)
-        # As `triosip run` does: what survives a second leaves the collector's sight, so
-        # that its full collections do not walk the live transactions (and stall) each time.
-        nursery.start_soon(freeze_survivors)
         layer = running.proxy.transactions
         for sent in range(args.transactions):
             await caller.send(caller.request("INVITE"), running.udp)

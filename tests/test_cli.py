@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from triosip.cli import _transport_limits, build_parser
+from triosip.cli import build_config, build_parser
 from triosip.testing.proxy import open_udp_peer
 from triosip.testing.sipp import (
     UAC_RRS,
@@ -259,5 +259,29 @@ async def test_sigterm_lets_live_calls_run_for_the_grace_period(tmp_path):
 def test_reply_to_via_is_off_unless_asked(argv: list[str], reply_to_via: bool) -> None:
     # Responses go back to the request's source unless the operator opts in (a Via is
     # the client's word: obeying it makes a reflector).
-    args = build_parser().parse_args(["run", *argv])
-    assert _transport_limits(args).reply_to_via is reply_to_via
+    args = build_parser().parse_args(["run", "--db", "sqlite:///unused.db", *argv])
+    assert build_config(args).transport.reply_to_via is reply_to_via
+
+
+async def test_a_negative_grace_is_refused_at_start(tmp_path):
+    # This used to be taken: the proxy ran, and SIGTERM then ended it with exit code 1
+    # and a traceback (a negative timeout), never answering its live calls.
+    port = find_free_port()
+    args = ("run", "--listen", f"udp:127.0.0.1:{port}", "--grace", "-5")
+    with trio.fail_after(20):
+        async with running(tmp_path, *args) as process:
+            with trio.move_on_after(5):
+                await process.wait()
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
+    stderr = _stderr(tmp_path)
+    assert "Traceback" not in stderr, stderr
+    assert process.returncode == EXIT_USAGE, stderr
+    assert stderr.splitlines()[-1] == "triosip: --grace must be a number of seconds >= 0, not -5"
+
+
+async def test_a_t1_beyond_t2_is_refused_in_one_line(tmp_path):
+    # This used to end in a traceback (the timers' own check, unhandled) and exit code 1.
+    line = problem(await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--t1", "5"))
+    assert line == "triosip: --t1 must be at most --t2 (4), not 5"

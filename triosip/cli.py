@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import signal
@@ -16,6 +15,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from triosip import __version__
+from triosip.app import serve_triosip
+from triosip.config import LOG_LEVELS, Config, ConfigError
 from triosip.mi import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -27,26 +28,19 @@ from triosip.mi import (
     parse_mi_address,
     print_stats,
     print_tasks,
-    serve_mi,
 )
-from triosip.ops import database_path, open_database, open_rest_client
-from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import (
-    DEFAULT_ROUTES,
-    RoutesLoadError,
-    ScriptEnvironment,
-    ScriptHandlers,
-    load_routes,
-)
-from triosip.transaction import DEFAULT_MAX_TRANSACTIONS, LoadLimits, TimerConfig
-from triosip.transport import Address, TransportError, TransportLimits, parse_listen_spec
+from triosip.script import RoutesLoadError
+from triosip.transport import Address, TransportError, parse_listen_spec
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from triosip.app import Running
+
 logger = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060")
+DEFAULTS = Config()
+"""Where the defaults of ``triosip run``'s options come from."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -89,16 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fr-timeout",
         type=float,
-        default=30.0,
+        default=DEFAULTS.fr_timeout,
         metavar="SECONDS",
-        help="tm's fr_timeout: how long to wait for any reply (default 30)",
+        help=f"tm's fr_timeout: how long to wait for any reply (default {DEFAULTS.fr_timeout:g})",
     )
     run.add_argument(
         "--fr-inv-timeout",
         type=float,
-        default=120.0,
+        default=DEFAULTS.fr_inv_timeout,
         metavar="SECONDS",
-        help="tm's fr_inv_timeout: how long an INVITE may ring (default 120)",
+        help="tm's fr_inv_timeout: how long an INVITE may ring "
+        f"(default {DEFAULTS.fr_inv_timeout:g})",
     )
     run.add_argument(
         "--db",
@@ -110,47 +105,56 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--rest-connections",
         type=int,
-        default=100,
+        default=DEFAULTS.rest_connections,
         metavar="N",
-        help="the most HTTP connections REST ops keep open at once (default 100)",
+        help="the most HTTP connections REST ops keep open at once "
+        f"(default {DEFAULTS.rest_connections})",
     )
     run.add_argument(
         "--max-launched",
         type=int,
-        default=1000,
+        default=DEFAULTS.max_launched,
         metavar="N",
-        help="the most launch()ed ops running at once; more are refused (default 1000)",
+        help="the most launch()ed ops running at once; more are refused "
+        f"(default {DEFAULTS.max_launched})",
     )
     run.add_argument(
         "--max-transactions",
         type=int,
-        default=DEFAULT_MAX_TRANSACTIONS,
+        default=DEFAULTS.max_transactions,
         metavar="N",
         help="the most server transactions held at once, in progress or absorbing "
-        f"retransmissions; new requests beyond get 503 (default {DEFAULT_MAX_TRANSACTIONS:,})",
+        f"retransmissions; new requests beyond get 503 (default {DEFAULTS.max_transactions:,})",
     )
     run.add_argument(
         "--pike",
         type=float,
+        default=DEFAULTS.pike,
         metavar="RATE",
         help="new transactions per second one source IP may start; beyond, its requests "
         "are dropped (default: no limit)",
     )
-    run.add_argument("--t1", type=float, default=0.5, metavar="SECONDS", help="RFC 3261 T1")
-    run.add_argument("--t2", type=float, default=4.0, metavar="SECONDS", help="RFC 3261 T2")
-    run.add_argument("--t4", type=float, default=5.0, metavar="SECONDS", help="RFC 3261 T4")
+    for timer in ("t1", "t2", "t4"):
+        run.add_argument(
+            f"--{timer}",
+            type=float,
+            default=getattr(DEFAULTS, timer),
+            metavar="SECONDS",
+            help=f"RFC 3261 {timer.upper()} (default {getattr(DEFAULTS, timer):g})",
+        )
     run.add_argument(
         "--grace",
         type=float,
-        default=10.0,
+        default=DEFAULTS.grace,
         metavar="SECONDS",
-        help="on SIGTERM/SIGINT, how long live transactions may take to end",
+        help="on SIGTERM/SIGINT, how long live transactions may take to end "
+        f"(default {DEFAULTS.grace:g})",
     )
     run.add_argument(
         "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default INFO",
+        default=DEFAULTS.log_level,
+        choices=LOG_LEVELS,
+        help=f"default {DEFAULTS.log_level}",
     )
     run.add_argument(
         "--mi",
@@ -229,69 +233,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return _run(args) if args.command == "run" else _query_mi(args)
-    except UsageError as exc:
+    except (UsageError, ConfigError) as exc:
         print(f"triosip: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
-def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format=LOG_FORMAT, stream=sys.stderr)
-    listen = _listen_addresses(args.listen or DEFAULT_LISTEN)
-    params = _defines(args.define)
-    mi = _mi_config(args, params)
-    for name, value in (
-        ("--fr-timeout", args.fr_timeout),
-        ("--fr-inv-timeout", args.fr_inv_timeout),
-        ("--t1", args.t1),
-        ("--t2", args.t2),
-        ("--t4", args.t4),
-    ):
-        if not value > 0:
-            raise UsageError(f"{name} must be a number of seconds > 0, not {value}")
-    for name, count in (
-        ("--rest-connections", args.rest_connections),
-        ("--max-launched", args.max_launched),
-        ("--max-transactions", args.max_transactions),
-    ):
-        if count < 1:
-            raise UsageError(f"{name} must be at least 1, not {count}")
-    if args.pike is not None and not args.pike > 0:
-        raise UsageError(f"--pike must be a number of requests per second > 0, not {args.pike}")
-    db_url = args.db or _default_db_url()
-    try:
-        database_path(db_url)
-    except ValueError as exc:
-        raise UsageError(f"--db: {exc}") from None
-    try:
-        routes = load_routes(args.routes, params)
-    except RoutesLoadError as exc:
-        raise UsageError(str(exc)) from None
-    handlers = ScriptHandlers(routes)
-    proxy = Proxy(
-        listen,
-        handlers=handlers,
-        config=ProxyConfig(fr_timeout=args.fr_timeout, fr_inv_timeout=args.fr_inv_timeout),
-        timers=TimerConfig(t1=args.t1, t2=args.t2, t4=args.t4),
-        limits=_transport_limits(args),
-        load=LoadLimits(max_transactions=args.max_transactions, pike_rate=args.pike),
+def build_config(args: argparse.Namespace) -> Config:
+    """The `Config` of ``triosip run``'s arguments.
+
+    Raises:
+        UsageError: an option that does not parse (``--listen``, ``--define``, ``--mi``).
+        ConfigError: a setting out of range.
+    """
+    return Config(
+        listen=_listen_addresses(args.listen) if args.listen else DEFAULTS.listen,
+        routes_file=args.routes,
+        params=_defines(args.define),
+        fr_timeout=args.fr_timeout,
+        fr_inv_timeout=args.fr_inv_timeout,
+        t1=args.t1,
+        t2=args.t2,
+        t4=args.t4,
+        max_transactions=args.max_transactions,
+        pike=args.pike,
+        reply_to_via=args.reply_to_via,
+        db_url=args.db or _default_db_url(),
+        rest_connections=args.rest_connections,
+        max_launched=args.max_launched,
+        grace=args.grace,
+        mi=_mi_config(args),
+        log_level=args.log_level,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    startup_errors = (TransportError, sqlite3.Error, MIError, RoutesLoadError)
     try:
-        trio.run(_serve, proxy, handlers, args, db_url, mi)
+        trio.run(_serve, config)
     except BaseExceptionGroup as group:
-        # A listener that can't bind or a database that can't open fails at startup, deep
-        # in the nurseries: say what to fix, not the traceback of each nursery.
-        startup = _first_leaf(group, (TransportError, sqlite3.Error, MIError))
+        # A routes file that does not load, a listener that can't bind or a database that
+        # can't open fails at startup, deep in the nurseries: say what to fix, not the
+        # traceback of each nursery.
+        startup = _first_leaf(group, startup_errors)
         if startup is None:
             raise
-        raise UsageError(_startup_problem(startup, db_url)) from None
-    except (TransportError, sqlite3.Error, MIError) as exc:
-        raise UsageError(_startup_problem(exc, db_url)) from None
+        raise UsageError(_startup_problem(startup, config)) from None
+    except startup_errors as exc:
+        raise UsageError(_startup_problem(exc, config)) from None
     return 0
-
-
-def _transport_limits(args: argparse.Namespace) -> TransportLimits:
-    """The transport's settings that ``triosip run`` takes from its arguments."""
-    return TransportLimits(reply_to_via=args.reply_to_via)
 
 
 def _first_leaf(
@@ -303,75 +294,18 @@ def _first_leaf(
     return matched
 
 
-def _startup_problem(exc: BaseException, db_url: str) -> str:
-    return f"--db {db_url}: {exc}" if isinstance(exc, sqlite3.Error) else str(exc)
+def _startup_problem(exc: BaseException, config: Config) -> str:
+    return f"--db {config.db_url}: {exc}" if isinstance(exc, sqlite3.Error) else str(exc)
 
 
-async def _serve(
-    proxy: Proxy,
-    handlers: ScriptHandlers,
-    args: argparse.Namespace,
-    db_url: str,
-    mi: MIConfig | None,
-) -> None:
-    async with (
-        open_database(db_url) as db,
-        open_rest_client(max_connections=args.rest_connections) as rest,
-    ):
-        logger.info("database %s", db_url)
-        handlers.environment = ScriptEnvironment(db=db, rest=rest, max_launched=args.max_launched)
-        await serve_until_signalled(proxy, handlers.environment, args.grace, mi=mi)
-
-
-async def serve_until_signalled(
-    proxy: Proxy, environment: ScriptEnvironment, grace: float, *, mi: MIConfig | None = None
-) -> None:
-    """Run `proxy` until SIGTERM or SIGINT, then shut down as DESIGN.md promises: stop
-    taking new transactions, let live ones finish within `grace` seconds, cancel the rest
-    (their ops and launched work with them). The management interface (`mi`, if given)
-    starts first, so that a port in use fails before any SIP listener opens, and serves
-    until the end of the shutdown.
-    """
+async def _serve(config: Config) -> None:
+    """Run triosip until SIGTERM or SIGINT, then shut it down (`Running.shut_down`)."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(environment.serve)
-            if mi is not None:
-                await nursery.start(serve_mi, proxy, mi)
-            await nursery.start(proxy.serve)
-            nursery.start_soon(freeze_survivors, name="gc freeze")
+            running: Running = await nursery.start(serve_triosip, config)
             received = await signals.__anext__()
-            logger.info(
-                "%s: no new transactions; waiting up to %.1f s for %d live ones",
-                signal.Signals(received).name,
-                grace,
-                proxy.unanswered,
-            )
-            await proxy.shut_down(grace)
-            nursery.cancel_scope.cancel()
+            await running.shut_down(config.grace, why=signal.Signals(received).name)
     logger.info("stopped")
-
-
-# Why freeze: a transaction outlives its call by 64*T1 (Timers J, L, M), so ~200 tracked
-# objects per call stay alive for 32 s, and CPython's full collections walk them all again
-# and again: 30-45% of the CPU of a call and 300-450 ms pauses (retransmission storms),
-# reclaiming nothing, since calls make no reference cycles. Freezing what survived a
-# second keeps it out of every later collection; a rare unfreeze + collect reclaims the
-# cycles a traceback or a script may have frozen.
-FREEZE_PERIOD = 1.0
-THAW_PERIOD = 600.0
-
-
-async def freeze_survivors() -> None:
-    """Move the objects that survived the last second out of the collector's sight."""
-    since_thaw = 0.0
-    while True:
-        await trio.sleep(FREEZE_PERIOD)
-        since_thaw += FREEZE_PERIOD
-        if since_thaw >= THAW_PERIOD:
-            since_thaw = 0.0
-            gc.unfreeze()
-            gc.collect()
-        gc.freeze()
 
 
 def _default_db_url() -> str:
@@ -387,19 +321,13 @@ def _default_db_url() -> str:
     return f"sqlite:///{Path(folder).resolve() / 'triosip.sqlite'}"
 
 
-def _mi_config(args: argparse.Namespace, params: dict[str, str]) -> MIConfig | None:
+def _mi_config(args: argparse.Namespace) -> MIConfig | None:
     address = _mi_address(args.mi)
     if address is None:
         return None
     host, port = address
     token = _token(args.mi_token, args.mi_token_file, "--mi-token-file")
-    return MIConfig(
-        host=host,
-        port=port,
-        token=token,
-        routes_file=args.routes or DEFAULT_ROUTES,
-        params=params,
-    )
+    return MIConfig(host=host, port=port, token=token)
 
 
 def _mi_address(spec: str) -> tuple[str, int] | None:
@@ -461,14 +389,14 @@ def _query_mi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _listen_addresses(specs: Sequence[str]) -> list[Address]:
+def _listen_addresses(specs: Sequence[str]) -> tuple[Address, ...]:
     addresses = []
     for spec in specs:
         try:
             addresses.append(parse_listen_spec(spec))
         except ValueError as exc:
             raise UsageError(f"--listen {spec}: {exc}") from None
-    return addresses
+    return tuple(addresses)
 
 
 def _defines(defines: Sequence[str]) -> dict[str, str]:

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
+from tests.support.mi import Call
 from triosip.cli import main
+from triosip.testing.proxy import open_udp_peer
 from triosip.testing.sipp import find_free_port
 from triosip.transport import Address
-
-from .helpers import Call, open_peer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -109,10 +109,10 @@ async def triosip(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[byt
 
 async def test_tasks_and_stats_ask_a_running_proxy(triosip_run: TriosipRun, tmp_path: Path) -> None:
     with trio.fail_after(25):
-        async with open_peer() as caller:
+        async with open_udp_peer() as caller:
             call = Call.new(caller, triosip_run.sip)
             await call.send("INVITE")
-            await caller.response(100)
+            await caller.receive_response(status=100, method="INVITE")
 
             tasks = await triosip(tmp_path, "tasks", "--mi", triosip_run.mi, "--json")
             assert tasks.returncode == 0, tasks.stderr

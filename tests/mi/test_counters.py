@@ -12,10 +12,9 @@ import re
 
 import trio
 
+from tests.support.mi import run_proxy
 from triosip.script.api import RequestContext, Routes, sleep
 from triosip.testing.sipp import open_uas, run_uac
-
-from .helpers import run_proxy
 
 CALLS = 20
 

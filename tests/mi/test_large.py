@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from tests.support.mi import Call, run_proxy
 from triosip.cli import main
-from triosip.proxy import ProxyConfig
 from triosip.script.api import RequestContext, Routes, sleep
-
-from .helpers import Call, open_peer, run_proxy
+from triosip.testing.proxy import open_udp_peer
 
 if TYPE_CHECKING:
     import pytest
 
-    from .helpers import Running
+    from tests.support.mi import Running
 
 TRANSACTIONS = 1000
 # The longest the loop may run something else than a task that wakes every millisecond,
@@ -49,7 +48,7 @@ def holding_routes() -> Routes:
 
 async def fill(running: Running) -> None:
     layer = running.proxy.transactions
-    async with open_peer() as caller:
+    async with open_udp_peer() as caller:
         for sent in range(1, TRANSACTIONS + 1):
             await Call.new(caller, running.sip).send("INVITE")
             if sent % 100 == 0:  # in bursts the proxy's socket buffer takes
@@ -92,10 +91,9 @@ async def get_raw(running: Running, target: str) -> dict[str, Any]:
 
 
 async def test_a_thousand_transactions(capsys: pytest.CaptureFixture[str]) -> None:
-    config = ProxyConfig(fr_timeout=120.0, fr_inv_timeout=120.0)
     with trio.fail_after(30):
         async with (
-            run_proxy(holding_routes(), config=config) as running,
+            run_proxy(holding_routes(), fr_timeout=120.0, fr_inv_timeout=120.0) as running,
             trio.open_nursery() as nursery,
         ):
             await fill(running)

@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from tests.support.mi import Call, ops_of, run_proxy, walk
 from triosip.mi._inspect import sample_some
 from triosip.ops import op_accounting, open_database
-from triosip.proxy import ProxyConfig, ProxyTransaction
+from triosip.proxy import ProxyTransaction
 from triosip.script import ScriptEnvironment
 from triosip.script.api import FailureContext, RequestContext, Routes, sleep
-from triosip.transaction import TimerConfig
-
-from .helpers import Call, open_peer, ops_of, run_proxy, walk
+from triosip.testing.proxy import open_udp_peer
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -63,9 +62,10 @@ async def test_pending_ops_show_under_their_transaction_until_it_is_cancelled(
             run_proxy(
                 pending_routes(),
                 environment=ScriptEnvironment(db=db, max_launched=10),
-                config=ProxyConfig(fr_timeout=30.0, fr_inv_timeout=60.0),
+                fr_timeout=30.0,
+                fr_inv_timeout=60.0,
             ) as running,
-            open_peer() as caller,
+            open_udp_peer() as caller,
         ):
             call = Call.new(caller, running.sip)
             other = Call.new(caller, running.sip)
@@ -160,11 +160,9 @@ async def test_the_tree_shows_branches_and_empties_when_fr_timeout_fires() -> No
         await req.reply(480, "Gone Fishing")
 
     with trio.fail_after(10):
-        async with open_peer() as caller, open_peer() as callee:
+        async with open_udp_peer() as caller, open_udp_peer() as callee:
             routes.params = {"callee": callee.destination}
-            async with run_proxy(
-                routes, config=ProxyConfig(fr_timeout=0.8, fr_inv_timeout=1.5)
-            ) as running:
+            async with run_proxy(routes, fr_timeout=0.8, fr_inv_timeout=1.5) as running:
                 call = Call.new(caller, running.sip)
                 await call.send("INVITE")
                 document = await running.wait_for_tasks(lambda d: d["summary"]["ops_running"] == 1)
@@ -179,7 +177,7 @@ async def test_the_tree_shows_branches_and_empties_when_fr_timeout_fires() -> No
                 )
                 assert math.isclose(node["deadline_in"], tx["next_timer"]["in"], abs_tol=0.01)
 
-                final = await caller.response(480)
+                final = await caller.receive_response(status=480, method="INVITE")
                 assert final.reason == "Gone Fishing"
                 await call.send("ACK", to_tag=final.to.tag or "")
                 await running.wait_for_tasks(lambda d: d["transactions"] == [])
@@ -192,10 +190,10 @@ async def test_the_tree_shows_branches_and_empties_when_fr_timeout_fires() -> No
                     ),
                     running.sip,
                 )
-                invite, source = await callee.request()
-                again, _ = await callee.request()  # Timer A: the INVITE came again
+                invite, source = await callee.receive_request()
+                again, _ = await callee.receive_request()  # Timer A: the INVITE came again
                 assert again.top_via.branch == invite.top_via.branch
-                await callee.answer(invite, source, 180)
+                await callee.respond(invite, 180, source)
                 document = await running.wait_for_tasks(
                     lambda d: any(
                         n.get("client", {}).get("last_status") == 180
@@ -216,11 +214,11 @@ async def test_the_tree_shows_branches_and_empties_when_fr_timeout_fires() -> No
                 )
                 # fr_inv_timeout fires: the proxy CANCELs the branch, the callee answers
                 # 200 and 487, the failure route answers 480.
-                cancel, source = await callee.request()
+                cancel, source = await callee.receive_request()
                 assert cancel.method == "CANCEL"
-                await callee.answer(cancel, source, 200)
-                await callee.answer(invite, source, 487)
-                final = await caller.response(480)
+                await callee.respond(cancel, 200, source)
+                await callee.respond(invite, 487, source)
+                final = await caller.receive_response(status=480, method="INVITE")
                 await relayed.send("ACK", to_tag=final.to.tag or "")
                 document = await running.wait_for_tasks(lambda d: d["transactions"] == [])
 
@@ -254,17 +252,15 @@ async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() 
 
     # T1 of 0.5 s: the CANCEL retransmits for 32 s (Timer F) unless answered, time enough
     # to look at it.
-    timers = TimerConfig(t1=0.5, t2=4.0, t4=0.05)
+    timers = {"t1": 0.5, "t2": 4.0, "t4": 0.05}
     with trio.fail_after(10):
-        async with open_peer() as caller, open_peer() as callee:
+        async with open_udp_peer() as caller, open_udp_peer() as callee:
             routes.params = {"callee": callee.destination}
-            async with run_proxy(
-                routes, config=ProxyConfig(fr_timeout=5.0, fr_inv_timeout=0.3), timers=timers
-            ) as running:
+            async with run_proxy(routes, fr_timeout=5.0, fr_inv_timeout=0.3, **timers) as running:
                 await Call.new(caller, running.sip).send("INVITE")
-                invite, source = await callee.request()
-                await callee.answer(invite, source, 180)
-                await caller.response(180)
+                invite, source = await callee.receive_request()
+                await callee.respond(invite, 180, source)
+                await caller.receive_response(status=180, method="INVITE")
                 [task] = tasks_running(ProxyTransaction._run_branch.__code__)
                 # A task's name is for people: renamed, it is still the branch's task.
                 task.name = "a renamed task"
@@ -282,7 +278,7 @@ async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() 
                 assert branch.client.state == "Proceeding"
 
                 # fr_inv_timeout fires: the proxy CANCELs the branch (RFC 3261 §16.8).
-                cancel, cancel_source = await callee.request()
+                cancel, cancel_source = await callee.receive_request()
                 assert cancel.method == "CANCEL"
                 [cancel_task] = tasks_running(ProxyTransaction._run_cancel.__code__)
                 cancel_task.name = "another renamed task"
@@ -298,9 +294,10 @@ async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() 
                 assert branch.cancel_task is cancel_task
                 assert branch.cancel_client is not None
                 assert branch.cancel_client.method == "CANCEL"
-                await callee.answer(cancel, cancel_source, 200)
-                await callee.answer(invite, source, 487)
-                await caller.response(408)  # the branch's fr timer fired: a local 408
+                await callee.respond(cancel, 200, cancel_source)
+                await callee.respond(invite, 487, source)
+                # the branch's fr timer fired: a local 408
+                await caller.receive_response(status=408, method="INVITE")
 
 
 async def test_launched_work_is_found_by_identity_not_by_name() -> None:
@@ -313,9 +310,9 @@ async def test_launched_work_is_found_by_identity_not_by_name() -> None:
 
     environment = ScriptEnvironment(max_launched=10)
     with trio.fail_after(10):
-        async with open_peer() as caller, run_proxy(routes, environment=environment) as running:
+        async with open_udp_peer() as caller, run_proxy(routes, environment=environment) as running:
             await Call.new(caller, running.sip).send("OPTIONS")
-            await caller.response(200, "OPTIONS")
+            await caller.receive_response(status=200, method="OPTIONS")
             [task] = [t for t in all_tasks() if t.name == "launch sleep sleep 30"]
             task.name = "a renamed task"
             document = await running.wait_for_tasks(lambda d: d["transactions"] == [])
@@ -353,8 +350,8 @@ async def test_the_running_routes_and_their_deadlines_are_found_by_identity() ->
 
     with trio.fail_after(10):
         async with (
-            open_peer() as caller,
-            run_proxy(routes, config=ProxyConfig(fr_timeout=0.5)) as running,
+            open_udp_peer() as caller,
+            run_proxy(routes, fr_timeout=0.5, fr_inv_timeout=120.0) as running,
         ):
             await Call.new(caller, running.sip).send("INVITE")
             view, sampled = await wait_for_route(request_route=True)
@@ -371,4 +368,4 @@ async def test_the_running_routes_and_their_deadlines_are_found_by_identity() ->
             # This used to be the request route's fr_timeout, passed already: a route ran
             # (a nursery was counted), whichever it was.
             assert sampled.route_deadline is None
-            await caller.response(408)
+            await caller.receive_response(status=408, method="INVITE")

@@ -8,19 +8,19 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from tests.support.mi import Call, run_proxy
 from triosip.mi import MIConfig
-from triosip.script import ScriptEnvironment, ScriptHandlers, load_routes
 from triosip.script.api import Routes
+from triosip.testing.proxy import open_udp_peer
 from triosip.testing.sipp import open_uas, run_uac
-
-from .helpers import Call, open_peer, run_proxy
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
 
-    from .helpers import Peer, Running
+    from tests.support.mi import Running
+    from triosip.testing.proxy import UdpPeer
 
 # OPTIONS is answered by the routes themselves, with a reason phrase that says which
 # routes ran; anything else is relayed downstream after an op (a sleep in one version, a
@@ -49,25 +49,20 @@ def write_routes(path: Path, version: str, op: str = SLEEP_OP) -> None:
     path.write_text(ROUTES.format(version=version, op=op))
 
 
-def handlers_for(path: Path, params: dict[str, str]) -> ScriptHandlers:
-    return ScriptHandlers(load_routes(path, params), ScriptEnvironment())
-
-
-async def options_reason(running: Running, caller: Peer) -> str:
+async def options_reason(running: Running, caller: UdpPeer) -> str:
     call = Call.new(caller, running.sip)
     await call.send("OPTIONS")
-    response = await caller.response(200, "OPTIONS")
+    response = await caller.receive_response(status=200, method="OPTIONS")
     return response.reason
 
 
 async def test_reload_swaps_the_routes_and_a_bad_file_keeps_the_old(tmp_path: Path) -> None:
     path = tmp_path / "routes.py"
     write_routes(path, "first")
-    mi = MIConfig(port=0, routes_file=path)
     with trio.fail_after(10):
         async with (
-            run_proxy(handlers_for(path, {}), mi=mi) as running,
-            open_peer() as caller,
+            run_proxy(path) as running,
+            open_udp_peer() as caller,
         ):
             assert await options_reason(running, caller) == "first"
 
@@ -115,11 +110,10 @@ async def test_reload_picks_up_an_edit_made_within_the_same_second(
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     path = tmp_path / "routes.py"
     write_routes(path, "v1")
-    mi = MIConfig(port=0, routes_file=path)
     with trio.fail_after(10):
         async with (
-            run_proxy(handlers_for(path, {}), mi=mi) as running,
-            open_peer() as caller,
+            run_proxy(path) as running,
+            open_udp_peer() as caller,
         ):
             assert await options_reason(running, caller) == "v1"
             write_routes(path, "v2")
@@ -136,8 +130,7 @@ async def test_a_reload_during_traffic_loses_no_call(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with open_uas(stop_grace=0) as uas:
             params = {"downstream": f"udp:{uas.address}"}
-            mi = MIConfig(port=0, routes_file=path, params=params)
-            async with run_proxy(handlers_for(path, params), mi=mi) as running:
+            async with run_proxy(path, params=params) as running:
 
                 async def reload_all_along() -> None:
                     nonlocal reloads
@@ -180,11 +173,10 @@ async def test_a_routes_file_that_exits_at_import_does_not_end_the_proxy(tmp_pat
     # Exception, and sys.exit() raises SystemExit.
     path = tmp_path / "routes.py"
     write_routes(path, "first")
-    mi = MIConfig(port=0, routes_file=path)
     with trio.fail_after(10):
         async with (
-            run_proxy(handlers_for(path, {}), mi=mi) as running,
-            open_peer() as caller,
+            run_proxy(path) as running,
+            open_udp_peer() as caller,
         ):
             for body in (
                 "import sys\nsys.exit('missing config')\n",

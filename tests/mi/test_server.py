@@ -15,14 +15,13 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.mi import run_proxy
 from triosip.mi import HttpLimits, MIConfig, is_authorized, parse_mi_address
 from triosip.mi._http import HttpRequest, HttpResponse, serve_http
 from triosip.script.api import RequestContext, Routes
 
-from .helpers import run_proxy
-
 if TYPE_CHECKING:
-    from .helpers import Running
+    from tests.support.mi import Running
 
 TOKEN = "s3cret-token"
 

@@ -6,6 +6,7 @@ import re
 
 from rich.console import Console
 
+from tests.support.mi_samples import NOW, invite
 from triosip.mi import (
     OpSample,
     TaskQuery,
@@ -19,8 +20,6 @@ from triosip.ops import OpKindStatistics
 from triosip.proxy import ProxyStatistics
 from triosip.transaction import TransactionStatistics
 from triosip.transport import TransportStatistics
-
-from .test_tasks import NOW, invite
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

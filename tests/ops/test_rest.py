@@ -1,17 +1,15 @@
-"""The ``rest`` op against a real HTTP/1.1 server on 127.0.0.1 (`helpers.HttpServer`)."""
+"""The ``rest`` op against a real HTTP/1.1 server on 127.0.0.1 (`tests.support.http.HttpServer`)."""
 
 from __future__ import annotations
 
 import socket
-from functools import partial
 from typing import TYPE_CHECKING
 
 import pytest
 import trio
 
+from tests.support.http import HttpServer, start_http_server
 from triosip.ops import OpFailed, OpTimeout, RestClient, open_rest_client, run_with_timeout
-
-from .helpers import HttpServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -19,12 +17,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> HttpServer:
-    server = HttpServer()
-    listeners = await nursery.start(
-        partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1", handler_nursery=nursery)
-    )
-    server.port = listeners[0].socket.getsockname()[1]
-    return server
+    return await start_http_server(nursery)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ one. Every test checks that no sipp it started is left running.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 
@@ -35,28 +34,10 @@ from triosip.transport import Address
 ROUTES = Path(__file__).parent / "routes"
 
 
-def _children() -> list[int]:
-    """PIDs of the live (not zombie) children of this test process."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
-
-
-@pytest.fixture(autouse=True)
-def _no_sipp_left_behind():
-    # (The harness's own tests check that sipp's working directories go too; other test
-    # runs may share the temporary folder, so that is not checked here.)
-    yield
-    assert _children() == []
+# No sipp (nor anything else) may be left running. (The harness's own tests check that
+# sipp's working directories go too; other test runs may share the temporary folder, so
+# that is not checked here.)
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 
 # -- calls that succeed -------------------------------------------------------------------

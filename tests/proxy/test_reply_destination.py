@@ -15,7 +15,6 @@ import trio
 
 from triosip.sip import Request, Response, StreamParser, parse_message
 from triosip.testing.proxy import RunningProxy, UdpPeer, open_udp_peer, start_proxy
-from triosip.transport import TransportLimits
 
 # How long the victim listens for a response that must not come. The response to the
 # caller comes first (same proxy task, same socket), so this only has to cover reordering.
@@ -204,7 +203,7 @@ async def test_with_reply_to_via_maddr_is_obeyed() -> None:
                 nursery,
                 None,
                 params={"downstream": callee.destination},
-                limits=TransportLimits(reply_to_via=True),
+                reply_to_via=True,
             )
             via = (
                 f"SIP/2.0/UDP 127.0.0.1:{elsewhere.port};branch=z9hG4bK-m1;maddr={SECOND_LOOPBACK}"

@@ -3,10 +3,9 @@
 import pytest
 import trio
 
-from triosip.proxy import Proxy
-from triosip.script import ScriptHandlers
 from triosip.script.api import RequestContext, Routes
 from triosip.sip import Request, StreamParser, parse_message
+from triosip.testing.proxy import start_proxy
 from triosip.transport import Address
 
 LOOPBACK = "127.0.0.1"
@@ -50,12 +49,8 @@ async def receive_on_tcp(listener: trio.SocketListener) -> Request:
 
 
 async def start(nursery: trio.Nursery, downstream_port: int) -> Address:
-    proxy = Proxy(
-        [Address("udp", LOOPBACK, 0), Address("tcp", LOOPBACK, 0)],
-        handlers=ScriptHandlers(relay_to(downstream_port)),
-    )
-    listeners: list[Address] = await nursery.start(proxy.serve)
-    return next(a for a in listeners if a.transport == "udp")
+    running = await start_proxy(nursery, relay_to(downstream_port))
+    return running.udp
 
 
 @pytest.mark.parametrize(("filler", "transport"), [(100, "udp"), (1500, "tcp")])

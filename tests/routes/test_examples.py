@@ -13,7 +13,6 @@ Nothing may be left behind: no fd, child process or worker thread (`nothing_left
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -21,9 +20,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
@@ -31,6 +28,8 @@ from urllib.parse import parse_qs
 import pytest
 import trio
 
+from tests.support.http import HttpAnswer, HttpRequest, HttpServer, start_http_server
+from tests.support.leaks import process_exists
 from triosip.ops import open_database, open_rest_client
 from triosip.script import ScriptEnvironment
 from triosip.sip import Request, Response
@@ -40,7 +39,7 @@ from triosip.testing.sipp import UAC_RRS, UAS_RECORD_ROUTE, find_free_port, open
 from triosip.transport import Address
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator, Mapping
+    from collections.abc import AsyncIterator, Mapping
 
 ROOT = Path(__file__).parents[2]
 ROUTES = ROOT / "routes"
@@ -59,41 +58,7 @@ SLOW_SUBSCRIBERS = (
 # -- nothing left behind ------------------------------------------------------------------
 
 
-def open_fds() -> dict[str, str]:
-    fds = {}
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(FileNotFoundError):  # the fd listdir itself used
-            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
-    return fds
-
-
-def child_pids() -> set[int]:
-    """This process's children, zombies included (proc(5) ``task/*/children``)."""
-    pids: set[int] = set()
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            pids.update(int(pid) for pid in (task / "children").read_text().split())
-    return pids
-
-
-def process_exists(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
-
-
-def triosip_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("triosip")]
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    # Sync: set up before trio.run starts and torn down after it ends, so that trio's own
-    # fds are in neither snapshot.
-    fds_before = open_fds()
-    yield
-    leaked = {fd: target for fd, target in open_fds().items() if fds_before.get(fd) != target}
-    assert leaked == {}, f"fds left open: {leaked}"
-    assert child_pids() == set(), "child processes left behind"
-    assert triosip_threads() == [], "worker threads still running"
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 
 # -- SIP peers ----------------------------------------------------------------------------
@@ -177,72 +142,18 @@ def seed(path: Path, *statements: str) -> str:
     return f"sqlite:///{path}"
 
 
-@dataclass
-class RoutingService:
-    """An HTTP/1.1 routing service on trio streams, as rest_routing.py expects one.
+async def start_service(nursery: trio.Nursery, destinations: dict[str, str]) -> HttpServer:
+    """A routing service as rest_routing.py expects one: ``GET /route?user=U`` answers 200
+    ``{"destination": ...}`` for a known user, else 404 (and the server's other paths:
+    ``/notjson``, ``/hang``)."""
 
-    ``GET /route?user=U`` answers 200 ``{"destination": ...}`` for a known user, else 404;
-    ``/notjson`` answers 200 with HTML; ``/hang`` never answers and records when the
-    client closes the connection (as a cancelled request must).
-    """
+    def route(request: HttpRequest) -> HttpAnswer:
+        user = parse_qs(request.target.partition("?")[2]).get("user", [""])[0]
+        if user in destinations:
+            return HttpAnswer.json(200, {"destination": destinations[user]})
+        return HttpAnswer.json(404, {"error": "no such user"})
 
-    destinations: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    targets: list[str] = field(default_factory=list)
-    hang_started: trio.Event = field(default_factory=trio.Event)
-    hang_closed: trio.Event = field(default_factory=trio.Event)
-
-    def url(self, path: str = "/route") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            buffer = b""
-            while True:
-                while b"\r\n\r\n" not in buffer:
-                    data = await _receive(stream)
-                    if not data:
-                        return
-                    buffer += data
-                head, buffer = buffer.split(b"\r\n\r\n", 1)  # GETs: no body
-                _method, target, _version = head.split(b"\r\n", 1)[0].decode().split(" ")
-                self.targets.append(target)
-                path, _, query = target.partition("?")
-                if path == "/hang":
-                    self.hang_started.set()
-                    while await _receive(stream):
-                        pass
-                    self.hang_closed.set()
-                    return
-                await stream.send_all(self._answer(path, parse_qs(query).get("user", [""])[0]))
-
-    def _answer(self, path: str, user: str) -> bytes:
-        if path == "/notjson":
-            status, body, kind = "200 OK", b"<html>routing</html>", "text/html"
-        elif user in self.destinations:
-            body = json.dumps({"destination": self.destinations[user]}).encode()
-            status, kind = "200 OK", "application/json"
-        else:
-            status, body, kind = "404 Not Found", b'{"error": "no such user"}', "application/json"
-        return (
-            f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-
-
-async def _receive(stream: trio.SocketStream) -> bytes:
-    try:
-        return await stream.receive_some(65536)
-    except trio.BrokenResourceError:
-        return b""
-
-
-async def start_service(nursery: trio.Nursery, destinations: dict[str, str]) -> RoutingService:
-    service = RoutingService(destinations)
-    listeners = await nursery.start(
-        partial(trio.serve_tcp, service.handle, 0, host="127.0.0.1", handler_nursery=nursery)
-    )
-    service.port = listeners[0].socket.getsockname()[1]
-    return service
+    return await start_http_server(nursery, {"/route": route})
 
 
 def refused_url() -> str:
@@ -405,7 +316,7 @@ async def test_rest_routing_relays_where_the_service_says() -> None:
             trio.open_nursery() as nursery,
         ):
             service = await start_service(nursery, {"bob": callee.destination})
-            params = {"routing_url": service.url()}
+            params = {"routing_url": f"{service.url}/route"}
             proxy = await start_proxy(
                 nursery, "rest_routing.py", params, ScriptEnvironment(rest=rest)
             )
@@ -445,7 +356,7 @@ async def test_rest_routing_answers_what_the_service_could_not(
             service = await start_service(
                 nursery, {"bob": callee.destination, "nowhere": "no such thing:x"}
             )
-            url = refused_url() if path == "refused" else service.url(path)
+            url = refused_url() if path == "refused" else f"{service.url}{path}"
             params = {"routing_url": url, "rest_timeout": "0.3"}
             proxy = await start_proxy(
                 nursery, "rest_routing.py", params, ScriptEnvironment(rest=rest)
@@ -571,7 +482,7 @@ async def test_parallel_lookup_joins_both_answers_and_relays(tmp_path: Path) -> 
             proxy = await start_proxy(
                 nursery,
                 "parallel_lookup.py",
-                {"routing_url": service.url()},
+                {"routing_url": f"{service.url}/route"},
                 ScriptEnvironment(db=db, rest=rest),
             )
             await place_call(
@@ -622,7 +533,7 @@ async def test_parallel_lookup_answers_clearly_when_one_fails(
         ):
             service = await start_service(nursery, {"bob": callee.destination})
             params = {
-                "routing_url": refused_url() if path == "refused" else service.url(path),
+                "routing_url": refused_url() if path == "refused" else f"{service.url}{path}",
                 "lookup_timeout": "0.3",
             }
             proxy = await start_proxy(
@@ -678,7 +589,7 @@ async def test_example_completes_the_calls_of_sipp_s_builtin_uac(
                 service = await start_service(nursery, {"bob": downstream})
                 params = {
                     "downstream": downstream,
-                    "routing_url": service.url(),
+                    "routing_url": f"{service.url}/route",
                     "program": str(routing_program(tmp_path, uas.port)),
                 }
                 running = await start_example(

@@ -12,20 +12,16 @@ a thread's progress is invisible to `trio.testing.MockClock`'s autojump.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 
+from tests.support.script_api import ask, send_request, start_proxy
 from triosip.ops import open_database
-from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import ScriptEnvironment, ScriptHandlers, api
+from triosip.script import ScriptEnvironment, api
 from triosip.script.api import (
     BranchContext,
     FailureContext,
@@ -39,100 +35,15 @@ from triosip.script.api import (
     ScriptError,
     sleep,
 )
-from triosip.sip import Request, Response
-from triosip.testing.proxy import UdpPeer, open_udp_peer
-from triosip.transport import Address
+from triosip.sip import Response
+from triosip.testing.proxy import open_udp_peer
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-
-# -- nothing left behind ------------------------------------------------------------------
-
-
-def child_pids() -> set[int]:
-    """This process's children, zombies included (proc(5) ``task/*/children``)."""
-    pids: set[int] = set()
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            pids.update(int(pid) for pid in (task / "children").read_text().split())
-    return pids
+    from collections.abc import AsyncIterator, Callable
+    from pathlib import Path
 
 
-def triosip_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("triosip")]
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    # Sync: torn down once trio.run has ended, when every op must be gone.
-    yield
-    assert child_pids() == set(), "child processes left behind"
-    assert triosip_threads() == [], "worker threads still running"
-
-
-# -- SIP peers and the proxy --------------------------------------------------------------
-
-
-@dataclass
-class Call:
-    """One request from the caller, so that the ACK of a failed INVITE can be built."""
-
-    caller: UdpPeer
-    proxy: Address
-    request: Request
-
-    @property
-    def call_id(self) -> str:
-        return self.request.call_id
-
-    async def final_response(self) -> Response:
-        """The final response; a failed INVITE's is ACKed (RFC 3261 §17.1.1.3)."""
-        response = await self.caller.receive_response()
-        assert response.call_id == self.call_id
-        if self.request.method == "INVITE" and response.status >= 300:
-            await self.caller.send(self.caller.ack(self.request, response), self.proxy)
-        return response
-
-
-async def send_request(
-    proxy: Address,
-    caller: UdpPeer,
-    method: str = "MESSAGE",
-    *,
-    headers: Sequence[tuple[str, str]] = (),
-) -> Call:
-    call_id = os.urandom(6).hex()
-    request = caller.request(
-        method,
-        "sip:bob@example.org",
-        call_id=call_id,
-        branch=f"z9hG4bK-{call_id}",
-        from_uri="sip:alice@example.org",
-        to_uri="sip:bob@example.org",
-        headers=headers,
-    )
-    await caller.send(request, proxy)
-    return Call(caller, proxy, request)
-
-
-async def ask(proxy: Address, caller: UdpPeer, method: str = "MESSAGE") -> Response:
-    """Send a request and return its final response."""
-    call = await send_request(proxy, caller, method)
-    return await call.final_response()
-
-
-async def start_proxy(
-    nursery: trio.Nursery, routes: Routes, environment: ScriptEnvironment
-) -> tuple[Proxy, Address]:
-    """Run `routes` in a proxy on 127.0.0.1 (and `environment`, for launch())."""
-    proxy = Proxy(
-        [Address("udp", "127.0.0.1", 0)],
-        handlers=ScriptHandlers(routes, environment),
-        config=ProxyConfig(fr_timeout=5.0, fr_inv_timeout=10.0),
-    )
-    await nursery.start(environment.serve)
-    listeners: list[Address] = await nursery.start(proxy.serve)
-    return proxy, listeners[0]
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 
 @pytest.fixture

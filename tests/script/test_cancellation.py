@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from triosip.transaction import TimerConfig
-
-from .helpers import (
+from tests.support.script import (
     PENDING_KINDS,
     SETTLE,
     THREAD_SECONDS,
@@ -33,13 +31,14 @@ from .helpers import (
     pending_op_routes,
     wait_until,
 )
+from triosip.transaction import TimerConfig
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .helpers import Call
+    from tests.support.script import Call
 
-pytestmark = pytest.mark.usefixtures("nothing_left_after_run")
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 # The proxy's fr_timeout in the real-clock tests, and how late after it (or after a CANCEL)
 # the answer may come on this noisy 2-core machine; the ops would take a minute.

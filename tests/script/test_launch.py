@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
+from tests.support.leaks import child_pids, triosip_threads
+from tests.support.ops import LONG_QUERY
+from tests.support.script_api import ask, send_request, start_proxy
 from triosip.ops import open_database
-from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import ScriptEnvironment, ScriptHandlers
+from triosip.script import ScriptEnvironment
 from triosip.script.api import (
     Op,
     OpFailed,
@@ -30,26 +32,12 @@ from triosip.script.api import (
 )
 from triosip.sip import Response
 from triosip.testing.proxy import open_udp_peer
-from triosip.transport import Address
-
-from .test_api import ask, child_pids, send_request, start_proxy, triosip_threads
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
-# About 3 s of sqlite work: a cancel that does not interrupt it makes the test fail.
-LONG_QUERY = (
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000) "
-    "SELECT count(*) AS n FROM c"
-)
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    yield
-    assert child_pids() == set(), "child processes left behind"
-    assert triosip_threads() == [], "worker threads still running"
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 
 @pytest.fixture
@@ -200,6 +188,14 @@ async def test_launch_beyond_max_launched_raises_script_error(
     assert sorted(reported) == [0, 0, 1, 1]
 
 
+class NotServing(ScriptEnvironment):
+    """An environment whose launch nursery never opens: its ``serve()`` only reports."""
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await trio.sleep_forever()
+
+
 async def test_launch_needs_a_running_environment(environment: ScriptEnvironment) -> None:
     routes = Routes()
 
@@ -210,14 +206,9 @@ async def test_launch_needs_a_running_environment(environment: ScriptEnvironment
         except ScriptError as exc:
             await req.reply(500, str(exc))
 
-    proxy = Proxy(
-        [Address("udp", "127.0.0.1", 0)],
-        handlers=ScriptHandlers(routes, environment),  # environment.serve() not running
-        config=ProxyConfig(fr_timeout=5.0),
-    )
     with trio.fail_after(5):
         async with open_udp_peer() as caller, trio.open_nursery() as nursery:
-            [address] = await nursery.start(proxy.serve)
+            _, address = await start_proxy(nursery, routes, NotServing(db=environment.db))
             response = await ask(address, caller)
             nursery.cancel_scope.cancel()
 
@@ -319,25 +310,19 @@ async def test_launched_work_is_cancelled_at_shutdown_and_leaves_nothing(
     async def report(req: ReportContext) -> None:
         reports.append((req.result, req.error))
 
-    proxy = Proxy(
-        [Address("udp", "127.0.0.1", 0)],
-        handlers=ScriptHandlers(routes, environment),
-        config=ProxyConfig(fr_timeout=5.0),
-    )
     assert environment.db is not None
     db = environment.db
     with trio.fail_after(5):
         async with open_udp_peer() as caller, trio.open_nursery() as nursery:
             async with trio.open_nursery() as launches:
-                await launches.start(environment.serve)
-                [address] = await nursery.start(proxy.serve)
+                _, address = await start_proxy(launches, routes, environment)
                 response = await ask(address, caller)
                 # All three are under way: a program, a statement, a thread.
                 await wait_until(lambda: pid_file.exists() and pid_file.read_text())
                 await wait_until(lambda: db.statistics().readers_busy == 1)
                 await wait_until(lambda: len(triosip_threads()) == 2)
                 started = trio.current_time()
-                launches.cancel_scope.cancel()  # what shutdown does to environment.serve()
+                launches.cancel_scope.cancel()  # the end of a shutdown: environment.serve() too
             took = trio.current_time() - started
             # environment.serve() has returned: nothing it launched is left.
             pid = int(pid_file.read_text())

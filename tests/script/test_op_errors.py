@@ -15,20 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from triosip.script.api import (
-    FailureContext,
-    Op,
-    OpError,
-    OpFailed,
-    OpTimeout,
-    RequestContext,
-    Routes,
-    exec_,
-    in_thread,
-    sleep,
-)
-
-from .helpers import (
+from tests.support.script import (
     LONG_QUERY,
     SETTLE,
     THREAD_SECONDS,
@@ -43,6 +30,18 @@ from .helpers import (
     still_running,
     wait_until,
 )
+from triosip.script.api import (
+    FailureContext,
+    Op,
+    OpError,
+    OpFailed,
+    OpTimeout,
+    RequestContext,
+    Routes,
+    exec_,
+    in_thread,
+    sleep,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
 
     from triosip.script._runner import OpLike
 
-pytestmark = pytest.mark.usefixtures("nothing_left_after_run")
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 # The ops' own timeout, and how late after it (or after a failure) the answer may come.
 OP_TIMEOUT = 0.05

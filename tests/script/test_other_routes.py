@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
+from tests.support.script import Journal, Resources, assert_nothing_left, open_callee, open_harness
 from triosip.script.api import FailureContext, ReplyContext, RequestContext, Routes, sleep
-
-from .helpers import Journal, Resources, assert_nothing_left, open_callee, open_harness
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.usefixtures("nothing_left_after_run")
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 FR = 30.0
 

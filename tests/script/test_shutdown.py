@@ -1,4 +1,4 @@
-"""Contract 4 of DESIGN.md, in-process (what `triosip.cli.serve_until_signalled` does on
+"""Contract 4 of DESIGN.md, in-process (what `triosip.app.Running.shut_down` does on
 SIGTERM): `Proxy.shut_down(grace)` stops taking new transactions and lets live ones finish
 within the grace period; cancelling the proxy then cancels the rest, every kind of pending
 op with them, and nothing of them is left.
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from .helpers import (
+from tests.support.script import (
     PENDING_KINDS,
     READERS,
     SHORT_SECONDS,
@@ -31,9 +31,9 @@ from .helpers import (
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .helpers import Call, Harness
+    from tests.support.script import Call, Harness
 
-pytestmark = pytest.mark.usefixtures("nothing_left_after_run")
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 GRACE = 0.2
 SLACK = 0.3

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.support.messages import FUZZ, SPECIAL, VALID, request, response
 from triosip.proxy._forward import (
     RoutingError,
     has_looped,
@@ -35,9 +36,6 @@ from triosip.sip import (
     parse_message,
 )
 from triosip.transport import Address
-
-from .messages import FUZZ, VALID, request, response
-from .test_properties import SPECIAL
 
 
 def accept(data: bytes) -> Request | Response:

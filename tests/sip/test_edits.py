@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.messages import VALID, request
 from triosip.sip import (
     URI,
     LocalSIPError,
@@ -18,8 +19,6 @@ from triosip.sip import (
     build_response,
     parse_message,
 )
-
-from .messages import VALID, request
 
 ODD = (
     b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from tests.support.messages import request
 from triosip.sip import (
     KEEP,
     URI,
@@ -17,8 +18,6 @@ from triosip.sip import (
     parse_message,
 )
 from triosip.sip._fields import split_commas
-
-from .messages import request
 
 URIS = [
     # text, scheme, user, password, host, port, params, headers

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.messages import request, response
 from triosip.sip import URI, NameAddr, ParseError, Request, Response, Via, parse_message
-
-from .messages import request, response
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -13,7 +13,7 @@ import gc
 
 import pytest
 
-from .hostile import FIELDS, FORMS, hostile_cases, worst_cpu
+from tests.support.hostile import FIELDS, FORMS, hostile_cases, worst_cpu
 
 # CPU seconds allowed per parse or first read of a field, for a ~64 KB message.
 LIMIT = 0.010

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from triosip.sip import ParseError, Request, Response, _parser, build_error_response, parse_message
-
-from .messages import (
+from tests.support.messages import (
     BINARY_PART,
     LONG_VALUE,
     MANY_VIAS,
@@ -20,6 +18,7 @@ from .messages import (
     request,
     response,
 )
+from triosip.sip import ParseError, Request, Response, _parser, build_error_response, parse_message
 
 
 def fields(data: bytes) -> dict[str, object]:

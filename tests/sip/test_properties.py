@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.support.messages import FUZZ, FUZZ_SMALL, SPECIAL, VALID, message
 from triosip.sip import (
     URI,
     LocalSIPError,
@@ -29,58 +30,10 @@ from triosip.sip import (
     parse_message,
 )
 
-from .messages import FUZZ, FUZZ_SMALL, VALID, message
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 SEEDS = [data for data in VALID.values() if len(data) < 1500]
-
-SPECIAL = [
-    b":",
-    b"\r\n",
-    b"\r\n ",
-    b"\r\n\t",
-    b" ",
-    b"\t",
-    b"\x00",
-    b";",
-    b",",
-    b"<",
-    b">",
-    b'"',
-    b"\\",
-    b"=",
-    b"%",
-    b"@",
-    b"[",
-    b"]",
-    b"\n",
-    b"\r",
-    b"\xff",
-    b"\xc3",
-    b"tag=",
-    b";branch=",
-    b";rport",
-    b";ttl=",
-    b";received=",
-    b"SIP/2.0",
-    b"Content-Length: 9999\r\n",
-    b"l: 5\r\n",
-    b"99999999999",
-    b"2147483648",
-    b"-1",
-    b"v: ",
-    b"Via: SIP/2.0/UDP x\r\n",
-    b"sip:",
-    b"tel:",
-    b"*",
-    b"?",
-    b"&",
-    b"\r\n\r\n",
-    b"[::1]",
-    b"65536",
-]
 
 
 @st.composite

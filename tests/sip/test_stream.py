@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.messages import MULTIPART_BODY, VALID, request, response
 from triosip.sip import ParseError, Request, StreamParser
-
-from .messages import MULTIPART_BODY, VALID, request, response
 
 
 def drain(parser: StreamParser) -> list[bytes]:

@@ -57,7 +57,9 @@ def _workdirs() -> set[str]:
 
 
 @pytest.fixture(autouse=True)
-def _nothing_left_behind():
+def _nothing_left_behind(nothing_left_behind):
+    # The root conftest's check (no child process, fd or thread), and sipp's own: its
+    # working directories.
     before = _workdirs()
     yield
     assert _children() == []

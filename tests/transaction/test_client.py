@@ -8,6 +8,15 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.transaction import (
+    NEXT_HOP,
+    NEXT_HOP_TCP,
+    FakeTransport,
+    inbound,
+    proxied,
+    request,
+    response,
+)
 from triosip.sip import Request, Response
 from triosip.transaction import (
     ClientState,
@@ -17,16 +26,6 @@ from triosip.transaction import (
     TransactionLayer,
     TransactionTimeout,
     TransportFailure,
-)
-
-from .helpers import (
-    NEXT_HOP,
-    NEXT_HOP_TCP,
-    FakeTransport,
-    inbound,
-    proxied,
-    request,
-    response,
 )
 
 if TYPE_CHECKING:

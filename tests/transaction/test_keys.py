@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support.transaction import ack_for, cancel_for, request, response
 from triosip.transaction._keys import (
     client_key,
     has_magic_cookie,
@@ -9,8 +10,6 @@ from triosip.transaction._keys import (
     response_key,
     server_key,
 )
-
-from .helpers import ack_for, cancel_for, request, response
 
 
 def test_magic_cookie() -> None:

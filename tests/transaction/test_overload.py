@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING
 import trio
 import trio.testing
 
+from tests.support.transaction import FakeTransport, ack_for, cancel_for, inbound, request, response
 from triosip.sip import build_response
 from triosip.transaction import LoadLimits, ServerState, TimerConfig, TransactionLayer
 from triosip.transport import Address
-
-from .helpers import FakeTransport, ack_for, cancel_for, inbound, request, response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -8,17 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from triosip.transaction import (
-    ServerState,
-    ServerTransaction,
-    TimerConfig,
-    TransactionError,
-    TransactionLayer,
-    TransportFailure,
-)
-from triosip.transport import TransportError
-
-from .helpers import (
+from tests.support.transaction import (
     LOCAL,
     PEER_TCP,
     FakeTransport,
@@ -28,6 +18,15 @@ from .helpers import (
     request,
     response,
 )
+from triosip.transaction import (
+    ServerState,
+    ServerTransaction,
+    TimerConfig,
+    TransactionError,
+    TransactionLayer,
+    TransportFailure,
+)
+from triosip.transport import TransportError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

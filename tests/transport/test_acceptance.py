@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import trio
 
+from tests.support.transport import request, response, start_layer
 from triosip.testing.proxy import open_udp_peer, start_proxy
-
-from .helpers import request, response, start_layer
 
 BAD_SECOND_VIA = "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bad2nd;rport, SIP/2.0/UDP"
 

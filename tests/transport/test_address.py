@@ -9,10 +9,9 @@ import re
 
 import pytest
 
+from tests.support.transport import request
 from triosip.sip import parse_message
 from triosip.transport import Address, TransportLimits, parse_listen_spec, response_destination
-
-from .helpers import request
 
 # --- Address -------------------------------------------------------------------------------
 

@@ -11,10 +11,15 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.transport import (
+    ipv6_loopback_works,
+    peer_address,
+    request,
+    response,
+    start_layer,
+)
 from triosip.sip import Response
 from triosip.transport import Address, TransportError, TransportLayer, TransportLimits
-
-from .helpers import ipv6_loopback_works, peer_address, request, response, start_layer
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -8,10 +8,15 @@ import pytest
 import trio
 import trio.testing
 
+from tests.support.transport import (
+    ipv6_loopback_works,
+    peer_address,
+    request,
+    response,
+    start_layer,
+)
 from triosip.sip import ParseError, Request, Response
 from triosip.transport import Address, TransportError, TransportLimits
-
-from .helpers import ipv6_loopback_works, peer_address, request, response, start_layer
 
 
 async def udp_peer(host: str = "127.0.0.1") -> trio.socket.SocketType:

@@ -12,6 +12,7 @@ from triosip.mi._server import DEFAULT_PORT as DEFAULT_PORT
 from triosip.mi._server import ManagementInterface as ManagementInterface
 from triosip.mi._server import MIConfig as MIConfig
 from triosip.mi._server import MIError as MIError
+from triosip.mi._server import MISources as MISources
 from triosip.mi._server import is_authorized as is_authorized
 from triosip.mi._server import mi_url as mi_url
 from triosip.mi._server import parse_mi_address as parse_mi_address
@@ -44,6 +45,7 @@ __all__ = [
     "MIConfig",
     "MIError",
     "MIRefused",
+    "MISources",
     "MIUnavailable",
     "ManagementInterface",
     "OpSample",

@@ -16,10 +16,11 @@ Clients on loopback are trusted; any other needs ``Authorization: Bearer <token>
 otherwise), and with no token configured, none gets in; a connection counts against the
 connection limit only once a request head passed that rule (`serve_http`). Reads are
 built a slice of transactions at a time, each entry of one instant (``_snapshot.py``), so
-that a large one never stalls SIP; the only write is the reload, which replaces
-``proxy.handlers`` in one assignment: a transaction that started keeps the routes it
-started with (its failure and resume routes are closures over them), the next one gets
-the new routes, and a file that fails to load leaves the old routes running.
+that a large one never stalls SIP; the only write is the reload (`MISources.reload`, from
+the application), which replaces the proxy's handlers in one assignment: a transaction
+that started keeps the routes it started with (its failure and resume routes are
+closures over them), the next one gets the new routes, and a file that fails to load
+leaves the old routes running.
 """
 
 from __future__ import annotations
@@ -44,13 +45,16 @@ from triosip.mi._snapshot import tasks_document, transactions_document
 from triosip.mi._stats import PROMETHEUS_CONTENT_TYPE, prometheus_text, statistics_document
 from triosip.mi._tasks import QueryError, TaskQuery
 from triosip.ops import op_accounting
-from triosip.script import RoutesLoadError, ScriptHandlers, load_routes
+from triosip.script import RoutesLoadError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Sequence
     from pathlib import Path
 
-    from triosip.proxy import Proxy
+    from triosip.proxy import ProxyInspection, ProxyStatistics
+    from triosip.script import ScriptEnvironment
+    from triosip.transaction import TransactionStatistics
+    from triosip.transport import Address, TransportStatistics
 
 logger = logging.getLogger(__name__)
 
@@ -76,9 +80,6 @@ class MIConfig:
             all get 401.
         trust_loopback: whether clients on loopback may come without the token (False:
             everyone shows it, for a host shared with other users).
-        routes_file: the routes file ``POST /reload`` loads again; None refuses reloads
-            (routes built in code have no file).
-        params: the script parameters (``--define``) the reloaded routes get.
         limits: the bounds of each HTTP connection, and how many may run at once.
     """
 
@@ -86,9 +87,36 @@ class MIConfig:
     port: int = DEFAULT_PORT
     token: str | None = None
     trust_loopback: bool = True
-    routes_file: str | Path | None = None
-    params: Mapping[str, str] = field(default_factory=dict)
     limits: HttpLimits = field(default_factory=HttpLimits)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MISources:
+    """What the MI shows and acts on, handed to it by the application
+    (`triosip.app.serve_triosip`): the MI reaches nothing else of the proxy.
+
+    Attributes:
+        inspect: a read-only view of what runs now, which ``/tasks`` and
+            ``/transactions`` sample.
+        listeners: the SIP listeners bound so far (none before they are).
+        proxy_statistics: the proxy's counters.
+        transaction_statistics: the transaction layer's counters.
+        transport_statistics: the transport layer's counters.
+        environment: the routes' database and REST client, for their counters, and the
+            work they launched, for the task tree.
+        routes_file: the routes file ``/version`` shows; None for routes built in code.
+        reload: loads the routes file again and swaps it in for new transactions
+            (raising `RoutesLoadError` when it does not load); None refuses reloads.
+    """
+
+    inspect: Callable[[], ProxyInspection]
+    listeners: Callable[[], Sequence[Address]]
+    proxy_statistics: Callable[[], ProxyStatistics]
+    transaction_statistics: Callable[[], TransactionStatistics]
+    transport_statistics: Callable[[], TransportStatistics]
+    environment: ScriptEnvironment | None = None
+    routes_file: str | Path | None = None
+    reload: Callable[[], Awaitable[None]] | None = None
 
 
 def is_authorized(
@@ -147,20 +175,20 @@ def mi_url(host: str, port: int) -> str:
 
 
 async def serve_mi(
-    proxy: Proxy,
+    sources: MISources,
     config: MIConfig | None = None,
     *,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the management interface of `proxy` until cancelled.
+    """Serve the management interface over `sources` until cancelled.
 
     Owns its listeners, an accept task per listener and a task per connection (named "MI
     <client address>"), all in its own nursery; cancelling it closes them all.
 
     Args:
-        proxy: the proxy to show and reload.
-        config: where to listen, the token, the routes file to reload; the defaults
-            (127.0.0.1:8888, no token, no reload) when None.
+        sources: what to show and how to reload.
+        config: where to listen, the token; the defaults (127.0.0.1:8888, no token)
+            when None.
         task_status: ``started((host, port))`` with the address bound (the real port
             when 0 was asked).
 
@@ -179,7 +207,7 @@ async def serve_mi(
         ) from None
     sockname = listeners[0].socket.getsockname()
     bound = (str(sockname[0]), int(sockname[1]))
-    mi = ManagementInterface(proxy, config, listening_on=bound)
+    mi = ManagementInterface(sources, config, listening_on=bound)
     if not _is_loopback(config.host) and config.token is None:
         logger.warning(
             "management interface on %s with no token: every client not on loopback gets 401",
@@ -207,15 +235,15 @@ class ManagementInterface:
     """The MI's endpoints over one proxy; `serve_mi` serves `handle` over HTTP.
 
     Args:
-        proxy: the proxy to show and reload.
-        config: the token, the routes file to reload.
+        sources: what to show and how to reload.
+        config: the token.
         listening_on: where the MI listens, for ``/version``.
     """
 
     def __init__(
-        self, proxy: Proxy, config: MIConfig, *, listening_on: tuple[str, int] | None = None
+        self, sources: MISources, config: MIConfig, *, listening_on: tuple[str, int] | None = None
     ) -> None:
-        self.proxy = proxy
+        self.sources = sources
         self.config = config
         self.listening_on = listening_on
         self.started_at = trio.current_time()
@@ -285,14 +313,14 @@ class ManagementInterface:
         """``GET /tasks``: the task tree (`task_tree`), filtered and limited by the query,
         built a slice at a time so that SIP keeps running meanwhile."""
         query = TaskQuery.from_params(request.query)
-        body = await tasks_document(self.proxy.inspect(), query, self._launched_tasks)
+        body = await tasks_document(self.sources.inspect(), query, self._launched_tasks)
         return HttpResponse(status=200, body=body)
 
     async def transactions(self, request: HttpRequest) -> HttpResponse:
         """``GET /transactions``: the transaction table (`transaction_table`), built the
         same way."""
         query = TaskQuery.from_params(request.query)
-        body = await transactions_document(self.proxy.inspect(), query)
+        body = await transactions_document(self.sources.inspect(), query)
         return HttpResponse(status=200, body=body)
 
     async def stats(self, request: HttpRequest) -> HttpResponse:
@@ -309,7 +337,7 @@ class ManagementInterface:
     async def version(self, request: HttpRequest) -> HttpResponse:
         """``GET /version``: version, uptime, listeners, routes file and reloads."""
         _no_parameters(request)
-        routes = self.config.routes_file
+        routes = self.sources.routes_file
         return HttpResponse.json(
             200,
             {
@@ -318,7 +346,7 @@ class ManagementInterface:
                 "started": datetime.datetime.fromtimestamp(
                     self.started_wall, datetime.UTC
                 ).isoformat(timespec="seconds"),
-                "listeners": [str(address) for address in self.proxy.transport.listeners],
+                "listeners": [str(address) for address in self.sources.listeners()],
                 "mi": mi_url(*self.listening_on) if self.listening_on else None,
                 "routes": str(routes) if routes is not None else None,
                 "reloads": self.reloads,
@@ -331,22 +359,16 @@ class ManagementInterface:
         """``POST /reload``: load the routes file again and swap it in (module doc); 422
         with the reason when it does not load, 409 when there is no file to load."""
         _no_parameters(request)
-        routes_file = self.config.routes_file
-        handlers = self.proxy.handlers
-        if routes_file is None or not isinstance(handlers, ScriptHandlers):
+        routes_file = self.sources.routes_file
+        reload = self.sources.reload
+        if reload is None:
             return HttpResponse.error(409, "this proxy was not started from a routes file")
         async with self._reload_lock:
             try:
-                # Importing runs the file's module code: in a thread, so that a slow
-                # import never stalls the proxy.
-                routes = await trio.to_thread.run_sync(
-                    load_routes, routes_file, dict(self.config.params)
-                )
+                await reload()
             except RoutesLoadError as exc:
                 logger.warning("reload failed, the old routes keep running: %s", exc)
                 return HttpResponse.json(422, {"reloaded": False, "error": str(exc), "status": 422})
-            # One assignment: new transactions get the new routes, live ones keep theirs.
-            self.proxy.handlers = ScriptHandlers(routes, handlers.environment)
             self.reloads += 1
         logger.info("routes reloaded from %s (reload %d)", routes_file, self.reloads)
         return HttpResponse.json(
@@ -355,23 +377,22 @@ class ManagementInterface:
 
     def _launched_tasks(self) -> list[trio.lowlevel.Task]:
         # Launched work runs in the script environment's nursery, beyond any transaction.
-        handlers = self.proxy.handlers
-        return handlers.environment.launched_tasks() if isinstance(handlers, ScriptHandlers) else []
+        environment = self.sources.environment
+        return environment.launched_tasks() if environment is not None else []
 
     def statistics(self) -> dict[str, Any]:
         """The ``GET /stats`` document of the proxy now."""
-        proxy = self.proxy
+        sources = self.sources
         accounting = op_accounting()
-        handlers = proxy.handlers
-        environment = handlers.environment if isinstance(handlers, ScriptHandlers) else None
+        environment = sources.environment
         db = environment.db if environment is not None else None
         rest = environment.rest if environment is not None else None
         return statistics_document(
             version=__version__,
             uptime=trio.current_time() - self.started_at,
-            proxy=proxy.statistics(),
-            transactions=proxy.transactions.statistics(),
-            transport=proxy.transport.statistics(),
+            proxy=sources.proxy_statistics(),
+            transactions=sources.transaction_statistics(),
+            transport=sources.transport_statistics(),
             ops=accounting.kinds,
             ops_running=Counter(op.kind for op in accounting.running.values()),
             db=db.statistics() if db is not None else None,

@@ -3,6 +3,7 @@
 from triosip.proxy._core import BadMessage as BadMessage
 from triosip.proxy._core import Proxy as Proxy
 from triosip.proxy._core import ProxyConfig as ProxyConfig
+from triosip.proxy._core import ProxyInbox as ProxyInbox
 from triosip.proxy._core import RouteHandlers as RouteHandlers
 from triosip.proxy._core import StatelessRequest as StatelessRequest
 from triosip.proxy._forward import NextHop as NextHop
@@ -23,6 +24,7 @@ __all__ = [
     "NextHop",
     "Proxy",
     "ProxyConfig",
+    "ProxyInbox",
     "ProxyInspection",
     "ProxyStatistics",
     "ProxyTransaction",

@@ -1,4 +1,4 @@
-"""The proxy core: wires transports and transactions to the routes (RFC 3261 §16).
+"""The proxy core: ties the transport and transaction layers to the routes (RFC 3261 §16).
 
 `Proxy.serve()` owns the proxy's tasks: the transport's receive loops, the transactions
 nursery (one task per server transaction, in which its `ProxyTransaction` runs), and the
@@ -38,23 +38,14 @@ from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_cla
 from triosip.proxy._transaction import ProxyTransaction
 from triosip.proxy.inspection import ProxyInspection
 from triosip.sip import URI, ParseError, Request, Response, build_error_response, build_response
-from triosip.transaction import (
-    LoadLimits,
-    ServerTransaction,
-    TimerConfig,
-    TransactionError,
-    TransactionLayer,
-)
-from triosip.transport import (
-    Address,
-    Inbound,
-    TransportError,
-    TransportLayer,
-    TransportLimits,
-)
+from triosip.transaction import ServerTransaction, TransactionError
+from triosip.transport import Address, Inbound, TransportError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable
+
+    from triosip.transaction import TransactionLayer
+    from triosip.transport import TransportLayer
 
 logger = logging.getLogger(__name__)
 
@@ -143,44 +134,67 @@ class RouteHandlers(Protocol):
         """The error route. Returns False when there is none (the proxy answers 400)."""
 
 
+class ProxyInbox:
+    """The proxy's entry points, handed to the layers it is built on.
+
+    The transport and the transaction layer take their callbacks when they are built, and
+    the proxy takes those layers when it is built: the application builds an inbox first,
+    gives its methods to the layers, then the proxy, which the inbox delivers to from then
+    on (`Proxy.__init__` attaches it).
+    """
+
+    __slots__ = ("_proxy",)
+
+    _proxy: Proxy
+
+    def message(self, inbound: Inbound) -> None:
+        """The transport's ``on_message``: a message came in."""
+        self._proxy._receive(inbound)
+
+    def parse_error(self, error: ParseError, data: bytes, source: Address, local: Address) -> None:
+        """The transport's ``on_parse_error``: bytes that are no SIP message came in."""
+        self._proxy._on_parse_error(error, data, source, local)
+
+    def request(self, server: ServerTransaction) -> Awaitable[None]:
+        """The transaction layer's ``on_request``: run a new server transaction."""
+        return self._proxy._on_request(server)
+
+    def stray(self, inbound: Inbound) -> None:
+        """The transaction layer's ``on_stray``: a message that matched no transaction."""
+        self._proxy._on_stray(inbound)
+
+
 class Proxy:
     """A transaction-stateful proxy (RFC 3261 §16) running a set of routes.
 
+    It does not build its layers: `triosip.app.serve_triosip` builds them, with the
+    callbacks of `inbox`, and hands them over.
+
     Args:
-        listen: the addresses to listen on.
+        inbox: the port whose methods `transport` and `transactions` call back; the proxy
+            attaches itself to it.
+        transport: the transport layer, built with ``inbox.message`` and
+            ``inbox.parse_error``; `serve` runs it.
+        transactions: the transaction layer over `transport`, built with
+            ``inbox.request`` and ``inbox.stray``; `serve` runs it.
         handlers: the routes (see `RouteHandlers`); `handlers` may be swapped while
             running, which is how a reload takes effect for new transactions.
         config: fr timers and the like.
-        timers: T1, T2, T4.
-        limits: the transport's sizes and bounds.
-        load: the transaction layer's cap and pike.
     """
 
     def __init__(
         self,
-        listen: Sequence[Address],
         *,
+        inbox: ProxyInbox,
+        transport: TransportLayer,
+        transactions: TransactionLayer,
         handlers: RouteHandlers,
         config: ProxyConfig | None = None,
-        timers: TimerConfig | None = None,
-        limits: TransportLimits | None = None,
-        load: LoadLimits | None = None,
     ) -> None:
         self.handlers = handlers
         self.config = config or ProxyConfig()
-        self.transport = TransportLayer(
-            listen,
-            on_message=self._receive,
-            on_parse_error=self._on_parse_error,
-            limits=limits or TransportLimits(),
-        )
-        self.transactions = TransactionLayer(
-            self.transport,
-            timers=timers or TimerConfig(),
-            on_request=self._on_request,
-            on_stray=self._on_stray,
-            limits=load or LoadLimits(),
-        )
+        self.transport = transport
+        self.transactions = transactions
         self.own_addresses: set[tuple[str, int]] = set()
         self.counters = ProxyCounters()
         self.closing = False
@@ -190,6 +204,7 @@ class Proxy:
         # What a remote peer can make us log at will is throttled (per source host).
         self._bad_message_log = LogThrottle(logger, what="bad messages")
         self._failure_log = LogThrottle(logger, what="messages whose handling raised")
+        inbox._proxy = self
 
     async def serve(
         self, *, task_status: trio.TaskStatus[list[Address]] = trio.TASK_STATUS_IGNORED

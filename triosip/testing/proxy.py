@@ -1,6 +1,7 @@
 """Run a triosip `Proxy` in-process, for tests: real sockets on 127.0.0.1, free ports.
 
-The proxy runs in a task of the caller's nursery (named ``proxy under test``), with its
+The proxy runs through `triosip.app.serve_triosip`, as ``triosip run`` runs it, in a task
+of the caller's nursery (named ``proxy under test``), with its
 listeners bound to port 0 so that tests never collide, and with the routes given as a
 `Routes` object built in the test, a routes file, or None for the default routes.
 Everything it starts (transport, transactions, the script environment's launched work)
@@ -26,26 +27,30 @@ Nothing in the rest of triosip imports this module.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import secrets
 import socket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
+from triosip.app import Running, serve_triosip
+from triosip.config import Config
 from triosip.errors import TriosipError
-from triosip.proxy import Proxy, ProxyConfig
 from triosip.script import ScriptEnvironment, ScriptHandlers, load_routes
 from triosip.script.api import Routes
 from triosip.sip import URI, ParseError, Request, Response, build_response, parse_message
-from triosip.transport import Address, TransportLimits
+from triosip.transport import Address
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
     from pathlib import Path
 
+    from triosip.proxy import Proxy
     from triosip.transaction import TimerConfig
 
 __all__ = [
@@ -55,6 +60,7 @@ __all__ = [
     "Received",
     "RunningProxy",
     "UdpPeer",
+    "local_config",
     "open_udp_peer",
     "start_proxy",
 ]
@@ -72,21 +78,39 @@ class ProxyHarnessError(TriosipError):
     """The proxy under test lacks what the test asked of it (a listener of a transport)."""
 
 
+def local_config(**settings: Any) -> Config:
+    """A `Config` for a proxy under test: UDP and TCP on 127.0.0.1 on free ports, no
+    database, no REST client, no MI and no GC tuning, unless `settings` say otherwise.
+
+    Args:
+        settings: `Config` fields.
+    """
+    base: dict[str, Any] = {
+        "listen": DEFAULT_LISTEN,
+        "db_url": None,
+        "rest_connections": None,
+        "freeze_gc": False,
+    }
+    return Config(**{**base, **settings})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunningProxy:
     """A proxy running in a test's nursery, as `start_proxy` returns it.
 
     Attributes:
         proxy: the proxy itself: its ``statistics()``, ``transactions``, ``transport``...
-        handlers: the script handlers it runs (swap ``proxy.handlers`` to reload).
+        handlers: the script handlers it started with (swap ``proxy.handlers`` to reload).
         listeners: the bound addresses, in the order asked, with their real ports.
         scope: the cancel scope of the task that runs it; `stop` cancels it.
+        running: what `serve_triosip` reported (its ``shut_down``, the environment).
     """
 
     proxy: Proxy
     handlers: ScriptHandlers
     listeners: tuple[Address, ...]
     scope: trio.CancelScope
+    running: Running
 
     @property
     def udp(self) -> Address:
@@ -123,19 +147,19 @@ async def start_proxy(
     routes: Routes | str | Path | None,
     *,
     params: Mapping[str, str] | None = None,
-    fr_timeout: float = 30.0,
-    fr_inv_timeout: float = 120.0,
+    fr_timeout: float | None = None,
+    fr_inv_timeout: float | None = None,
     timers: TimerConfig | None = None,
     listen: Sequence[Address] | None = None,
-    limits: TransportLimits | None = None,
+    reply_to_via: bool = False,
     environment: ScriptEnvironment | None = None,
+    config: Config | None = None,
 ) -> RunningProxy:
-    """Start a proxy in `nursery` and return once it listens.
+    """Start a proxy in `nursery` through `serve_triosip` and return once it listens.
 
-    Owns, in one task of `nursery` named ``proxy under test``: the proxy's ``serve()``
-    (its transport, transactions and their work) and the script environment's
-    ``serve()`` (the work routes ``launch()``). Cancelling `nursery`, or
-    `RunningProxy.stop`, stops them all.
+    Everything it runs (transport, transactions and their work, the script environment's
+    launched work) runs in one task of `nursery` named ``proxy under test``. Cancelling
+    `nursery`, or `RunningProxy.stop`, stops them all.
 
     Args:
         nursery: where the proxy runs.
@@ -143,13 +167,14 @@ async def start_proxy(
             default routes.
         params: the script parameters (``--define``); for a `Routes` object, they replace
             its ``params`` when given.
-        fr_timeout: tm's fr_timeout, in seconds.
-        fr_inv_timeout: tm's fr_inv_timeout, in seconds.
+        fr_timeout: tm's fr_timeout, in seconds; the `Config` default when None.
+        fr_inv_timeout: tm's fr_inv_timeout, in seconds; the `Config` default when None.
         timers: T1, T2, T4; RFC 3261's defaults when None.
         listen: the addresses to listen on; UDP and TCP on 127.0.0.1, free ports, when None.
-        limits: the transport's limits; the defaults when None.
+        reply_to_via: whether responses go where the Via says (``--reply-to-via``).
         environment: what routes reach beyond their transaction (``req.db``,
             ``req.rest``, ``launch()``); an empty one when None.
+        config: the settings the others are laid over; `local_config()` when None.
 
     Returns:
         The running proxy, with its bound addresses.
@@ -157,43 +182,43 @@ async def start_proxy(
     Raises:
         RoutesLoadError: the routes file does not load.
         TransportError: a listener could not be opened.
+        ConfigError: a setting out of range.
     """
+    settings: dict[str, Any] = {"reply_to_via": reply_to_via} if reply_to_via else {}
+    if fr_timeout is not None:
+        settings["fr_timeout"] = fr_timeout
+    if fr_inv_timeout is not None:
+        settings["fr_inv_timeout"] = fr_inv_timeout
+    if timers is not None:
+        settings.update(t1=timers.t1, t2=timers.t2, t4=timers.t4)
+    if listen is not None:
+        settings["listen"] = tuple(listen)
+    base = config or local_config()
     if isinstance(routes, Routes):
         loaded = routes
         if params is not None:
             loaded.params = dict(params)
     else:
         loaded = load_routes(routes, params or {})
-    # Passed only when given, so that ScriptHandlers keeps its own default.
-    handlers = (
-        ScriptHandlers(loaded) if environment is None else ScriptHandlers(loaded, environment)
+    running: Running = await nursery.start(
+        functools.partial(
+            serve_triosip,
+            dataclasses.replace(base, **settings),
+            routes=loaded,
+            environment=environment,
+        ),
+        name="proxy under test",
     )
-    proxy = Proxy(
-        list(listen or DEFAULT_LISTEN),
+    logger.debug("proxy under test on %s", ", ".join(str(a) for a in running.listeners))
+    handlers = running.proxy.handlers
+    assert isinstance(handlers, ScriptHandlers)
+    return RunningProxy(
+        proxy=running.proxy,
         handlers=handlers,
-        config=ProxyConfig(fr_timeout=fr_timeout, fr_inv_timeout=fr_inv_timeout),
-        timers=timers,
-        limits=limits,
+        listeners=running.listeners,
+        scope=running.scope,
+        running=running,
     )
-    started: tuple[trio.CancelScope, list[Address]] = await nursery.start(
-        _serve, proxy, handlers, name="proxy under test"
-    )
-    scope, listeners = started
-    logger.debug("proxy under test on %s", ", ".join(str(a) for a in listeners))
-    return RunningProxy(proxy=proxy, handlers=handlers, listeners=tuple(listeners), scope=scope)
-
-
-async def _serve(
-    proxy: Proxy,
-    handlers: ScriptHandlers,
-    *,
-    task_status: trio.TaskStatus[tuple[trio.CancelScope, list[Address]]],
-) -> None:
-    with trio.CancelScope() as scope:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(handlers.environment.serve)
-            listeners: list[Address] = await nursery.start(proxy.serve)
-            task_status.started((scope, listeners))
 
 
 # -- raw SIP peers --------------------------------------------------------------------------

@@ -6,13 +6,11 @@ cancellation contract").
   each non-2xx final answer to an INVITE at once, as a UA's transaction layer would
   (RFC 3261 §17.1.1.3), so that the proxy's INVITE server transaction ends T4 later.
 - `Callee`: a UAS on a raw UDP socket that rings until CANCELled, for routes that relay.
-- `HttpServer`: a small HTTP/1.1 server on trio streams that can hang (never answer) or
-  answer half a response (the head and part of the body), and records when the client closes
-  a connection it is hanging on: what a cancelled request must do.
-- `Resources`: what the process holds now (trio tasks, threads, child processes, fds); the
-  difference of two snapshots is what a transaction left behind.
-- `open_harness`: a `Proxy` running given routes in-process, with a real sqlite file behind
-  ``req.db`` and a real pooled HTTP client behind ``req.rest``.
+- `open_harness`: a proxy running given routes in-process (through `serve_triosip`), with
+  a real sqlite file behind ``req.db``, a real pooled HTTP client behind ``req.rest``, and
+  the scriptable `HttpServer` (which can hang) for it to ask.
+- `assert_nothing_left`: the difference of two `Resources` snapshots (``tests.support.leaks``)
+  is what a transaction left behind, and the harness's pools are whole again.
 - `pending_op_routes`: routes whose ops (db, rest, exec, thread, sleep) would run a minute,
   run by ``async_``, ``await`` or ``req.call``, that write what ran to a `Journal`.
 """
@@ -22,9 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,29 +28,33 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from tests.support.http import HttpAnswer, HttpRequest, HttpServer, start_http_server
+from tests.support.leaks import (
+    Resources,
+    busy_threads,
+    child_pids,
+    group_running,
+    running,
+)
+from tests.support.ops import LONG_QUERY, wait_until
+from triosip.app import Running, serve_triosip
 from triosip.ops import open_database, open_rest_client
-from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import ScriptEnvironment, ScriptHandlers
+from triosip.script import ScriptEnvironment
 from triosip.script.api import Op, Routes, exec_, in_thread, sleep
 from triosip.sip import Request, Response, build_response, parse_message
+from triosip.testing.proxy import local_config
 from triosip.transaction import TimerConfig
 from triosip.transport import Address
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import AsyncIterator, Callable
 
+    from triosip.config import Config
     from triosip.ops import Database, RestClient
+    from triosip.proxy import Proxy
     from triosip.script._runner import OpLike
     from triosip.script.api import FailureContext, RequestContext
-
-# About 2.5 s of sqlite work on this machine (10 times more with six at once on its two
-# cores): far beyond any bound the tests set, so a query that is not interrupted fails them;
-# yet short, because a cancel that does not interrupt it waits for it, shielded, where the
-# test's fail_after can't cut the wait short (10**9 rows would hang a broken run for minutes).
-LONG_QUERY = (
-    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000) "
-    "SELECT count(*) AS n FROM c"
-)
 
 # RFC 3261 §17.2.1: Timer I is T4 on UDP; short, so that an answered INVITE's server
 # transaction (and its task) ends right after the caller's ACK.
@@ -229,171 +229,6 @@ async def _serve_until(
         await callee.serve(task_status=task_status)
 
 
-# -- an HTTP server that hangs ------------------------------------------------------------
-
-
-@dataclass
-class HttpServer:
-    """HTTP/1.1 on 127.0.0.1: ``/hang`` never answers, ``/half`` sends the head and part of
-    the body, then waits; anything else gets a 200 at once. Connections are kept alive."""
-
-    port: int = 0
-    connections_opened: int = 0
-    connections_closed: int = 0
-    hanging: int = 0
-    hangs_closed_by_client: int = 0
-    changed: trio.Event = field(default_factory=trio.Event)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _note(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections_opened += 1
-        try:
-            async with stream:
-                await self._serve(stream)
-        finally:
-            self.connections_closed += 1
-            self._note()
-
-    async def _serve(self, stream: trio.SocketStream) -> None:
-        buffer = b""
-        while True:
-            while b"\r\n\r\n" not in buffer:
-                data = await _receive(stream)
-                if not data:
-                    return
-                buffer += data
-            head, buffer = buffer.split(b"\r\n\r\n", 1)  # our client sends no body
-            target = head.split(b" ", 2)[1]
-            if target in (b"/hang", b"/half"):
-                if target == b"/half":
-                    await stream.send_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
-                    )
-                self.hanging += 1
-                self._note()
-                # Never finish the answer; wait until the client closes its end.
-                while await _receive(stream):
-                    pass
-                self.hangs_closed_by_client += 1
-                return
-            await stream.send_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: 11\r\n\r\n" + b'{"ok":true}'
-            )
-
-
-async def _receive(stream: trio.SocketStream) -> bytes:
-    try:
-        return await stream.receive_some(65536)
-    except trio.BrokenResourceError:  # a reset is the end of the connection too
-        return b""
-
-
-# -- what the process holds ---------------------------------------------------------------
-
-
-def task_names() -> Counter[str]:
-    """The names of every task of this trio run, from the root task down."""
-    names: Counter[str] = Counter()
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    stack = [root]
-    while stack:
-        task = stack.pop()
-        names[task.name] += 1
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return names
-
-
-def busy_threads() -> Counter[str]:
-    """The names of the threads that run something: every one but trio's idle cached
-    workers, which trio names back to "Trio thread N" once they have returned."""
-    return Counter(t.name for t in threading.enumerate() if not t.name.startswith("Trio thread "))
-
-
-def child_pids() -> set[int]:
-    """This process's children, zombies included (proc(5) ``task/*/children``)."""
-    pids: set[int] = set()
-    for task in Path("/proc/self/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            pids.update(int(pid) for pid in (task / "children").read_text().split())
-    return pids
-
-
-def open_fds() -> dict[str, str]:
-    """This process's open fds and what they point to."""
-    fds = {}
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(FileNotFoundError):  # the fd listdir itself used
-            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
-    return fds
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # proc(5): "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses.
-    return stat[stat.rindex(")") + 2 :].split()
-
-
-def running(pid: int) -> bool:
-    """Whether `pid` runs: not gone, and not a zombie."""
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def group_running(group: int) -> list[int]:
-    """The processes of process group `group` that still run (zombies don't count)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields is not None and int(fields[2]) == group and fields[0] not in ("Z", "X"):
-                found.append(int(entry))
-    return found
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What the process holds at one moment; take one inside the trio run."""
-
-    tasks: Counter[str]
-    threads: Counter[str]
-    children: set[int]
-    fds: dict[str, str]
-
-    @classmethod
-    def now(cls) -> Resources:
-        return cls(task_names(), busy_threads(), child_pids(), open_fds())
-
-    def left_since(self, before: Resources) -> dict[str, Any]:
-        """What is here now and was not in `before`; empty when nothing was left behind."""
-        left: dict[str, Any] = {
-            "tasks": sorted((self.tasks - before.tasks).elements()),
-            "threads": sorted((self.threads - before.threads).elements()),
-            "children": sorted(self.children - before.children),
-            "fds": {fd: target for fd, target in self.fds.items() if before.fds.get(fd) != target},
-        }
-        return {what: items for what, items in left.items() if items}
-
-
-async def wait_until(condition: Callable[[], object], poll: float = 0.001) -> None:
-    """Wait until `condition()` holds; callers bound the wait with a ``fail_after``."""
-    # What we wait for happens in another process, a thread or the kernel: no event tells.
-    while not condition():  # noqa: ASYNC110
-        await trio.sleep(poll)
-
-
 # -- the proxy ----------------------------------------------------------------------------
 
 
@@ -434,22 +269,23 @@ READERS = 4
 
 
 async def _serve_proxy(
-    proxy: Proxy,
+    config: Config,
+    routes: Routes,
     environment: ScriptEnvironment,
     stopped: trio.Event,
     *,
-    task_status: trio.TaskStatus[tuple[trio.CancelScope, Address]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    # As triosip.cli.serve_until_signalled: the launch nursery and the proxy, in a scope that
-    # the test may cancel (the last step of a shutdown) while the resources stay open.
+    # The launch nursery and the proxy, in a scope that the test may cancel (the last step
+    # of a shutdown) while the resources, opened by the harness, stay open.
     try:
-        with trio.CancelScope() as scope:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(environment.serve)
-                listeners: list[Address] = await nursery.start(proxy.serve)
-                task_status.started((scope, listeners[0]))
+        await serve_triosip(config, routes=routes, environment=environment, task_status=task_status)
     finally:
         stopped.set()
+
+
+def _ok(_request: HttpRequest) -> HttpAnswer:
+    return HttpAnswer.json(200, {"ok": True})
 
 
 @contextlib.asynccontextmanager
@@ -483,23 +319,21 @@ async def open_harness(
         await sock.bind(("127.0.0.1", 0))
         nursery = await stack.enter_async_context(trio.open_nursery())
         if resources:
-            http = HttpServer()
-            listeners = await nursery.start(
-                partial(trio.serve_tcp, http.handle, 0, host="127.0.0.1", handler_nursery=nursery)
-            )
-            http.port = listeners[0].socket.getsockname()[1]
+            http = await start_http_server(nursery, {"/ok": _ok})
         environment = ScriptEnvironment(db=db, rest=rest, max_launched=10)
-        proxy = Proxy(
-            [Address("udp", "127.0.0.1", 0)],
-            handlers=ScriptHandlers(routes, environment),
-            config=ProxyConfig(fr_timeout=fr_timeout, fr_inv_timeout=10 * fr_timeout),
-            timers=timers,
+        config = local_config(
+            listen=(Address("udp", "127.0.0.1", 0),),
+            fr_timeout=fr_timeout,
+            fr_inv_timeout=10 * fr_timeout,
+            t1=timers.t1,
+            t2=timers.t2,
+            t4=timers.t4,
         )
         stopped = trio.Event()
-        proxy_scope, address = await nursery.start(_serve_proxy, proxy, environment, stopped)
-        caller = Caller(sock, address)
+        running: Running = await nursery.start(_serve_proxy, config, routes, environment, stopped)
+        caller = Caller(sock, running.listeners[0])
         await nursery.start(caller.serve)
-        yield Harness(proxy, caller, proxy_scope, stopped, tmp_path, db, rest, http)
+        yield Harness(running.proxy, caller, running.scope, stopped, tmp_path, db, rest, http)
         nursery.cancel_scope.cancel()
 
 
@@ -683,7 +517,7 @@ async def assert_nothing_left(
         assert stats.requests_in_flight == 0, stats
         assert stats.requests_cancelled == cancelled_rests, stats
         for _ in range(2):  # a new connection, then the same one from the pool
-            response = await rest.get(f"{http.url}/")
+            response = await rest.get(f"{http.url}/ok")
             assert (response.status, response.json()) == (200, {"ok": True})
 
 

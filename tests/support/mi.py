@@ -1,36 +1,41 @@
 """A proxy with its management interface on 127.0.0.1, and the SIP peers that talk to it.
 
-The proxy and the MI run in the test's nursery on free ports; the MI is asked with an
-httpx client, as any operator's script would, and SIP goes over raw UDP sockets (the
-caller and the callee), or through sipp where a real peer matters.
+The proxy and the MI run in the test's nursery on free ports, through `serve_triosip`;
+the MI is asked with an httpx client, as any operator's script would, and SIP goes through
+`triosip.testing`'s `UdpPeer` (the caller and the callee), or sipp where a real peer
+matters.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
-import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
 
-from triosip.mi import MIConfig, serve_mi
-from triosip.proxy import Proxy, ProxyConfig
-from triosip.script import ScriptEnvironment, ScriptHandlers
-from triosip.sip import Request, Response, build_response, parse_message
-from triosip.transaction import TimerConfig
+from triosip.app import serve_triosip
+from triosip.mi import MIConfig
+from triosip.testing.proxy import UdpPeer, local_config
 from triosip.transport import Address
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Mapping
 
+    from triosip.app import Running as App
+    from triosip.proxy import Proxy
+    from triosip.script import ScriptEnvironment
     from triosip.script.api import Routes
+    from triosip.sip import Response
 
 # Short RFC 3261 timers, so that a transaction that has answered ends within a second:
 # Timer H and J are 64*T1 = 0.64 s, Timer I is T4.
-FAST_TIMERS = TimerConfig(t1=0.01, t2=0.04, t4=0.05)
+FAST_TIMERS = {"t1": 0.01, "t2": 0.04, "t4": 0.05}
 
 
 @dataclass
@@ -65,93 +70,52 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def run_proxy(
-    routes: Routes | ScriptHandlers,
+    routes: Routes | Path,
     *,
+    params: Mapping[str, str] | None = None,
     environment: ScriptEnvironment | None = None,
-    config: ProxyConfig | None = None,
-    timers: TimerConfig = FAST_TIMERS,
     mi: MIConfig | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Running]:
-    """Run `routes` (or handlers made from a routes file) in a proxy on 127.0.0.1 with its
-    MI, both on free ports."""
-    if isinstance(routes, ScriptHandlers):
-        handlers = routes
-        environment = handlers.environment
-    else:
-        environment = environment or ScriptEnvironment(max_launched=10)
-        handlers = ScriptHandlers(routes, environment)
-    proxy = Proxy(
-        [Address("udp", "127.0.0.1", 0)],
-        handlers=handlers,
-        config=config or ProxyConfig(fr_timeout=5.0, fr_inv_timeout=10.0),
-        timers=timers,
+    """Run `routes` (built in code, or a routes file the MI can reload) in a proxy on
+    127.0.0.1 with its MI, both on free ports, through `serve_triosip`; `settings` are
+    `Config` fields over the defaults here (fr 5 s, fr_inv 10 s, `FAST_TIMERS`)."""
+    config = local_config(
+        **{
+            "listen": (Address("udp", "127.0.0.1", 0),),
+            "fr_timeout": 5.0,
+            "fr_inv_timeout": 10.0,
+            "max_launched": 10,
+            **FAST_TIMERS,
+            "params": dict(params or {}),
+            "mi": mi or MIConfig(port=0),
+            **settings,
+        }
     )
+    code_routes = None if isinstance(routes, Path) else routes
+    if code_routes is None:
+        config = dataclasses.replace(config, routes_file=routes)
     async with trio.open_nursery() as nursery:
-        await nursery.start(environment.serve)
-        mi_address: tuple[str, int] = await nursery.start(serve_mi, proxy, mi or MIConfig(port=0))
-        listeners: list[Address] = await nursery.start(proxy.serve)
-        base_url = f"http://{mi_address[0]}:{mi_address[1]}"
+        running: App = await nursery.start(
+            functools.partial(serve_triosip, config, routes=code_routes, environment=environment)
+        )
+        assert running.mi is not None
+        base_url = f"http://{running.mi[0]}:{running.mi[1]}"
         async with httpx.AsyncClient(base_url=base_url, trust_env=False) as client:
-            yield Running(proxy, listeners[0], client, mi_address)
+            yield Running(running.proxy, running.listeners[0], client, running.mi)
         nursery.cancel_scope.cancel()
-
-
-class Peer:
-    """A SIP endpoint on a raw UDP socket on 127.0.0.1: the caller or the callee."""
-
-    def __init__(self, sock: trio.socket.SocketType, port: int) -> None:
-        self.sock = sock
-        self.port = port
-
-    @property
-    def destination(self) -> str:
-        return f"udp:127.0.0.1:{self.port}"
-
-    async def send(self, data: bytes, to: Address) -> None:
-        await self.sock.sendto(data, (to.host, to.port))
-
-    async def receive(self) -> tuple[Request | Response, tuple[str, int]]:
-        data, source = await self.sock.recvfrom(65535)
-        return parse_message(data), source
-
-    async def response(self, status: int, method: str = "INVITE") -> Response:
-        """The next response of `status` to `method`, past the others."""
-        while True:
-            message, _ = await self.receive()
-            if (
-                isinstance(message, Response)
-                and message.status == status
-                and message.cseq.method == method
-            ):
-                return message
-
-    async def request(self) -> tuple[Request, tuple[str, int]]:
-        while True:
-            message, source = await self.receive()
-            if isinstance(message, Request):
-                return message, source
-
-    async def answer(self, request: Request, source: tuple[str, int], status: int) -> None:
-        await self.sock.sendto(bytes(build_response(request, status, to_tag="callee")), source)
-
-
-@contextlib.asynccontextmanager
-async def open_peer() -> AsyncIterator[Peer]:
-    with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        await sock.bind(("127.0.0.1", 0))
-        yield Peer(sock, sock.getsockname()[1])
 
 
 @dataclass
 class Call:
     """Requests of one call from `caller`, built as a UAC builds them (RFC 3261 §8.1.1)."""
 
-    caller: Peer
+    caller: UdpPeer
     proxy: Address
     call_id: str
 
     @classmethod
-    def new(cls, caller: Peer, proxy: Address) -> Call:
+    def new(cls, caller: UdpPeer, proxy: Address) -> Call:
         return cls(caller, proxy, f"{os.urandom(6).hex()}@mi.test")
 
     @property
@@ -178,7 +142,7 @@ class Call:
     async def cancel(self) -> Response:
         """CANCEL the INVITE (RFC 3261 §9.1), take the 487 and ACK it (§17.1.1.3)."""
         await self.send("CANCEL")
-        terminated = await self.caller.response(487)
+        terminated = await self.caller.receive_response(status=487, method="INVITE")
         await self.send("ACK", to_tag=terminated.to.tag or "")
         return terminated
 
