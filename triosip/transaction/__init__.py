@@ -13,9 +13,9 @@ from ._fsm import ClientState as ClientState
 from ._fsm import ServerState as ServerState
 from ._layer import TransactionLayer as TransactionLayer
 from ._layer import TransactionStatistics as TransactionStatistics
-from ._layer import Transport as Transport
 from ._limits import DEFAULT_MAX_TRANSACTIONS as DEFAULT_MAX_TRANSACTIONS
 from ._limits import LoadLimits as LoadLimits
+from ._port import Transport as Transport
 from ._server import ServerTransaction as ServerTransaction
 from ._timers import TimerConfig as TimerConfig
 

@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from triosip.transport import TransportError
 
 from ._errors import TransactionError, TransactionTimeout, TransportFailure
-from ._fsm import ICT, NICT, Action, ClientInput, ClientState, client_input_for
+from ._fsm import ICT, NICT, Action, ClientInput, ClientState, client_input_for, due, enter
+from ._port import Counted, Port
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -40,11 +41,18 @@ if TYPE_CHECKING:
 
     from ._fsm import Machine, Transition
     from ._keys import ClientKey
-    from ._layer import TransactionLayer
 
 logger = logging.getLogger(__name__)
 
 _TERMINATED = ClientState.TERMINATED
+
+
+class ClientPort(Port, Protocol):
+    """What a client transaction may ask of its layer (``TransactionLayer`` gives it one)."""
+
+    def forget_client(self, key: ClientKey, client: ClientTransaction) -> None:
+        """Stop matching responses to ``client`` (§17.1.3): it has terminated."""
+        ...
 
 
 class ClientTransaction:
@@ -73,10 +81,10 @@ class ClientTransaction:
         "_failure",
         "_interval",
         "_key",
-        "_layer",
         "_machine",
         "_on_response",
         "_outbox",
+        "_port",
         "_wait",
         "_wait_in_accepted",
         "branch",
@@ -94,7 +102,7 @@ class ClientTransaction:
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        port: ClientPort,
         request: Request,
         destination: Address,
         *,
@@ -103,7 +111,7 @@ class ClientTransaction:
         on_response: Callable[[ClientTransaction, Response], None],
         wait_in_accepted: bool = True,
     ) -> None:
-        self._layer = layer
+        self._port = port
         self._wait_in_accepted = wait_in_accepted
         self._key = key
         self._on_response = on_response
@@ -177,7 +185,7 @@ class ClientTransaction:
             self.state = _TERMINATED
         self._deadlines.clear()
         self._outbox.clear()
-        self._layer._forget_client(self._key, self)
+        self._port.forget_client(self._key, self)
 
     def _receive(self, response: Response) -> None:
         """A response matched this transaction (§17.1.3). Synchronous, from the transport."""
@@ -201,13 +209,10 @@ class ClientTransaction:
 
     def _apply(self, transition: Transition[ClientState], response: Response | None) -> None:
         next_state = transition.next_state
-        if next_state is not self.state:
-            self.state = next_state
-            # Entering a state drops the timers it does not keep (§17.1.1.2: a 1xx stops
-            # Timer A and B; a final stops Timer E and F).
-            keep = self._machine.timers[next_state]
-            for event in [event for event in self._deadlines if event not in keep]:
-                del self._deadlines[event]
+        deadlines = self._deadlines
+        for timer in enter(self._machine, self.state, next_state, deadlines):
+            del deadlines[timer]
+        self.state = next_state
         now = trio.current_time()
         for action in transition.actions:
             self._act(action, response, now)
@@ -215,13 +220,13 @@ class ClientTransaction:
             self.state = _TERMINATED
             self._deadlines.clear()
         if self.state is _TERMINATED:
-            self._layer._forget_client(self._key, self)
+            self._port.forget_client(self._key, self)
         wait = self._wait
         if wait is not None:
             wait.deadline = self._next_deadline()
 
     def _act(self, action: Action, response: Response | None, now: float) -> None:
-        timers = self._layer.timers
+        timers = self._port.timers
         deadlines = self._deadlines
         if action is Action.PASS_RESPONSE:
             assert response is not None
@@ -233,7 +238,7 @@ class ClientTransaction:
             self._transmit(self._data)
         elif action is Action.RETRANSMIT_REQUEST:
             self.retransmissions += 1
-            self._layer._counters.retransmissions_sent += 1
+            self._port.count(Counted.RETRANSMISSION_SENT)
             logger.debug(
                 "%s Call-ID %s: retransmission %d",
                 self.name,
@@ -246,7 +251,7 @@ class ClientTransaction:
             if self._ack is None:
                 self._ack = build_ack(self.request, response)
             else:
-                self._layer._counters.retransmissions_absorbed += 1
+                self._port.count(Counted.RETRANSMISSION_ABSORBED)
             self._transmit(self._ack)
         elif action is Action.START_TIMER_A:
             # §17.1.1.2: "If a reliable transport is being used, the client transaction
@@ -284,7 +289,7 @@ class ClientTransaction:
             wait = timers.timer_m if self._wait_in_accepted else 0.0
             deadlines[ClientInput.TIMER_M] = now + wait
         elif action is Action.INFORM_TU_TIMEOUT:
-            self._layer._counters.timeouts += 1
+            self._port.count(Counted.TIMEOUT)
             # Normal SIP life (a dead or unreachable next hop): INFO, not WARNING.
             logger.info(
                 "%s Call-ID %s: no final response, timed out in %s",
@@ -303,9 +308,7 @@ class ClientTransaction:
             raise AssertionError(action)
 
     def _fire_due_timers(self) -> None:
-        now = trio.current_time()
-        due = sorted((item for item in self._deadlines.items() if item[1] <= now), key=_when)
-        for event, _ in due:
+        for event in due(self._deadlines, trio.current_time()):
             # An earlier timer of the same pass may have ended the transaction or changed
             # state and dropped this one.
             if event in self._deadlines:
@@ -321,11 +324,11 @@ class ClientTransaction:
 
     def _transmit(self, data: bytes) -> None:
         # UDP goes out synchronously; anything else waits for the transaction's own task.
-        if self.reliable or not self._layer._transport.send_nowait(data, self.destination):
+        if self.reliable or not self._port.transport.send_nowait(data, self.destination):
             self._outbox.append(data)
 
     async def _drain(self) -> None:
-        transport = self._layer._transport
+        transport = self._port.transport
         while self._outbox and self.state is not _TERMINATED:
             data = self._outbox.pop(0)
             try:
@@ -374,7 +377,3 @@ def build_ack(request: Request, response: Response) -> bytes:
 def _encode(text: str) -> bytes:
     # Header values are decoded with surrogateescape (sip API): this gives the bytes back.
     return text.encode("utf-8", "surrogateescape")
-
-
-def _when(item: tuple[ClientInput, float]) -> float:
-    return item[1]

@@ -30,7 +30,7 @@ import math
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from triosip.transport import Address, Inbound, TcpConnection
 
     from ._keys import ClientKey, ServerKey
+    from ._port import Counted, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -59,27 +60,6 @@ logger = logging.getLogger(__name__)
 # socket cannot take them at once (TCP, a full UDP buffer); beyond, they are dropped like
 # a lost datagram.
 SEND_LATER_CAPACITY = 1024
-
-
-class Transport(Protocol):
-    """What the transaction layer needs of ``triosip.transport.TransportLayer``."""
-
-    def send_nowait(
-        self, data: bytes, destination: Address, *, local: Address | None = None
-    ) -> bool:
-        """Send a UDP datagram now if the socket takes it; False if the caller must wait."""
-        ...
-
-    async def send(
-        self,
-        data: bytes,
-        destination: Address,
-        *,
-        connection: TcpConnection | None = None,
-        local: Address | None = None,
-    ) -> None:
-        """Send a message; raises ``TransportError``."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +180,7 @@ class TransactionLayer:
         self._later: deque[
             tuple[bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None]
         ] = deque()
+        self._port = _Port(self)
 
     # --- the public surface --------------------------------------------------------------
 
@@ -361,7 +342,7 @@ class TransactionLayer:
         if key in self._clients:
             raise TransactionError(f"{request.method} {key[0]}: branch already in use")
         client = ClientTransaction(
-            self,
+            self._port,
             request,
             destination,
             key=key,
@@ -435,7 +416,7 @@ class TransactionLayer:
         if branch is None:
             branch = f"rfc2543-{request.call_id}-{request.cseq.number}"
         server = ServerTransaction(
-            self, inbound, request, keys=keys, branch=branch, rfc2543=rfc2543
+            self._port, inbound, request, keys=keys, branch=branch, rfc2543=rfc2543
         )
         for each in keys:
             self._servers[each] = server
@@ -593,3 +574,57 @@ class TransactionLayer:
             # on_stray runs in the transport's receive loop, which must not die of it.
             logger.exception("on_stray raised for a message from %s", inbound.source)
             self._counters.handler_errors += 1
+
+
+class _Port:
+    """The port the transactions of one layer get: ``ClientPort`` and ``ServerPort``.
+
+    One per layer, shared: each call names its transaction. It keeps the layer's
+    internals behind the few operations a transaction needs (``_port.py``).
+    """
+
+    __slots__ = ("_layer", "transport")
+
+    def __init__(self, layer: TransactionLayer) -> None:
+        self._layer = layer
+        self.transport: Transport = layer._transport
+
+    @property
+    def timers(self) -> TimerConfig:
+        return self._layer.timers
+
+    def count(self, event: Counted) -> None:
+        counters = self._layer._counters
+        name = event.value
+        setattr(counters, name, getattr(counters, name) + 1)
+
+    async def handle(self, server: ServerTransaction) -> None:
+        await self._layer._on_request(server)
+
+    def pass_stray(self, inbound: Inbound) -> None:
+        self._layer._pass_stray(inbound)
+
+    def forget_server(self, server: ServerTransaction) -> None:
+        self._layer._forget_server(server)
+
+    def task_ended(self, server: ServerTransaction) -> None:
+        self._layer._server_ended(server)
+
+    def hold(self, server: ServerTransaction) -> None:
+        self._layer._hold(server)
+
+    def schedule(self, server: ServerTransaction) -> None:
+        self._layer._schedule(server)
+
+    def send_later(
+        self,
+        data: bytes,
+        destination: Address,
+        local: Address | None,
+        connection: TcpConnection | None,
+        server: ServerTransaction | None,
+    ) -> None:
+        self._layer._send_later(data, destination, local, connection, server)
+
+    def forget_client(self, key: ClientKey, client: ClientTransaction) -> None:
+        self._layer._forget_client(key, client)
