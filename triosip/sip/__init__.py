@@ -6,6 +6,8 @@ answer what could not be parsed with `build_error_response`. Nothing that reads 
 from the network raises anything but `ParseError`.
 """
 
+from triosip.sip._builders import build_ack as build_ack
+from triosip.sip._builders import build_cancel as build_cancel
 from triosip.sip._errors import LocalSIPError as LocalSIPError
 from triosip.sip._errors import ParseError as ParseError
 from triosip.sip._errors import SIPError as SIPError
@@ -43,6 +45,8 @@ __all__ = [
     "SIPError",
     "StreamParser",
     "Via",
+    "build_ack",
+    "build_cancel",
     "build_error_response",
     "build_response",
     "parse_message",

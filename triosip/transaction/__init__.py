@@ -5,7 +5,6 @@ task that calls :meth:`TransactionLayer.run_client`. Every timer is a cancel-sco
 """
 
 from ._client import ClientTransaction as ClientTransaction
-from ._client import build_ack as build_ack
 from ._errors import TransactionError as TransactionError
 from ._errors import TransactionTimeout as TransactionTimeout
 from ._errors import TransportFailure as TransportFailure
@@ -33,5 +32,4 @@ __all__ = [
     "TransactionTimeout",
     "Transport",
     "TransportFailure",
-    "build_ack",
 ]

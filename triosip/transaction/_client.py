@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import trio
 
+from triosip.sip import build_ack
 from triosip.transport import TransportError
 
 from ._errors import TransactionError, TransactionTimeout, TransportFailure
@@ -249,7 +250,7 @@ class ClientTransaction:
         elif action is Action.SEND_ACK:
             assert response is not None
             if self._ack is None:
-                self._ack = build_ack(self.request, response)
+                self._ack = bytes(build_ack(self.request, response))
             else:
                 self._port.count(Counted.RETRANSMISSION_ABSORBED)
             self._transmit(self._ack)
@@ -342,38 +343,3 @@ class ClientTransaction:
                 self._failure = failure
                 self._outbox.clear()
                 self._step(ClientInput.TRANSPORT_ERROR, None)
-
-
-def build_ack(request: Request, response: Response) -> bytes:
-    """The ACK for a non-2xx final response, as the ICT sends it (RFC 3261 §17.1.1.3).
-
-    Request-URI, Call-ID, From and CSeq number of the original request; the To of the
-    response (with its tag); a single Via equal to the request's top Via (so the same
-    branch); the request's Route header fields; method ACK in the CSeq.
-
-    Args:
-        request: the INVITE the transaction sent.
-        response: the 300-699 response being acknowledged.
-
-    Returns:
-        The ACK's bytes.
-    """
-    encode = _encode
-    lines = [
-        encode(f"ACK {request.uri_raw} SIP/2.0"),
-        encode(f"Via: {request.top_via}"),
-    ]
-    max_forwards = request.max_forwards
-    lines.append(encode(f"Max-Forwards: {70 if max_forwards is None else max_forwards}"))
-    lines.extend(header.raw for header in response.headers if header.name == "to")
-    lines.extend(
-        header.raw for header in request.headers if header.name in ("from", "call-id", "route")
-    )
-    lines.append(encode(f"CSeq: {request.cseq.number} ACK"))
-    lines.append(b"Content-Length: 0")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def _encode(text: str) -> bytes:
-    # Header values are decoded with surrogateescape (sip API): this gives the bytes back.
-    return text.encode("utf-8", "surrogateescape")
