@@ -19,7 +19,7 @@ from .helpers import ipv6_loopback_works, peer_address, request, response, start
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-ERROR_LINGER = 2.0  # triosip.transport._layer.ERROR_LINGER
+ERROR_LINGER = 2.0  # triosip.transport._tcp.ERROR_LINGER
 
 
 async def tcp_peer(local: Address) -> trio.SocketStream:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from triosip.sip import build_ack
-from triosip.transport import TransportError
+from triosip.transport.base import TransportError
 
 from ._errors import TransactionError, TransactionTimeout, TransportFailure
 from ._fsm import ICT, NICT, Action, ClientInput, ClientState, client_input_for, due, enter
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from triosip.sip import Request, Response
-    from triosip.transport import Address, TcpConnection
+    from triosip.transport.base import Address, TcpConnection
 
     from ._fsm import Machine, Transition
     from ._keys import ClientKey

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from triosip.sip import MAGIC_COOKIE, Response, build_response
-from triosip.transport import TransportError, response_destination
+from triosip.transport.base import TransportError, response_destination
 
 from ._client import ClientTransaction
 from ._errors import TransactionError
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from triosip.sip import Request
-    from triosip.transport import Address, Inbound, TcpConnection
+    from triosip.transport.base import Address, Inbound, TcpConnection
 
     from ._keys import ClientKey, ServerKey
     from ._port import Counted, Transport

@@ -20,7 +20,7 @@ import enum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from triosip.transport import Address, TcpConnection
+    from triosip.transport.base import Address, TcpConnection
 
     from ._timers import TimerConfig
 

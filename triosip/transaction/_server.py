@@ -52,14 +52,14 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from triosip.sip import Request, Response, build_response, parse_message
-from triosip.transport import Inbound, TransportError, response_destination
+from triosip.transport.base import Inbound, TransportError, response_destination
 
 from ._errors import TransactionError, TransportFailure
 from ._fsm import IST, NIST, Action, ServerInput, ServerState, due, enter, server_input_for
 from ._port import Counted, Port
 
 if TYPE_CHECKING:
-    from triosip.transport import Address, TcpConnection
+    from triosip.transport.base import Address, TcpConnection
 
     from ._fsm import Machine, Transition
     from ._keys import ServerKey
