@@ -210,10 +210,11 @@ class ClientTransaction:
 
     def _apply(self, transition: Transition[ClientState], response: Response | None) -> None:
         next_state = transition.next_state
-        deadlines = self._deadlines
-        for timer in enter(self._machine, self.state, next_state, deadlines):
-            del deadlines[timer]
-        self.state = next_state
+        if next_state is not self.state:
+            deadlines = self._deadlines
+            for timer in enter(self._machine, self.state, next_state, deadlines):
+                del deadlines[timer]
+            self.state = next_state
         now = trio.current_time()
         for action in transition.actions:
             self._act(action, response, now)

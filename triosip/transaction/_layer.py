@@ -158,7 +158,7 @@ class TransactionLayer:
         limits: LoadLimits = LoadLimits(),  # noqa: B008 - frozen, as timers
     ) -> None:
         self._transport = transport
-        self.timers = timers
+        self._timers = timers
         self.limits = limits
         self._on_request = on_request
         self._on_stray = on_stray
@@ -183,6 +183,11 @@ class TransactionLayer:
         self._port = _Port(self)
 
     # --- the public surface --------------------------------------------------------------
+
+    @property
+    def timers(self) -> TimerConfig:
+        """T1, T2, T4 and what derives from them, as given (fixed for the layer's life)."""
+        return self._timers
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the long-lived transactions nursery; each server transaction is a task in it.
@@ -566,6 +571,11 @@ class TransactionLayer:
         if self._clients.get(key) is client:
             del self._clients[key]
 
+    def _count(self, event: Counted) -> None:
+        counters = self._counters
+        name = event.value
+        setattr(counters, name, getattr(counters, name) + 1)
+
     def _pass_stray(self, inbound: Inbound) -> None:
         self._counters.strays += 1
         try:
@@ -579,52 +589,38 @@ class TransactionLayer:
 class _Port:
     """The port the transactions of one layer get: ``ClientPort`` and ``ServerPort``.
 
-    One per layer, shared: each call names its transaction. It keeps the layer's
-    internals behind the few operations a transaction needs (``_port.py``).
+    One per layer, shared: each call names its transaction. Its operations are the
+    layer's own methods, bound once here, so that the port costs no call of its own on
+    the hot path; what else the layer has stays out of the transactions' reach.
     """
 
-    __slots__ = ("_layer", "transport")
+    __slots__ = (
+        "count",
+        "forget_client",
+        "forget_server",
+        "handle",
+        "hold",
+        "pass_stray",
+        "schedule",
+        "send_later",
+        "task_ended",
+        "timers",
+        "transport",
+    )
 
     def __init__(self, layer: TransactionLayer) -> None:
-        self._layer = layer
+        # Fixed for the layer's life (``TransactionLayer.timers`` is read-only).
+        self.timers: TimerConfig = layer.timers
         self.transport: Transport = layer._transport
-
-    @property
-    def timers(self) -> TimerConfig:
-        return self._layer.timers
-
-    def count(self, event: Counted) -> None:
-        counters = self._layer._counters
-        name = event.value
-        setattr(counters, name, getattr(counters, name) + 1)
-
-    async def handle(self, server: ServerTransaction) -> None:
-        await self._layer._on_request(server)
-
-    def pass_stray(self, inbound: Inbound) -> None:
-        self._layer._pass_stray(inbound)
-
-    def forget_server(self, server: ServerTransaction) -> None:
-        self._layer._forget_server(server)
-
-    def task_ended(self, server: ServerTransaction) -> None:
-        self._layer._server_ended(server)
-
-    def hold(self, server: ServerTransaction) -> None:
-        self._layer._hold(server)
-
-    def schedule(self, server: ServerTransaction) -> None:
-        self._layer._schedule(server)
-
-    def send_later(
-        self,
-        data: bytes,
-        destination: Address,
-        local: Address | None,
-        connection: TcpConnection | None,
-        server: ServerTransaction | None,
-    ) -> None:
-        self._layer._send_later(data, destination, local, connection, server)
-
-    def forget_client(self, key: ClientKey, client: ClientTransaction) -> None:
-        self._layer._forget_client(key, client)
+        self.count: Callable[[Counted], None] = layer._count
+        self.handle: Callable[[ServerTransaction], Awaitable[None]] = layer._on_request
+        self.pass_stray: Callable[[Inbound], None] = layer._pass_stray
+        self.forget_server: Callable[[ServerTransaction], None] = layer._forget_server
+        self.task_ended: Callable[[ServerTransaction], None] = layer._server_ended
+        self.hold: Callable[[ServerTransaction], None] = layer._hold
+        self.schedule: Callable[[ServerTransaction], None] = layer._schedule
+        self.send_later: Callable[
+            [bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None],
+            None,
+        ] = layer._send_later
+        self.forget_client: Callable[[ClientKey, ClientTransaction], None] = layer._forget_client

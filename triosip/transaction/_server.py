@@ -59,6 +59,8 @@ from ._fsm import IST, NIST, Action, ServerInput, ServerState, due, enter, serve
 from ._port import Counted, Port
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from triosip.transport.base import Address, TcpConnection
 
     from ._fsm import Machine, Transition
@@ -80,7 +82,7 @@ AMPLIFIED_TIMER_G_RETRANSMISSIONS = 2
 class ServerPort(Port, Protocol):
     """What a server transaction may ask of its layer (``TransactionLayer`` gives it one)."""
 
-    async def handle(self, server: ServerTransaction) -> None:
+    def handle(self, server: ServerTransaction) -> Awaitable[None]:
         """Run the TU on a new transaction: the layer's ``on_request``."""
         ...
 
@@ -521,10 +523,11 @@ class ServerTransaction:
 
     def _apply(self, transition: Transition[ServerState], inbound: Inbound | None) -> None:
         next_state = transition.next_state
-        deadlines = self._deadlines
-        for timer in enter(self._machine, self.state, next_state, deadlines):
-            del deadlines[timer]
-        self.state = next_state
+        if next_state is not self.state:
+            deadlines = self._deadlines
+            for timer in enter(self._machine, self.state, next_state, deadlines):
+                del deadlines[timer]
+            self.state = next_state
         now = trio.current_time()
         for action in transition.actions:
             self._act(action, inbound, now)
