@@ -305,7 +305,7 @@ def test_entering_a_state_disarms_exactly_the_timers_it_does_not_keep(
             dropped = enter(machine, state, transition.next_state, timers)
             left = [timer for timer in timers if timer not in dropped]
             if transition.next_state is state:
-                assert dropped == ()
+                assert dropped == []
             else:
                 assert set(left) == set(machine.timers[transition.next_state])
                 assert list(dropped) == [t for t in timers if t in dropped]  # armed order
@@ -324,8 +324,13 @@ def test_enter_only_disarms_armed_timers(case: tuple[Any, Any, Any], data: st.Da
 def test_due_timers_come_earliest_first() -> None:
     deadlines = {SI.TIMER_H: 32.0, SI.TIMER_G: 0.5, SI.TIMER_I: 5.0, SI.TIMER_L: 5.0}
     assert due(deadlines, 0.4) == []
-    assert due(deadlines, 0.5) == [SI.TIMER_G]
+    assert due(deadlines, 0.5) == [(SI.TIMER_G, 0.5)]
     # Equal deadlines keep the order they were armed in (the sort is stable).
-    assert due(deadlines, 10.0) == [SI.TIMER_G, SI.TIMER_I, SI.TIMER_L]
-    assert due(deadlines, 40.0) == [SI.TIMER_G, SI.TIMER_I, SI.TIMER_L, SI.TIMER_H]
+    assert [timer for timer, _ in due(deadlines, 10.0)] == [SI.TIMER_G, SI.TIMER_I, SI.TIMER_L]
+    assert [timer for timer, _ in due(deadlines, 40.0)] == [
+        SI.TIMER_G,
+        SI.TIMER_I,
+        SI.TIMER_L,
+        SI.TIMER_H,
+    ]
     assert due({}, 1.0) == []

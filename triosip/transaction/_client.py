@@ -310,7 +310,7 @@ class ClientTransaction:
             raise AssertionError(action)
 
     def _fire_due_timers(self) -> None:
-        for event in due(self._deadlines, trio.current_time()):
+        for event, _ in due(self._deadlines, trio.current_time()):
             # An earlier timer of the same pass may have ended the transaction or changed
             # state and dropped this one.
             if event in self._deadlines:

@@ -177,7 +177,7 @@ class Machine(Generic[S, I]):
         return frozenset(found)
 
 
-def enter(machine: Machine[S, I], state: S, next_state: S, armed: Iterable[I]) -> tuple[I, ...]:
+def enter(machine: Machine[S, I], state: S, next_state: S, armed: Iterable[I]) -> list[I]:
     """The armed timers that moving from ``state`` to ``next_state`` disarms.
 
     Entering a state drops every timer it does not keep (``Machine.timers``): §17.1.1.2, a
@@ -194,20 +194,18 @@ def enter(machine: Machine[S, I], state: S, next_state: S, armed: Iterable[I]) -
         The timers to disarm, in the order of ``armed``.
     """
     if next_state is state:
-        return ()
+        return []
     keep = machine.timers[next_state]
-    return tuple(timer for timer in armed if timer not in keep)
+    return [timer for timer in armed if timer not in keep]
 
 
-def due(deadlines: Mapping[I, float], now: float) -> list[I]:
-    """The timers whose deadline has passed at ``now``, earliest first.
+def due(deadlines: Mapping[I, float], now: float) -> list[tuple[I, float]]:
+    """The timers whose deadline has passed at ``now``, earliest first, with their deadline.
 
     Each is an input of the machine, to step in this order: an earlier one may end the
     transaction or disarm a later one (the caller checks it is still armed).
     """
-    passed = [item for item in deadlines.items() if item[1] <= now]
-    passed.sort(key=_when)
-    return [timer for timer, _ in passed]
+    return sorted([item for item in deadlines.items() if item[1] <= now], key=_when)
 
 
 def _when(item: tuple[I, float]) -> float:

@@ -468,7 +468,7 @@ class ServerTransaction:
             await self._drain()
             # Every due timer is an input of the machine, in deadline order.
             now = trio.current_time()
-            for event in due(self._deadlines, now):
+            for event, _ in due(self._deadlines, now):
                 if event in self._deadlines:  # an earlier one may have dropped it
                     del self._deadlines[event]
                     self._step(event, None)
@@ -490,7 +490,7 @@ class ServerTransaction:
     def _fire_timers(self, now: float) -> None:
         """The layer's timers loop woke for this held transaction: fire what is due."""
         deadlines = self._deadlines
-        for event in due(deadlines, now):
+        for event, _ in due(deadlines, now):
             if event in deadlines:  # an earlier one may have dropped it
                 del deadlines[event]
                 self._step(event, None)
