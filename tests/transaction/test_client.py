@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,9 +25,11 @@ from triosip.transaction import (
     TimerConfig,
     TransactionError,
     TransactionLayer,
+    TransactionStatistics,
     TransactionTimeout,
     TransportFailure,
 )
+from triosip.transaction._port import Counted
 
 if TYPE_CHECKING:
     from triosip.transport import Address, Inbound
@@ -112,6 +115,21 @@ async def test_ict_timer_a_doubles_without_cap_and_timer_b_fires_at_64_t1(
     assert all(sent.nowait for sent in transport.sent)
     assert layer.statistics().timeouts == 1
     assert layer.client_transactions() == []
+
+
+async def test_the_layer_counts_what_its_transactions_report_through_their_port(
+    autojump_clock: trio.testing.MockClock, layer: TransactionLayer, transport: FakeTransport
+) -> None:
+    # Every event a transaction counts is one of the layer's statistics.
+    assert {event.value for event in Counted} <= {f.name for f in fields(TransactionStatistics)}
+    with pytest.raises(TransactionTimeout):
+        await layer.run_client(
+            proxied(branch=layer.new_branch()), NEXT_HOP, on_response=lambda c, r: None
+        )
+    statistics = layer.statistics()
+    # Timer A: six retransmissions in 32 s (see above); then Timer B.
+    assert (statistics.retransmissions_sent, statistics.timeouts) == (6, 1)
+    assert (statistics.ict_total, statistics.client_active) == (1, 0)
 
 
 async def test_ict_timers_follow_t1(

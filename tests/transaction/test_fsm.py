@@ -20,6 +20,8 @@ from triosip.transaction._fsm import (
     ServerInput,
     ServerState,
     client_input_for,
+    due,
+    enter,
     server_input_for,
 )
 
@@ -284,3 +286,51 @@ def test_starts() -> None:
 def test_status_classes(status: int, client: ClientInput, server: ServerInput) -> None:
     assert client_input_for(status) is client
     assert server_input_for(status) is server
+
+
+def timers_of(machine: Machine[Any, Any]) -> list[Any]:
+    return [event for event in inputs_of(machine) if event.name.startswith("TIMER_")]
+
+
+@pytest.mark.parametrize("machine", MACHINES, ids=lambda m: m.name)
+def test_entering_a_state_disarms_exactly_the_timers_it_does_not_keep(
+    machine: Machine[Any, Any],
+) -> None:
+    # Every state x input, with every timer of the machine armed: what is left armed after
+    # the step is what the next state keeps; staying put disarms nothing.
+    timers = timers_of(machine)
+    for state in all_states_of(machine):
+        for event in inputs_of(machine):
+            transition = machine.step(state, event)
+            dropped = enter(machine, state, transition.next_state, timers)
+            left = [timer for timer in timers if timer not in dropped]
+            if transition.next_state is state:
+                assert dropped == []
+            else:
+                assert set(left) == set(machine.timers[transition.next_state])
+                assert list(dropped) == [t for t in timers if t in dropped]  # armed order
+
+
+@given(machine_state_input(), st.data())
+def test_enter_only_disarms_armed_timers(case: tuple[Any, Any, Any], data: st.DataObject) -> None:
+    machine, state, event = case
+    armed = data.draw(st.lists(st.sampled_from(timers_of(machine)), unique=True))
+    transition = machine.step(state, event)
+    dropped = enter(machine, state, transition.next_state, armed)
+    assert set(dropped) <= set(armed)
+    assert not set(dropped) & set(machine.timers.get(transition.next_state, ()))
+
+
+def test_due_timers_come_earliest_first() -> None:
+    deadlines = {SI.TIMER_H: 32.0, SI.TIMER_G: 0.5, SI.TIMER_I: 5.0, SI.TIMER_L: 5.0}
+    assert due(deadlines, 0.4) == []
+    assert due(deadlines, 0.5) == [(SI.TIMER_G, 0.5)]
+    # Equal deadlines keep the order they were armed in (the sort is stable).
+    assert [timer for timer, _ in due(deadlines, 10.0)] == [SI.TIMER_G, SI.TIMER_I, SI.TIMER_L]
+    assert [timer for timer, _ in due(deadlines, 40.0)] == [
+        SI.TIMER_G,
+        SI.TIMER_I,
+        SI.TIMER_L,
+        SI.TIMER_H,
+    ]
+    assert due({}, 1.0) == []

@@ -24,7 +24,7 @@ from triosip.transport import Address, TransportError, TransportLayer, Transport
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-ERROR_LINGER = 2.0  # triosip.transport._layer.ERROR_LINGER
+ERROR_LINGER = 2.0  # triosip.transport._tcp.ERROR_LINGER
 
 
 async def tcp_peer(local: Address) -> trio.SocketStream:

@@ -46,7 +46,7 @@ from triosip.proxy._forward import (
 from triosip.proxy._names import route_name
 from triosip.proxy._response import best_response, forwarded_status, merge_challenges
 from triosip.proxy._statistics import status_class
-from triosip.sip import ParseError, Request, Response, build_response, parse_message
+from triosip.sip import Request, Response, build_cancel, build_response
 from triosip.transaction import (
     ClientTransaction,
     ServerTransaction,
@@ -644,25 +644,3 @@ class _Started:
             self.branch.client = value
         self.done = True
         self.task_status.started()
-
-
-def build_cancel(invite: Request) -> Request:
-    """The CANCEL for a branch's INVITE (RFC 3261 §9.1): same Request-URI, Call-ID, From,
-    To, CSeq number and Route set, and only the top Via, so that it matches the branch."""
-    lines = [
-        f"CANCEL {invite.uri_raw} SIP/2.0",
-        f"Via: {invite.header_values('via')[0]}",
-        *(f"Route: {value}" for value in invite.header_lines("route")),
-        "Max-Forwards: 70",
-        f"From: {invite.header('from')}",
-        f"To: {invite.header('to')}",
-        f"Call-ID: {invite.call_id}",
-        f"CSeq: {invite.cseq.number} CANCEL",
-        "Content-Length: 0",
-    ]
-    try:
-        message = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
-    except ParseError as exc:  # pragma: no cover - built from a request that parsed
-        raise RoutingError(f"cannot build CANCEL: {exc.reason}") from exc
-    assert isinstance(message, Request)
-    return message

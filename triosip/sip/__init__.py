@@ -7,6 +7,8 @@ answer what could not be parsed with `build_error_response`. Nothing that reads 
 from the network raises anything but `ParseError`.
 """
 
+from triosip.sip._builders import build_ack as build_ack
+from triosip.sip._builders import build_cancel as build_cancel
 from triosip.sip._check import check_message as check_message
 from triosip.sip._errors import LocalSIPError as LocalSIPError
 from triosip.sip._errors import ParseError as ParseError
@@ -45,6 +47,8 @@ __all__ = [
     "SIPError",
     "StreamParser",
     "Via",
+    "build_ack",
+    "build_cancel",
     "build_error_response",
     "build_response",
     "check_message",

@@ -5,7 +5,6 @@ task that calls :meth:`TransactionLayer.run_client`. Every timer is a cancel-sco
 """
 
 from ._client import ClientTransaction as ClientTransaction
-from ._client import build_ack as build_ack
 from ._errors import TransactionError as TransactionError
 from ._errors import TransactionTimeout as TransactionTimeout
 from ._errors import TransportFailure as TransportFailure
@@ -13,9 +12,9 @@ from ._fsm import ClientState as ClientState
 from ._fsm import ServerState as ServerState
 from ._layer import TransactionLayer as TransactionLayer
 from ._layer import TransactionStatistics as TransactionStatistics
-from ._layer import Transport as Transport
 from ._limits import DEFAULT_MAX_TRANSACTIONS as DEFAULT_MAX_TRANSACTIONS
 from ._limits import LoadLimits as LoadLimits
+from ._port import Transport as Transport
 from ._server import ServerTransaction as ServerTransaction
 from ._timers import TimerConfig as TimerConfig
 
@@ -33,5 +32,4 @@ __all__ = [
     "TransactionTimeout",
     "Transport",
     "TransportFailure",
-    "build_ack",
 ]

@@ -23,28 +23,37 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
-from triosip.transport import TransportError
+from triosip.sip import build_ack
+from triosip.transport.base import TransportError
 
 from ._errors import TransactionError, TransactionTimeout, TransportFailure
-from ._fsm import ICT, NICT, Action, ClientInput, ClientState, client_input_for
+from ._fsm import ICT, NICT, Action, ClientInput, ClientState, client_input_for, due, enter
+from ._port import Counted, Port
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from triosip.sip import Request, Response
-    from triosip.transport import Address, TcpConnection
+    from triosip.transport.base import Address, TcpConnection
 
     from ._fsm import Machine, Transition
     from ._keys import ClientKey
-    from ._layer import TransactionLayer
 
 logger = logging.getLogger(__name__)
 
 _TERMINATED = ClientState.TERMINATED
+
+
+class ClientPort(Port, Protocol):
+    """What a client transaction may ask of its layer (``TransactionLayer`` gives it one)."""
+
+    def forget_client(self, key: ClientKey, client: ClientTransaction) -> None:
+        """Stop matching responses to ``client`` (§17.1.3): it has terminated."""
+        ...
 
 
 class ClientTransaction:
@@ -73,10 +82,10 @@ class ClientTransaction:
         "_failure",
         "_interval",
         "_key",
-        "_layer",
         "_machine",
         "_on_response",
         "_outbox",
+        "_port",
         "_wait",
         "_wait_in_accepted",
         "branch",
@@ -94,7 +103,7 @@ class ClientTransaction:
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        port: ClientPort,
         request: Request,
         destination: Address,
         *,
@@ -103,7 +112,7 @@ class ClientTransaction:
         on_response: Callable[[ClientTransaction, Response], None],
         wait_in_accepted: bool = True,
     ) -> None:
-        self._layer = layer
+        self._port = port
         self._wait_in_accepted = wait_in_accepted
         self._key = key
         self._on_response = on_response
@@ -177,7 +186,7 @@ class ClientTransaction:
             self.state = _TERMINATED
         self._deadlines.clear()
         self._outbox.clear()
-        self._layer._forget_client(self._key, self)
+        self._port.forget_client(self._key, self)
 
     def _receive(self, response: Response) -> None:
         """A response matched this transaction (§17.1.3). Synchronous, from the transport."""
@@ -202,12 +211,10 @@ class ClientTransaction:
     def _apply(self, transition: Transition[ClientState], response: Response | None) -> None:
         next_state = transition.next_state
         if next_state is not self.state:
+            deadlines = self._deadlines
+            for timer in enter(self._machine, self.state, next_state, deadlines):
+                del deadlines[timer]
             self.state = next_state
-            # Entering a state drops the timers it does not keep (§17.1.1.2: a 1xx stops
-            # Timer A and B; a final stops Timer E and F).
-            keep = self._machine.timers[next_state]
-            for event in [event for event in self._deadlines if event not in keep]:
-                del self._deadlines[event]
         now = trio.current_time()
         for action in transition.actions:
             self._act(action, response, now)
@@ -215,13 +222,13 @@ class ClientTransaction:
             self.state = _TERMINATED
             self._deadlines.clear()
         if self.state is _TERMINATED:
-            self._layer._forget_client(self._key, self)
+            self._port.forget_client(self._key, self)
         wait = self._wait
         if wait is not None:
             wait.deadline = self._next_deadline()
 
     def _act(self, action: Action, response: Response | None, now: float) -> None:
-        timers = self._layer.timers
+        timers = self._port.timers
         deadlines = self._deadlines
         if action is Action.PASS_RESPONSE:
             assert response is not None
@@ -233,7 +240,7 @@ class ClientTransaction:
             self._transmit(self._data)
         elif action is Action.RETRANSMIT_REQUEST:
             self.retransmissions += 1
-            self._layer._counters.retransmissions_sent += 1
+            self._port.count(Counted.RETRANSMISSION_SENT)
             logger.debug(
                 "%s Call-ID %s: retransmission %d",
                 self.name,
@@ -244,9 +251,9 @@ class ClientTransaction:
         elif action is Action.SEND_ACK:
             assert response is not None
             if self._ack is None:
-                self._ack = build_ack(self.request, response)
+                self._ack = bytes(build_ack(self.request, response))
             else:
-                self._layer._counters.retransmissions_absorbed += 1
+                self._port.count(Counted.RETRANSMISSION_ABSORBED)
             self._transmit(self._ack)
         elif action is Action.START_TIMER_A:
             # §17.1.1.2: "If a reliable transport is being used, the client transaction
@@ -284,7 +291,7 @@ class ClientTransaction:
             wait = timers.timer_m if self._wait_in_accepted else 0.0
             deadlines[ClientInput.TIMER_M] = now + wait
         elif action is Action.INFORM_TU_TIMEOUT:
-            self._layer._counters.timeouts += 1
+            self._port.count(Counted.TIMEOUT)
             # Normal SIP life (a dead or unreachable next hop): INFO, not WARNING.
             logger.info(
                 "%s Call-ID %s: no final response, timed out in %s",
@@ -303,9 +310,7 @@ class ClientTransaction:
             raise AssertionError(action)
 
     def _fire_due_timers(self) -> None:
-        now = trio.current_time()
-        due = sorted((item for item in self._deadlines.items() if item[1] <= now), key=_when)
-        for event, _ in due:
+        for event, _ in due(self._deadlines, trio.current_time()):
             # An earlier timer of the same pass may have ended the transaction or changed
             # state and dropped this one.
             if event in self._deadlines:
@@ -321,11 +326,11 @@ class ClientTransaction:
 
     def _transmit(self, data: bytes) -> None:
         # UDP goes out synchronously; anything else waits for the transaction's own task.
-        if self.reliable or not self._layer._transport.send_nowait(data, self.destination):
+        if self.reliable or not self._port.transport.send_nowait(data, self.destination):
             self._outbox.append(data)
 
     async def _drain(self) -> None:
-        transport = self._layer._transport
+        transport = self._port.transport
         while self._outbox and self.state is not _TERMINATED:
             data = self._outbox.pop(0)
             try:
@@ -339,42 +344,3 @@ class ClientTransaction:
                 self._failure = failure
                 self._outbox.clear()
                 self._step(ClientInput.TRANSPORT_ERROR, None)
-
-
-def build_ack(request: Request, response: Response) -> bytes:
-    """The ACK for a non-2xx final response, as the ICT sends it (RFC 3261 §17.1.1.3).
-
-    Request-URI, Call-ID, From and CSeq number of the original request; the To of the
-    response (with its tag); a single Via equal to the request's top Via (so the same
-    branch); the request's Route header fields; method ACK in the CSeq.
-
-    Args:
-        request: the INVITE the transaction sent.
-        response: the 300-699 response being acknowledged.
-
-    Returns:
-        The ACK's bytes.
-    """
-    encode = _encode
-    lines = [
-        encode(f"ACK {request.uri_raw} SIP/2.0"),
-        encode(f"Via: {request.top_via}"),
-    ]
-    max_forwards = request.max_forwards
-    lines.append(encode(f"Max-Forwards: {70 if max_forwards is None else max_forwards}"))
-    lines.extend(header.raw for header in response.headers if header.name == "to")
-    lines.extend(
-        header.raw for header in request.headers if header.name in ("from", "call-id", "route")
-    )
-    lines.append(encode(f"CSeq: {request.cseq.number} ACK"))
-    lines.append(b"Content-Length: 0")
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def _encode(text: str) -> bytes:
-    # Header values are decoded with surrogateescape (sip API): this gives the bytes back.
-    return text.encode("utf-8", "surrogateescape")
-
-
-def _when(item: tuple[ClientInput, float]) -> float:
-    return item[1]

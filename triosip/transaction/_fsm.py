@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 
 class ClientState(enum.Enum):
@@ -175,6 +175,41 @@ class Machine(Generic[S, I]):
         for (state, _), transition in self.table.items():
             found.update((state, transition.next_state))
         return frozenset(found)
+
+
+def enter(machine: Machine[S, I], state: S, next_state: S, armed: Iterable[I]) -> list[I]:
+    """The armed timers that moving from ``state`` to ``next_state`` disarms.
+
+    Entering a state drops every timer it does not keep (``Machine.timers``): §17.1.1.2, a
+    1xx stops Timer A and B; §17.2.1, an ACK stops Timer G and H. Staying in a state drops
+    nothing (a retransmission re-arms its timer through the transition's actions).
+
+    Args:
+        machine: the transaction's machine.
+        state: the state it is in.
+        next_state: the state the transition leads to.
+        armed: the timer inputs now armed.
+
+    Returns:
+        The timers to disarm, in the order of ``armed``.
+    """
+    if next_state is state:
+        return []
+    keep = machine.timers[next_state]
+    return [timer for timer in armed if timer not in keep]
+
+
+def due(deadlines: Mapping[I, float], now: float) -> list[tuple[I, float]]:
+    """The timers whose deadline has passed at ``now``, earliest first, with their deadline.
+
+    Each is an input of the machine, to step in this order: an earlier one may end the
+    transaction or disarm a later one (the caller checks it is still armed).
+    """
+    return sorted([item for item in deadlines.items() if item[1] <= now], key=_when)
+
+
+def _when(item: tuple[I, float]) -> float:
+    return item[1]
 
 
 def _t(next_state: S, *actions: Action) -> Transition[S]:

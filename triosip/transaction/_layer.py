@@ -30,12 +30,12 @@ import math
 import secrets
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import trio
 
 from triosip.sip import MAGIC_COOKIE, Response, build_response
-from triosip.transport import TransportError, response_destination
+from triosip.transport.base import TransportError, response_destination
 
 from ._client import ClientTransaction
 from ._errors import TransactionError
@@ -49,9 +49,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from triosip.sip import Request
-    from triosip.transport import Address, Inbound, TcpConnection
+    from triosip.transport.base import Address, Inbound, TcpConnection
 
     from ._keys import ClientKey, ServerKey
+    from ._port import Counted, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -59,27 +60,6 @@ logger = logging.getLogger(__name__)
 # socket cannot take them at once (TCP, a full UDP buffer); beyond, they are dropped like
 # a lost datagram.
 SEND_LATER_CAPACITY = 1024
-
-
-class Transport(Protocol):
-    """What the transaction layer needs of ``triosip.transport.TransportLayer``."""
-
-    def send_nowait(
-        self, data: bytes, destination: Address, *, local: Address | None = None
-    ) -> bool:
-        """Send a UDP datagram now if the socket takes it; False if the caller must wait."""
-        ...
-
-    async def send(
-        self,
-        data: bytes,
-        destination: Address,
-        *,
-        connection: TcpConnection | None = None,
-        local: Address | None = None,
-    ) -> None:
-        """Send a message; raises ``TransportError``."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +158,7 @@ class TransactionLayer:
         limits: LoadLimits = LoadLimits(),  # noqa: B008 - frozen, as timers
     ) -> None:
         self._transport = transport
-        self.timers = timers
+        self._timers = timers
         self.limits = limits
         self._on_request = on_request
         self._on_stray = on_stray
@@ -200,8 +180,14 @@ class TransactionLayer:
         self._later: deque[
             tuple[bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None]
         ] = deque()
+        self._port = _Port(self)
 
     # --- the public surface --------------------------------------------------------------
+
+    @property
+    def timers(self) -> TimerConfig:
+        """T1, T2, T4 and what derives from them, as given (fixed for the layer's life)."""
+        return self._timers
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the long-lived transactions nursery; each server transaction is a task in it.
@@ -361,7 +347,7 @@ class TransactionLayer:
         if key in self._clients:
             raise TransactionError(f"{request.method} {key[0]}: branch already in use")
         client = ClientTransaction(
-            self,
+            self._port,
             request,
             destination,
             key=key,
@@ -435,7 +421,7 @@ class TransactionLayer:
         if branch is None:
             branch = f"rfc2543-{request.call_id}-{request.cseq.number}"
         server = ServerTransaction(
-            self, inbound, request, keys=keys, branch=branch, rfc2543=rfc2543
+            self._port, inbound, request, keys=keys, branch=branch, rfc2543=rfc2543
         )
         for each in keys:
             self._servers[each] = server
@@ -585,6 +571,11 @@ class TransactionLayer:
         if self._clients.get(key) is client:
             del self._clients[key]
 
+    def _count(self, event: Counted) -> None:
+        counters = self._counters
+        name = event.value
+        setattr(counters, name, getattr(counters, name) + 1)
+
     def _pass_stray(self, inbound: Inbound) -> None:
         self._counters.strays += 1
         try:
@@ -593,3 +584,43 @@ class TransactionLayer:
             # on_stray runs in the transport's receive loop, which must not die of it.
             logger.exception("on_stray raised for a message from %s", inbound.source)
             self._counters.handler_errors += 1
+
+
+class _Port:
+    """The port the transactions of one layer get: ``ClientPort`` and ``ServerPort``.
+
+    One per layer, shared: each call names its transaction. Its operations are the
+    layer's own methods, bound once here, so that the port costs no call of its own on
+    the hot path; what else the layer has stays out of the transactions' reach.
+    """
+
+    __slots__ = (
+        "count",
+        "forget_client",
+        "forget_server",
+        "handle",
+        "hold",
+        "pass_stray",
+        "schedule",
+        "send_later",
+        "task_ended",
+        "timers",
+        "transport",
+    )
+
+    def __init__(self, layer: TransactionLayer) -> None:
+        # Fixed for the layer's life (``TransactionLayer.timers`` is read-only).
+        self.timers: TimerConfig = layer.timers
+        self.transport: Transport = layer._transport
+        self.count: Callable[[Counted], None] = layer._count
+        self.handle: Callable[[ServerTransaction], Awaitable[None]] = layer._on_request
+        self.pass_stray: Callable[[Inbound], None] = layer._pass_stray
+        self.forget_server: Callable[[ServerTransaction], None] = layer._forget_server
+        self.task_ended: Callable[[ServerTransaction], None] = layer._server_ended
+        self.hold: Callable[[ServerTransaction], None] = layer._hold
+        self.schedule: Callable[[ServerTransaction], None] = layer._schedule
+        self.send_later: Callable[
+            [bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None],
+            None,
+        ] = layer._send_later
+        self.forget_client: Callable[[ClientKey, ClientTransaction], None] = layer._forget_client

@@ -28,7 +28,7 @@ the loop.
 
 Once a final response is sent and ``on_request`` has returned, the transaction has no work
 of its own left, only its timers and absorbing retransmissions: the loop hands it to the
-layer (``TransactionLayer._hold``), whose one timers loop runs the G, H, I, J and L
+layer (``ServerPort.hold``), whose one timers loop runs the G, H, I, J and L
 deadlines of every such transaction, and the task ends as soon as its nursery is empty (at
 once, unless branches are still ending). What stays in memory then is lean: the matching
 keys, the request's and the last response's bytes, where responses go, and the deadlines;
@@ -47,22 +47,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
 from triosip.sip import Request, Response, build_response, parse_message
-from triosip.transport import Inbound, TransportError, response_destination
+from triosip.transport.base import Inbound, TransportError, response_destination
 
 from ._errors import TransactionError, TransportFailure
-from ._fsm import IST, NIST, Action, ServerInput, ServerState, server_input_for
+from ._fsm import IST, NIST, Action, ServerInput, ServerState, due, enter, server_input_for
+from ._port import Counted, Port
 
 if TYPE_CHECKING:
-    from triosip.transport import Address, TcpConnection
+    from collections.abc import Awaitable
+
+    from triosip.transport.base import Address, TcpConnection
 
     from ._fsm import Machine, Transition
     from ._keys import ServerKey
-    from ._layer import TransactionLayer
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,46 @@ _ANSWERED = (ServerState.COMPLETED, ServerState.CONFIRMED, ServerState.ACCEPTED)
 # ten times its size in traffic towards its victim: such a response is re-sent at most
 # twice by Timer G (a retransmitted INVITE still gets it again, one for one).
 AMPLIFIED_TIMER_G_RETRANSMISSIONS = 2
+
+
+class ServerPort(Port, Protocol):
+    """What a server transaction may ask of its layer (``TransactionLayer`` gives it one)."""
+
+    def handle(self, server: ServerTransaction) -> Awaitable[None]:
+        """Run the TU on a new transaction: the layer's ``on_request``."""
+        ...
+
+    def pass_stray(self, inbound: Inbound) -> None:
+        """Give the TU what the transaction does not keep (an ACK in Accepted)."""
+        ...
+
+    def forget_server(self, server: ServerTransaction) -> None:
+        """Stop matching requests to ``server`` (§17.2.3): it has terminated."""
+        ...
+
+    def task_ended(self, server: ServerTransaction) -> None:
+        """The transaction's task has ended (held or terminated)."""
+        ...
+
+    def hold(self, server: ServerTransaction) -> None:
+        """Take over the timers of ``server``, answered and done with its TU."""
+        ...
+
+    def schedule(self, server: ServerTransaction) -> None:
+        """The deadlines of a held ``server`` changed: wake for its earliest."""
+        ...
+
+    def send_later(
+        self,
+        data: bytes,
+        destination: Address,
+        local: Address | None,
+        connection: TcpConnection | None,
+        server: ServerTransaction | None,
+    ) -> None:
+        """Send ``data`` from the layer's own task: for a held transaction that cannot
+        send it at once (TCP, a full UDP buffer)."""
+        ...
 
 
 class ServerTransaction:
@@ -119,11 +161,11 @@ class ServerTransaction:
         "_keys",
         "_last",
         "_last_bytes",
-        "_layer",
         "_local",
         "_loop_in_child",
         "_machine",
         "_outbox",
+        "_port",
         "_request",
         "_request_bytes",
         "_source",
@@ -146,7 +188,7 @@ class ServerTransaction:
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        port: ServerPort,
         inbound: Inbound,
         request: Request,
         *,
@@ -154,7 +196,7 @@ class ServerTransaction:
         branch: str,
         rfc2543: bool,
     ) -> None:
-        self._layer = layer
+        self._port = port
         self._keys = keys
         self._inbound: Inbound | None = inbound
         self._request: Request | None = request
@@ -189,7 +231,7 @@ class ServerTransaction:
         self._handler_running = False
         self._timers_task = False  # the loop has been started as a child task
         self._loop_in_child = False  # ... and runs now
-        self._held = False  # the layer runs its timers (TransactionLayer._hold)
+        self._held = False  # the layer runs its timers (ServerPort.hold)
         self._task_ended = False
         self._heap_at = math.inf  # the layer's timers loop: when it wakes for us ...
         self._heap_seq = 0  # ... and which of its entries is ours
@@ -312,7 +354,7 @@ class ServerTransaction:
 
     async def _run(self) -> None:
         """The transaction's task: its nursery, ``on_request``, then its timers."""
-        layer = self._layer
+        port = self._port
         try:
             try:
                 async with trio.open_nursery() as nursery:
@@ -332,7 +374,7 @@ class ServerTransaction:
                     self.name,
                     self.request.call_id,
                 )
-                layer._counters.handler_errors += 1
+                port.count(Counted.HANDLER_ERROR)
             if self.state is not _TERMINATED and not self._held:
                 await self._answer_500()
                 await self._run_timers()
@@ -342,7 +384,7 @@ class ServerTransaction:
             if not self._held:
                 self._terminate()
             self._release()
-            layer._server_ended(self)
+            port.task_ended(self)
 
     def _release(self) -> None:
         # What only the task and the TU needed: the parsed request and responses, the
@@ -368,13 +410,13 @@ class ServerTransaction:
     async def _pass_request(self) -> None:
         self._handler_running = True
         try:
-            await self._layer._on_request(self)
+            await self._port.handle(self)
         except Exception:
             self._handler_running = False
             # RFC 3261 §16 has no word for a crashing route; as STYLE rule 10 asks: log it
             # with its traceback, answer 500, and carry on.
             logger.exception("%s Call-ID %s: on_request raised", self.name, self.request.call_id)
-            self._layer._counters.handler_errors += 1
+            self._port.count(Counted.HANDLER_ERROR)
             await self._answer_500()
             return
         finally:
@@ -414,17 +456,17 @@ class ServerTransaction:
 
     def _drop(self) -> None:
         logger.info("%s Call-ID %s: dropped, nothing answered it", self.name, self.request.call_id)
-        self._layer._counters.dropped += 1
+        self._port.count(Counted.DROPPED)
         self._terminate()
 
     async def _run_timers(self) -> None:
-        period = self._layer.timers.timer_h
+        period = self._port.timers.timer_h
         self._watchdog = trio.current_time() + period
         while self.state is not _TERMINATED:
             if self._may_hold():
                 # Answered, and on_request has returned: the layer's one timers loop
                 # takes over, and the task ends when its nursery is empty.
-                self._layer._hold(self)
+                self._port.hold(self)
                 return
             deadline = self._next_deadline()
             # Already due (a 0 s timer on TCP, an overdue one): no scope to open for it.
@@ -435,8 +477,7 @@ class ServerTransaction:
             await self._drain()
             # Every due timer is an input of the machine, in deadline order.
             now = trio.current_time()
-            due = sorted((item for item in self._deadlines.items() if item[1] <= now), key=_when)
-            for event, _ in due:
+            for event, _ in due(self._deadlines, now):
                 if event in self._deadlines:  # an earlier one may have dropped it
                     del self._deadlines[event]
                     self._step(event, None)
@@ -458,13 +499,12 @@ class ServerTransaction:
     def _fire_timers(self, now: float) -> None:
         """The layer's timers loop woke for this held transaction: fire what is due."""
         deadlines = self._deadlines
-        due = sorted((item for item in deadlines.items() if item[1] <= now), key=_when)
-        for event, _ in due:
+        for event, _ in due(deadlines, now):
             if event in deadlines:  # an earlier one may have dropped it
                 del deadlines[event]
                 self._step(event, None)
         if self.state is not _TERMINATED:
-            self._layer._schedule(self)
+            self._port.schedule(self)
 
     # --- the machine ---------------------------------------------------------------------
 
@@ -476,7 +516,7 @@ class ServerTransaction:
         """
         if event is ServerInput.REQUEST or self.state is ServerState.CONFIRMED:
             self.retransmissions_absorbed += 1
-            self._layer._counters.retransmissions_absorbed += 1
+            self._port.count(Counted.RETRANSMISSION_ABSORBED)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s Call-ID %s: %s received in %s",
@@ -493,34 +533,34 @@ class ServerTransaction:
     def _apply(self, transition: Transition[ServerState], inbound: Inbound | None) -> None:
         next_state = transition.next_state
         if next_state is not self.state:
+            deadlines = self._deadlines
+            for timer in enter(self._machine, self.state, next_state, deadlines):
+                del deadlines[timer]
             self.state = next_state
-            keep = self._machine.timers[next_state]
-            for event in [event for event in self._deadlines if event not in keep]:
-                del self._deadlines[event]
         now = trio.current_time()
         for action in transition.actions:
             self._act(action, inbound, now)
         if self.state is _TERMINATED:
             self._terminate()
         elif self._held:
-            self._layer._schedule(self)
+            self._port.schedule(self)
         wait = self._wait
         if wait is not None:
             wait.deadline = self._next_deadline()
 
     def _act(self, action: Action, inbound: Inbound | None, now: float) -> None:
-        timers = self._layer.timers
+        timers = self._port.timers
         deadlines = self._deadlines
         if action is Action.SEND_RESPONSE:
             pass  # respond() sends it, so that its caller learns of a transport failure
         elif action is Action.RESEND_RESPONSE:
             if self._last_bytes is not None:  # None: the 100 Trying is not out yet
-                self._layer._counters.retransmissions_sent += 1
+                self._port.count(Counted.RETRANSMISSION_SENT)
                 self._transmit(self._last_bytes)
         elif action is Action.PASS_ACK:
             # RFC 6026 §8.7: the ACK of a 2xx belongs to the TU; a proxy forwards it.
             assert inbound is not None
-            self._layer._pass_stray(inbound)
+            self._port.pass_stray(inbound)
         elif action is Action.START_TIMER_G:
             # §17.2.1: "For unreliable transports, timer G is set to fire in T1 seconds".
             if not self.reliable:
@@ -545,7 +585,7 @@ class ServerTransaction:
             deadlines[ServerInput.TIMER_L] = now + timers.timer_l
         elif action is Action.INFORM_TU_TIMEOUT:
             # Timer H: the UAC never ACKed our final. Normal when a phone vanishes: INFO.
-            self._layer._counters.timeouts += 1
+            self._port.count(Counted.TIMEOUT)
             logger.info("%s Call-ID %s: Timer H fired, no ACK", self.name, self.request.call_id)
         elif action is Action.INFORM_TU_TRANSPORT_ERROR:
             pass  # respond() raises TransportFailure; a timer's resend has just logged it
@@ -565,7 +605,7 @@ class ServerTransaction:
             self.state = _TERMINATED
         self._deadlines.clear()
         self._outbox.clear()
-        self._layer._forget_server(self)
+        self._port.forget_server(self)
         wait = self._wait
         if wait is not None:
             wait.deadline = -math.inf
@@ -589,7 +629,7 @@ class ServerTransaction:
     # (``local``), so that it passes the NAT the request came through.
 
     async def _send(self, data: bytes) -> None:
-        transport = self._layer._transport
+        transport = self._port.transport
         local = self._local
         if self.reliable or not transport.send_nowait(data, self._destination, local=local):
             await transport.send(data, self._destination, connection=self._connection, local=local)
@@ -597,11 +637,10 @@ class ServerTransaction:
     def _transmit(self, data: bytes) -> None:
         # UDP goes out synchronously; anything else waits for the transaction's task, or
         # once held for the layer's timers loop.
-        transport = self._layer._transport
+        transport = self._port.transport
         if self.reliable or not transport.send_nowait(data, self._destination, local=self._local):
             if self._held:
-                layer = self._layer
-                layer._send_later(data, self._destination, self._local, self._connection, self)
+                self._port.send_later(data, self._destination, self._local, self._connection, self)
                 return
             self._outbox.append(data)
             wait = self._wait
@@ -614,16 +653,12 @@ class ServerTransaction:
         while self._outbox and self.state is not _TERMINATED:
             data = self._outbox.pop(0)
             try:
-                await self._layer._transport.send(
+                await self._port.transport.send(
                     data, self._destination, connection=self._connection, local=self._local
                 )
             except TransportError as exc:
                 self._outbox.clear()
                 self._transport_error(exc)
-
-
-def _when(item: tuple[ServerInput, float]) -> float:
-    return item[1]
 
 
 def _parsed(data: bytes | None) -> Response | None:

@@ -3,6 +3,8 @@
 `TransportLayer.serve` owns the listeners and connections; messages come up parsed
 (`Inbound`) through a synchronous callback, and go down through `TransportLayer.send` or
 `TransportLayer.send_nowait`. `response_destination` says where a response goes.
+`triosip.transport.base` holds what the layers above name without the sockets (the
+transaction layer imports only it).
 """
 
 from ._address import DEFAULT_PORTS as DEFAULT_PORTS
@@ -10,12 +12,12 @@ from ._address import Address as Address
 from ._address import ListenSpec as ListenSpec
 from ._address import parse_listen_spec as parse_listen_spec
 from ._address import response_destination as response_destination
+from ._connection import TcpConnection as TcpConnection
 from ._errors import TransportError as TransportError
-from ._layer import Inbound as Inbound
 from ._layer import TransportLayer as TransportLayer
-from ._layer import TransportLimits as TransportLimits
+from ._limits import TransportLimits as TransportLimits
 from ._statistics import TransportStatistics as TransportStatistics
-from ._tcp import TcpConnection as TcpConnection
+from .base import Inbound as Inbound
 
 __all__ = [
     "DEFAULT_PORTS",

@@ -2,7 +2,7 @@
 
 UDP sockets are stdlib sockets in non-blocking mode: the receive loop drains them with
 plain ``recvfrom`` calls until ``BlockingIOError`` and only then waits in trio (see
-``TransportLayer._serve_udp``). TCP sockets are trio's (``SocketListener``,
+``UdpTransport.serve``). TCP sockets are trio's (``SocketListener``,
 ``SocketStream``), which bring ``TCP_NODELAY`` and proper close notification.
 """
 
@@ -22,6 +22,11 @@ logger = logging.getLogger(__name__)
 
 TCP_BACKLOG = 1024
 """listen(2) backlog of a TCP listener."""
+
+# RFC 5626 §4.4.1 keep-alives, on either transport: a double-CRLF "ping" is answered with
+# a single-CRLF "pong".
+PING = b"\r\n\r\n"
+PONG = b"\r\n"
 
 # What a connection attempt fails with when the peer refuses it (RFC 3261 §18.1.1: "a TCP
 # reset" or "an ICMP Protocol Not Supported").

@@ -1,0 +1,189 @@
+"""SIP over UDP: the receive loop of each socket, and sending (RFC 3261 §18.1.1, §18.2.1).
+
+Each socket is a non-blocking stdlib socket. Its task drains it with plain ``recvfrom``
+calls until ``BlockingIOError`` and only then waits for it to become readable (measured
+~1.5x faster than awaiting each datagram, with no drops in a burst). After ``UDP_BATCH``
+datagrams in a row it passes through the scheduler once, so a flood does not starve the
+other tasks. Each datagram is parsed and handed to ``on_message`` synchronously: the loop
+never waits for a consumer (STYLE rule 9). Sends use the listener's own socket, so the
+source port is the listener's port, which peers and NATs rely on (RFC 3581).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from triosip.sip import ParseError, check_message, parse_message
+
+from ._address import Address
+from ._errors import TransportError
+from ._sockets import PING, PONG, describe_os_error
+from .base import Inbound
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+
+    from ._limits import TransportLimits
+    from ._statistics import Counters
+
+logger = logging.getLogger(__name__)
+
+UDP_BATCH = 64
+"""Datagrams read in a row before passing through the scheduler once."""
+
+UDP_RECEIVE_SIZE = 65535
+"""The ``recvfrom`` buffer: larger than any UDP payload, so nothing is truncated."""
+
+_CR_LF = frozenset(b"\r\n")
+
+
+class UdpTransport:
+    """The UDP sockets of a `TransportLayer`: their receive loops and sends.
+
+    Made by the layer, which binds the sockets and runs `serve` for each in its nursery.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_message: Callable[[Inbound], None],
+        on_parse_error: Callable[[ParseError, bytes, Address, Address], None],
+        limits: TransportLimits,
+        counters: Counters,
+    ) -> None:
+        self._on_message = on_message
+        self._on_parse_error = on_parse_error
+        self._limits = limits
+        self._reply_to_via = limits.reply_to_via
+        self._counters = counters
+        self._by_local: dict[Address, socket.socket] = {}
+        self._by_family: dict[bool, socket.socket] = {}  # is_ipv6 -> first listener
+        self._write_locks: dict[socket.socket, trio.Lock] = {}
+
+    def add(self, sock: socket.socket, local: Address) -> None:
+        """Send from ``sock`` when asked to send from ``local``, or from its family."""
+        self._by_local[local] = sock
+        self._by_family.setdefault(local.is_ipv6, sock)
+        self._write_locks[sock] = trio.Lock()
+
+    def clear(self) -> None:
+        """Forget every socket (the layer closes them)."""
+        self._by_local.clear()
+        self._by_family.clear()
+        self._write_locks.clear()
+
+    # --- sending -----------------------------------------------------------------------
+
+    def send_nowait(self, data: bytes, destination: Address, local: Address | None) -> bool:
+        """`TransportLayer.send_nowait` for a UDP destination."""
+        sock = self._socket(destination, local)
+        if sock is None:
+            return False
+        try:
+            sock.sendto(data, (destination.host, destination.port))
+        except BlockingIOError:
+            self._counters.udp_send_would_block += 1
+            return False
+        except OSError:
+            return False
+        counters = self._counters
+        counters.udp_datagrams_sent += 1
+        counters.udp_bytes_sent += len(data)
+        logger.debug("udp -> %s: %d bytes", destination, len(data))
+        return True
+
+    def _socket(self, destination: Address, local: Address | None) -> socket.socket | None:
+        if local is not None:
+            sock = self._by_local.get(local)
+            if sock is not None:
+                return sock
+        return self._by_family.get(":" in destination.host)
+
+    async def send(self, data: bytes, destination: Address, local: Address | None) -> None:
+        """`TransportLayer.send` for a UDP destination.
+
+        Raises:
+            TransportError: no listener of the destination's family, or the send failed.
+        """
+        sock = self._socket(destination, local)
+        if sock is None:
+            self._counters.send_errors += 1
+            family = "IPv6" if destination.is_ipv6 else "IPv4"
+            raise TransportError(f"cannot send to {destination}: no {family} UDP listener")
+        # A cancelled caller sends nothing. But a datagram the kernel takes at once costs
+        # no trip through the scheduler (~9 µs): like
+        # send_nowait, a UDP send never blocks, so only a full buffer makes this wait.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        address = (destination.host, destination.port)
+        while True:
+            try:
+                sock.sendto(data, address)
+            except BlockingIOError:
+                # trio lets one task at a time wait for a socket to be writable.
+                async with self._write_locks[sock]:
+                    await trio.lowlevel.wait_writable(sock)
+                continue
+            except OSError as exc:
+                self._counters.send_errors += 1
+                raise TransportError(
+                    f"cannot send to {destination}: {describe_os_error(exc)}"
+                ) from exc
+            break
+        counters = self._counters
+        counters.udp_datagrams_sent += 1
+        counters.udp_bytes_sent += len(data)
+        logger.debug("udp -> %s: %d bytes", destination, len(data))
+
+    # --- receiving ---------------------------------------------------------------------
+
+    async def serve(self, sock: socket.socket, local: Address) -> None:
+        """Receive on ``sock`` until cancelled: the task ``receive udp:<local>``."""
+        recvfrom = sock.recvfrom
+        receive = self._receive_datagram
+        while True:
+            for _ in range(UDP_BATCH):
+                try:
+                    data, peer = recvfrom(UDP_RECEIVE_SIZE)
+                except BlockingIOError:
+                    break
+                except (ConnectionRefusedError, ConnectionResetError):
+                    # An ICMP error for an earlier send, reported by some kernels: it is
+                    # not this loop's business (and the send that caused it has returned).
+                    continue
+                receive(sock, data, Address("udp", peer[0], peer[1]), local)
+            else:
+                # A full batch: let the other tasks run, then drain on.
+                await trio.lowlevel.checkpoint()
+                continue
+            await trio.lowlevel.wait_readable(sock)
+
+    def _receive_datagram(
+        self, sock: socket.socket, data: bytes, source: Address, local: Address
+    ) -> None:
+        counters = self._counters
+        counters.udp_datagrams_received += 1
+        counters.udp_bytes_received += len(data)
+        if not data or (data[0] in _CR_LF and not data.strip(b"\r\n")):
+            # RFC 5626 §4.4.1: CRLF keep-alives carry no message. A double-CRLF "ping"
+            # gets a single-CRLF "pong"; some UAs send them over UDP as well.
+            counters.keepalives_received += 1
+            if data == PING:
+                # Best effort: a full buffer drops the pong, as it would any datagram.
+                with contextlib.suppress(OSError):
+                    sock.sendto(PONG, (source.host, source.port))
+            return
+        try:
+            message = parse_message(data, max_size=self._limits.max_message_size)
+            check_message(message)  # nothing the proxy reads later may raise
+        except ParseError as exc:
+            counters.parse_errors += 1
+            logger.debug("%s <- %s: bad message: %s", local, source, exc)
+            self._on_parse_error(exc, data, source, local)
+            return
+        logger.debug("%s <- %s: %d bytes", local, source, len(data))
+        self._on_message(Inbound(message, source, local, None, self._reply_to_via))
