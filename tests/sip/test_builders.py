@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.messages import request, response
 from triosip.sip import Request, Response, build_ack, build_cancel, parse_message
-
-from .messages import request, response
 
 ROUTES = (
     "Route: <sip:p1.example.com;lr>,<sip:p2.example.com;lr>",

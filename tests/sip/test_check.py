@@ -226,10 +226,10 @@ def test_a_field_that_would_raise_later_is_refused_on_acceptance(data: bytes, wo
     assert again.header_lines("via") == m.header_lines("via")  # every Via, as it came
 
 
-# The proxy's loop hash now encodes what the parser decoded (surrogateescape), so a
-# non-UTF-8 Proxy-Require no longer raises when read; the check still refuses it, as it
-# refuses non-UTF-8 in every header the core reads as text.
-NO_LONGER_RAISES_WHEN_READ = {"proxy-require-not-utf8"}
+# The proxy's loop hash and the CANCEL builder now keep what the parser decoded
+# (surrogateescape), so non-UTF-8 bytes in these headers no longer raise when read; the
+# check still refuses them, as it refuses non-UTF-8 in every header the core reads as text.
+NO_LONGER_RAISES_WHEN_READ = {"proxy-require-not-utf8", "route-not-utf8", "from-not-utf8"}
 
 
 @pytest.mark.parametrize(
