@@ -54,19 +54,24 @@ class HttpServer:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections_opened += 1
+        hung = False
         try:
             async with stream:
-                await self._serve(stream)
+                hung = await self._serve(stream)
         finally:
+            # Counted before hang_closed is set: a test woken by it sees the count.
             self.connections_closed += 1
+            if hung:
+                self.hang_closed.set()
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _serve(self, stream: trio.SocketStream) -> bool:
+        """Serve the connection's requests; whether it ended hanging on one."""
         buffer = b""
         while True:
             while b"\r\n\r\n" not in buffer:
                 data = await _receive(stream)
                 if not data:
-                    return
+                    return False
                 buffer += data
             head, buffer = buffer.split(b"\r\n\r\n", 1)
             request_line, *lines = head.decode("latin-1").split("\r\n")
@@ -79,7 +84,7 @@ class HttpServer:
             while len(buffer) < length:
                 data = await _receive(stream)
                 if not data:
-                    return
+                    return False
                 buffer += data
             body, buffer = buffer[:length], buffer[length:]
             self.requests.append(Received(method, target, headers, body))
@@ -88,8 +93,7 @@ class HttpServer:
                 self.hang_started.set()
                 while await _receive(stream):
                     pass
-                self.hang_closed.set()
-                return
+                return True
             await stream.send_all(self._answer(method, target, headers, body))
 
     @staticmethod
