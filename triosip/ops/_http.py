@@ -225,15 +225,19 @@ class HttpPool:
             self._freed.set()
 
     async def _acquire(self, origin: tuple[str, str, int]) -> _Connection:
-        idle = self._idle.get(origin)
-        while idle:
-            connection = idle.pop()  # the most recently used: the likeliest to be alive
-            self._idle_order.remove(connection)
-            if not connection.is_stale():
-                return connection
-            self._close(connection)
-        while self._busy + len(self._idle_order) >= self._max:
+        while True:
+            idle = self._idle.get(origin)
+            while idle:
+                connection = idle.pop()  # the most recently used: the likeliest to be alive
+                self._idle_order.remove(connection)
+                if not connection.is_stale():
+                    return connection
+                self._close(connection)
+            if self._busy + len(self._idle_order) < self._max:
+                break
             if self._idle_order:
+                # Full, and none idle for this origin: make room by closing another origin's
+                # oldest idle connection.
                 oldest = self._idle_order.popleft()
                 self._idle[oldest.origin].remove(oldest)
                 self._close(oldest)
