@@ -2,7 +2,7 @@
 
 One process runs ``--concurrency`` (50) tasks that each send GETs over keep-alive connections
 to a local HTTP/1.1 service (bench_async.py's, in a process of its own, answering at once),
-``--requests`` in all, and measures this process's CPU time (time.process_time) per request.
+``--requests`` in all, and measures this process's CPU time (user + system, os.times) per request.
 The clients alternate, run after run (``--runs``, best of), so that the shared machine's noise
 hits both alike:
 
@@ -18,9 +18,9 @@ Usage, from the repository root::
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import trio
@@ -31,26 +31,26 @@ from triosip.testing.sipp import stop_process
 BENCH = Path(__file__).resolve().parent
 
 
-async def run_triosip(url: str, requests: int, concurrency: int) -> float:
+async def run_triosip(url: str, requests: int, concurrency: int) -> tuple[float, float]:
     async with open_rest_client(max_connections=concurrency) as rest:
         return await _drive(lambda: rest.get(url).run(), requests, concurrency)
 
 
-async def run_httpx(url: str, requests: int, concurrency: int) -> float:
-    import httpx  # noqa: PLC0415 - optional: only this client needs it
+async def run_httpx(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    import httpx
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
         return await _drive(lambda: client.get(url), requests, concurrency)
 
 
-async def _drive(send, requests: int, concurrency: int) -> float:
-    """CPU seconds per request, after one warm-up request per task."""
+async def _drive(send, requests: int, concurrency: int) -> tuple[float, float]:
+    """CPU seconds per request (all, in the kernel), after a warm-up request per task."""
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(send)
     left = requests
-    started = time.process_time()
+    started = os.times()
 
     async def worker() -> None:
         nonlocal left
@@ -61,13 +61,16 @@ async def _drive(send, requests: int, concurrency: int) -> float:
     async with trio.open_nursery() as nursery:
         for _ in range(concurrency):
             nursery.start_soon(worker)
-    return (time.process_time() - started) / requests
+    ended = os.times()
+    user = ended.user - started.user
+    system = ended.system - started.system
+    return (user + system) / requests, system / requests
 
 
 async def main(args: argparse.Namespace) -> None:
     clients = {"triosip": run_triosip}
     try:
-        import httpx  # noqa: F401, PLC0415
+        import httpx  # noqa: F401
     except ImportError:
         print("httpx is not installed: measuring triosip's client only")
     else:
@@ -89,9 +92,13 @@ async def main(args: argparse.Namespace) -> None:
         for run in range(args.runs):
             for name, client in clients.items():
                 with trio.fail_after(120):
-                    cpu = await client(url, args.requests, args.concurrency)
+                    cpu, system = await client(url, args.requests, args.concurrency)
                 best[name].append(cpu)
-                print(f"run {run + 1}: {name:8} {cpu * 1e6:7.1f} µs CPU per request", flush=True)
+                print(
+                    f"run {run + 1}: {name:8} {cpu * 1e6:7.1f} µs CPU per request "
+                    f"({system * 1e6:.1f} of them in the kernel)",
+                    flush=True,
+                )
         print(
             f"\n{args.requests} GETs per run, {args.concurrency} concurrent, keep-alive, "
             f"best of {args.runs}:"

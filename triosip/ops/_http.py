@@ -1,26 +1,32 @@
-"""A small HTTP/1.1 client on trio streams: h11 for the protocol, a keep-alive pool per origin.
+"""A small HTTP/1.1 client on trio streams: httptools parses, a keep-alive pool per origin.
 
 Theory of operation: `HttpPool.request` borrows an idle connection to the URL's origin
 (scheme, host, port) or opens one (TCP, then TLS through `trio.SSLStream` for https), writes
-the whole request in one send, and feeds what it receives to the connection's `h11.Connection`
-until the response's end. A connection whose exchange ended cleanly, and that both sides agree
-to keep alive (RFC 9112 §9.3), goes back to its origin's idle list; any other outcome — an
-error, a timeout, a cancel — closes its socket at once, synchronously (no await, so no cancel
-can skip it): the peer sees the close, and the pool never holds a connection whose HTTP state
-is half-way through an exchange.
+the whole request in one send (a request is a few lines of text, written here and checked
+against header injection), and feeds what it receives to the connection's response parser
+(httptools: llhttp, Node's HTTP parser, in C; sans-IO: bytes in, callbacks out) until the
+response's end. (h11, in pure Python, cost more per exchange than a SIP transaction does;
+llhttp costs a few microseconds.) A connection whose exchange ended cleanly, and that both
+sides agree to keep alive (RFC 9112 §9.3), goes back to its origin's idle list; any other
+outcome — an error, a timeout, a cancel — closes its socket at once, synchronously (no await,
+so no cancel can skip it): the peer sees the close, and the pool never holds a connection
+whose HTTP state is half-way through an exchange.
 
 The pool counts every open connection, idle or busy, against ``max_connections``: a request
 that finds none idle for its origin and the pool full closes the oldest idle connection of
 another origin, or else waits for a busy one to finish.
 
 Failures are `HttpError` (with httpx's names for the kinds, which the scripts' logs and tests
-already know: ``ConnectError``, ``ReadError``, ``RemoteProtocolError``, ``InvalidURL``,
-``UnsupportedProtocol``) or `HttpTimeout` (one phase passed the client's own limit).
+already know: ``ConnectError``, ``ReadError``, ``RemoteProtocolError``, ``LocalProtocolError``,
+``InvalidURL``, ``UnsupportedProtocol``) or `HttpTimeout` (one phase passed the client's
+own limit).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import select
 import ssl
 from collections import deque
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
-import h11
+import httptools
 import trio
 
 if TYPE_CHECKING:
@@ -39,9 +45,17 @@ logger = logging.getLogger(__name__)
 # The largest response body read (bytes); past it the request fails and the connection closes,
 # so a runaway service can't fill the proxy's memory.
 MAX_BODY = 16 * 1024 * 1024
+# The most bytes of status line and header fields read (h11's limit too).
+MAX_HEAD = 64 * 1024
 _RECEIVE_SIZE = 65536
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_USER_AGENT = b"triosip"
+_USER_AGENT = "triosip"
+# RFC 9110 §5.1, §5.5, §9.1: a field name and a method are tokens; a field value holds no
+# CR, LF or NUL (which would let a value from a script smuggle in header lines).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[^\x00\r\n]*")
+# RFC 9112 §3.2: the request target is visible ASCII, no space.
+_TARGET = re.compile(r"[\x21-\x7e]+")
 
 
 class HttpError(Exception):
@@ -71,8 +85,8 @@ class _Target:
     scheme: str
     host: str
     port: int
-    target: bytes  # path and query, as sent in the request line
-    host_header: bytes
+    target: str  # path and query, as sent in the request line
+    host_header: str
 
 
 def _parse_url(url: str, params: Mapping[str, str] | None) -> _Target:
@@ -94,30 +108,138 @@ def _parse_url(url: str, params: Mapping[str, str] | None) -> _Target:
         extra = urlencode(params)
         query = f"{query}&{extra}" if query else extra
     target = (parts.path or "/") + (f"?{query}" if query else "")
+    if not _TARGET.fullmatch(target):
+        raise HttpError("InvalidURL", f"not visible ASCII: {target!r} (percent-encode it)")
     shown = f"[{host}]" if ":" in host else host
+    if not shown.isascii():
+        raise HttpError("InvalidURL", f"not an ASCII host name: {host!r}")
     if port != _DEFAULT_PORTS[scheme]:
         shown = f"{shown}:{port}"
+    return _Target(scheme, host, port, target, shown)
+
+
+def _request_head(
+    method: str, target: _Target, headers: Mapping[str, str] | None, extra: list[str]
+) -> bytes:
+    """The request line and header fields, checked: RFC 9112 §3 and §5."""
+    if not _TOKEN.fullmatch(method):
+        raise HttpError("LocalProtocolError", f"not a method: {method!r}")
+    lines = [
+        f"{method} {target.target} HTTP/1.1",
+        f"host: {target.host_header}",
+        f"user-agent: {_USER_AGENT}",
+        "accept: */*",
+        *extra,
+    ]
+    if headers:
+        for name, value in headers.items():
+            if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+                raise HttpError("LocalProtocolError", f"not a header field: {name!r}: {value!r}")
+            lines.append(f"{name}: {value}")
+    lines.append("\r\n")
     try:
-        return _Target(scheme, host, port, target.encode("ascii"), shown.encode("idna"))
-    except UnicodeError as exc:
-        raise HttpError("InvalidURL", f"not ASCII: {url!r}") from exc
+        return "\r\n".join(lines).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise HttpError("LocalProtocolError", f"a header field is not Latin-1: {exc}") from exc
+
+
+class _Response:
+    """The parser's callbacks (httptools calls them from feed_data): one response's parts."""
+
+    __slots__ = (
+        "body",
+        "complete",
+        "extra",
+        "framed",
+        "headers",
+        "headers_done",
+        "keep_alive",
+        "parser",
+        "size",
+        "status",
+    )
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.reset()
+
+    def reset(self) -> None:
+        self.headers: list[tuple[str, str]] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.status = 0
+        self.keep_alive = False
+        self.headers_done = False
+        self.complete = False
+        self.framed = False  # a Content-Length or a Transfer-Encoding says where it ends
+        self.extra = False  # bytes came after the response's end: the connection is spoilt
+
+    def on_message_begin(self) -> None:
+        if self.complete:
+            self.extra = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lower = name.decode("latin-1").lower()
+        if lower in ("content-length", "transfer-encoding"):
+            self.framed = True
+        self.headers.append((lower, value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        # Read now: the parser forgets both once the message ends.
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size <= MAX_BODY:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
 
 
 class _Connection:
-    """One socket (maybe under TLS) and its h11 state."""
+    """One socket (maybe under TLS) and its response parser."""
 
-    __slots__ = ("h11", "origin", "sock", "stream")
+    __slots__ = ("fd", "origin", "response", "sock", "tls")
 
     def __init__(
         self,
         origin: tuple[str, str, int],
-        stream: trio.SocketStream | trio.SSLStream[trio.SocketStream],
         sock: trio.SocketStream,
+        tls: trio.SSLStream[trio.SocketStream] | None,
     ) -> None:
         self.origin = origin
-        self.stream = stream
         self.sock = sock
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.fd = sock.socket.fileno()
+        self.tls = tls
+        self.response = _Response()
+
+    # Without TLS, the bytes go straight through the non-blocking fd: trio's SocketStream
+    # and socket wrappers cost more per request than the parser does, and one task at a time
+    # uses a connection, which is what their conflict checks are for.
+
+    async def send_all(self, data: bytes) -> None:
+        if self.tls is not None:
+            await self.tls.send_all(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.fd)
+
+    async def receive_some(self) -> bytes:
+        if self.tls is not None:
+            return bytes(await self.tls.receive_some(_RECEIVE_SIZE))
+        while True:
+            await trio.lowlevel.wait_readable(self.fd)  # the checkpoint of the exchange
+            try:
+                return os.read(self.fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                continue
 
     def close(self) -> None:
         # Synchronous: under a cancel it still runs, and the peer sees FIN at once.
@@ -127,7 +249,7 @@ class _Connection:
         """Whether an idle connection has something to read: the peer closed it (EOF, a TLS
         close_notify) or sent bytes no request asked for. Either way it can't be reused."""
         poller = select.poll()
-        poller.register(self.sock.socket.fileno(), select.POLLIN)
+        poller.register(self.fd, select.POLLIN)
         return bool(poller.poll(0))
 
 
@@ -180,12 +302,13 @@ class HttpPool:
 
     async def request(
         self,
-        method: bytes,
+        method: str,
         url: str,
         *,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
+        body: bytes,
+        content_type: str | None,
     ) -> HttpResult:
         """Send one request and read its whole response.
 
@@ -194,22 +317,15 @@ class HttpPool:
             HttpTimeout: a phase passed the client's own limit.
         """
         target = _parse_url(url, params)
-        head = [
-            (b"host", target.host_header),
-            (b"user-agent", _USER_AGENT),
-            (b"accept", b"*/*"),
-            *headers,
-        ]
-        if body or method in (b"POST", b"PUT", b"PATCH"):
-            head.append((b"content-length", str(len(body)).encode()))
+        extra = [f"content-type: {content_type}"] if content_type else []
+        if body or method in ("POST", "PUT", "PATCH"):
+            extra.append(f"content-length: {len(body)}")
+        data = _request_head(method, target, headers, extra) + body
         connection = await self._acquire((target.scheme, target.host, target.port))
         self._busy += 1
         reusable = False
         try:
-            result = await self._exchange(connection, method, target.target, head, body)
-            reusable = (
-                connection.h11.our_state is h11.DONE and connection.h11.their_state is h11.DONE
-            )
+            result, reusable = await self._exchange(connection, data, head_only=method == "HEAD")
             return result
         except trio.Cancelled:
             self._closed_by_cancel += 1
@@ -217,7 +333,6 @@ class HttpPool:
         finally:
             self._busy -= 1
             if reusable:
-                connection.h11.start_next_cycle()
                 self._idle.setdefault(connection.origin, []).append(connection)
                 self._idle_order.append(connection)
             else:
@@ -258,12 +373,11 @@ class HttpPool:
             with trio.fail_after(self._timeout):
                 sock = await trio.open_tcp_stream(host, port)
                 self._opened += 1
-                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = sock
+                tls = None
                 if scheme == "https":
                     tls = trio.SSLStream(
                         sock, self._ssl_context, server_hostname=host, https_compatible=True
                     )
-                    stream = tls
                     try:
                         await tls.do_handshake()
                     except BaseException:
@@ -277,66 +391,71 @@ class HttpPool:
             raise HttpError("ConnectError", f"TLS with {host}:{port} failed: {cause}") from exc
         except OSError as exc:
             raise HttpError("ConnectError", f"{host}:{port}: {exc}") from exc
-        return _Connection(origin, stream, sock)
+        return _Connection(origin, sock, tls)
 
     async def _exchange(
-        self,
-        connection: _Connection,
-        method: bytes,
-        target: bytes,
-        head: list[tuple[bytes, bytes]],
-        body: bytes,
-    ) -> HttpResult:
-        state = connection.h11
-        stream = connection.stream
-        try:
-            data = state.send(h11.Request(method=method, target=target, headers=head))
-            assert data is not None
-            if body:
-                data += state.send(h11.Data(data=body)) or b""
-            data += state.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError as exc:
-            raise HttpError("LocalProtocolError", str(exc)) from exc
+        self, connection: _Connection, data: bytes, *, head_only: bool
+    ) -> tuple[HttpResult, bool]:
+        """The response to ``data``, and whether the connection can carry another request."""
+        response = connection.response
+        response.reset()
         timeout = self._timeout
         phase = "write"
+        # One scope, its deadline moved at each phase: the write, then each read.
+        scope = trio.CancelScope(deadline=trio.current_time() + timeout)
         try:
-            with trio.fail_after(timeout):
-                await stream.send_all(data)
-            phase = "read"
-            response: h11.Response | None = None
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                event = state.next_event()
-                if event is h11.NEED_DATA:
-                    with trio.fail_after(timeout):
-                        received = await stream.receive_some(_RECEIVE_SIZE)
-                    state.receive_data(received)
-                elif type(event) is h11.Response:
-                    response = event
-                elif type(event) is h11.Data:
-                    size += len(event.data)
-                    if size > MAX_BODY:
-                        raise HttpError("ReadError", f"response body over {MAX_BODY} bytes")
-                    chunks.append(bytes(event.data))
-                elif type(event) is h11.EndOfMessage:
-                    break
-                elif type(event) is h11.ConnectionClosed:
-                    raise HttpError("RemoteProtocolError", "the server closed the connection")
-                # An h11.InformationalResponse (1xx) is skipped: the final response follows.
-        except trio.TooSlowError as exc:
-            raise HttpTimeout(phase) from exc
-        except h11.RemoteProtocolError as exc:
-            raise HttpError("RemoteProtocolError", str(exc)) from exc
+            with scope:
+                await connection.send_all(data)
+                phase = "read"
+                await self._read_response(connection, scope, head_only=head_only)
+        except httptools.HttpParserError as exc:
+            raise HttpError("RemoteProtocolError", str(exc) or type(exc).__name__) from exc
         except (trio.BrokenResourceError, OSError) as exc:
             cause = exc.__cause__ or exc
-            raise HttpError("ReadError", str(cause) or type(cause).__name__) from exc
-        assert response is not None
-        return HttpResult(
-            status=response.status_code,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers],
-            body=b"".join(chunks),
+            kind = "WriteError" if phase == "write" else "ReadError"
+            raise HttpError(kind, str(cause) or type(cause).__name__) from exc
+        if scope.cancelled_caught:
+            raise HttpTimeout(phase)
+        reusable = (
+            response.complete and not response.extra and not head_only and response.keep_alive
         )
+        result = HttpResult(
+            status=response.status, headers=response.headers, body=b"".join(response.body)
+        )
+        return result, reusable
+
+    async def _read_response(
+        self, connection: _Connection, scope: trio.CancelScope, *, head_only: bool
+    ) -> None:
+        response = connection.response
+        parser = response.parser
+        head_bytes = 0
+        while True:
+            scope.deadline = trio.current_time() + self._timeout
+            received = await connection.receive_some()
+            if not received:
+                if response.headers_done and not response.framed:
+                    return  # RFC 9112 §6.3 rule 8: the body ends where the connection does
+                raise HttpError(
+                    "RemoteProtocolError", "the server closed the connection mid-response"
+                )
+            if not response.headers_done:
+                head_bytes += len(received)
+            parser.feed_data(received)
+            if response.headers_done and response.status < 200:
+                # RFC 9110 §15.2: a 1xx answers an Expect or an Upgrade, and no request here
+                # has either.
+                raise HttpError("RemoteProtocolError", f"an unasked-for {response.status}")
+            if response.complete:
+                return
+            if head_only and response.headers_done:
+                # RFC 9110 §9.3.2: no body. (The connection is not reused: its parser, which
+                # does not know it answered a HEAD, waits for one.)
+                return
+            if response.size > MAX_BODY:
+                raise HttpError("ReadError", f"response body over {MAX_BODY} bytes")
+            if not response.headers_done and head_bytes > MAX_HEAD:
+                raise HttpError("RemoteProtocolError", f"response head over {MAX_HEAD} bytes")
 
     def _close(self, connection: _Connection) -> None:
         self._closed += 1

@@ -251,18 +251,21 @@ class RestClient:
         outcome: _Outcome = "cancelled"
         self._in_flight += 1
         try:
-            head: list[tuple[bytes, bytes]] = []
             body = b""
+            content_type = None
             if json is not None:
                 body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
-                head.append((b"content-type", b"application/json"))
+                content_type = "application/json"
             elif data is not None:
                 body = data.encode() if isinstance(data, str) else data
-            if headers:
-                head += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
             try:
                 result = await self._pool.request(
-                    method.encode("ascii"), url, headers=head, body=body, params=params
+                    method,
+                    url,
+                    headers=headers,
+                    params=params,
+                    body=body,
+                    content_type=content_type,
                 )
             except HttpTimeout as exc:
                 outcome = "timed_out"
