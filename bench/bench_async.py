@@ -135,7 +135,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"among {', '.join(PARTS)}")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"among {', '.join(MODES)}")
+    parser.add_argument(
+        "--modes",
+        default=",".join(m for m in MODES if m != "rest-before"),
+        help=f"among {', '.join(MODES)} (rest-before needs --triosip-before)",
+    )
     parser.add_argument("--delay", type=float, default=0.05, help="seconds each INVITE waits")
     parser.add_argument(
         "--rates",

@@ -240,3 +240,69 @@ async def test_a_truncated_response_is_op_failed(nursery: trio.Nursery) -> None:
             with pytest.raises(OpFailed, match="RemoteProtocolError"):
                 await rest.get(url)
             assert rest.statistics().connections_closed == 1
+
+
+async def test_header_injection_is_refused_before_anything_is_sent(nursery: trio.Nursery) -> None:
+    heads: list[bytes] = []
+
+    async def answer(stream: trio.SocketStream, head: bytes) -> bool:
+        heads.append(head)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        return True
+
+    url = await serve_raw(nursery, answer)
+    with trio.fail_after(5):
+        async with open_rest_client() as rest:
+            with pytest.raises(OpFailed, match="LocalProtocolError: not a header field"):
+                await rest.get(url, headers={"X-Id": "1\r\nX-Admin: yes"})
+            with pytest.raises(OpFailed, match="LocalProtocolError: not a header field"):
+                await rest.get(url, headers={"Bad Name": "1"})
+            with pytest.raises(OpFailed, match="LocalProtocolError: not a method"):
+                await rest.request("GET /x HTTP/1.1\r\n", url)
+            with pytest.raises(OpFailed, match="InvalidURL: not visible ASCII"):
+                await rest.get(f"{url}/a b")
+            assert (await rest.get(url, headers={"X-Id": "1"})).status == 200
+    assert len(heads) == 1
+    assert b"x-id: 1" in heads[0].lower()
+
+
+async def test_head_reads_no_body(nursery: trio.Nursery) -> None:
+    async def answer(stream: trio.SocketStream, head: bytes) -> bool:
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        return True
+
+    url = await serve_raw(nursery, answer)
+    with trio.fail_after(5):
+        async with open_rest_client() as rest:
+            response = await rest.request("HEAD", url)
+    assert (response.status, response.content, response.headers["content-length"]) == (
+        200,
+        b"",
+        "1000",
+    )
+
+
+async def test_a_request_waiting_for_a_connection_can_be_cancelled(
+    nursery: trio.Nursery,
+) -> None:
+    server = HttpServer()
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1", handler_nursery=nursery)
+    )
+    server.port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(5):
+        async with open_rest_client(max_connections=1) as rest:
+            async with trio.open_nursery() as requests:
+                requests.start_soon(rest.get(f"{server.url}/hang").run)
+                await server.hang_started.wait()
+                # The pool is full: this one waits for a connection, then is cancelled.
+                with trio.move_on_after(0.05):
+                    await rest.get(f"{server.url}/waits")
+                requests.cancel_scope.cancel()
+            await server.hang_closed.wait()
+            after = await rest.get(f"{server.url}/after")
+            stats = rest.statistics()
+    assert after.status == 200
+    assert [r.target for r in server.requests] == ["/hang", "/after"]
+    assert (stats.requests_cancelled, stats.requests_in_flight) == (2, 0)
+    assert (stats.connections_closed_by_cancel, stats.connections_opened) == (1, 2)
