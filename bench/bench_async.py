@@ -16,8 +16,10 @@ Issue 4's speed section, in four parts (``--parts``, all by default):
      most (its rates are ``--block-rates``);
    - ``kamailio`` and ``kamailio-async``: Kamailio with bench/kamailio.cfg and
      bench/kamailio-async.cfg (``async_ms_route`` 50 ms), for the same ratio in C
-     (their rates are ``--kamailio-rates``).
-
+     (their rates are ``--kamailio-rates``);
+   - ``kamailio-rest``: bench/kamailio-rest.cfg, each INVITE's GET to the same 50 ms
+     service made by http_client_query in an async_task_route worker (its rates are
+     ``--kamailio-rest-rates``);
    - ``rest-before``: ``rest``, run by another triosip (``--triosip-before``, e.g. the
      commit before a change, through PYTHONPATH), for a before/after in the same run.
 
@@ -76,7 +78,16 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WAIT_ROUTES = BENCH / "routes" / "wait_then_relay.py"
 DEFAULT_ROUTES = ROOT / "routes" / "default.py"
-MODES = ("none", "sleep", "rest", "rest-before", "block", "kamailio", "kamailio-async")
+MODES = (
+    "none",
+    "sleep",
+    "rest",
+    "rest-before",
+    "block",
+    "kamailio",
+    "kamailio-async",
+    "kamailio-rest",
+)
 PARTS = ("rates", "machinery", "restcpu", "memory")
 WHAT = {
     "none": "nothing (routes/default.py)",
@@ -86,6 +97,8 @@ WHAT = {
     "block": "time.sleep(delay) in the route (no async)",
     "kamailio": "nothing (bench/kamailio.cfg)",
     "kamailio-async": "async_ms_route, delay (bench/kamailio-async.cfg)",
+    "kamailio-rest": "async_task_route + http_client_query(url), the server answering after "
+    "delay (bench/kamailio-rest.cfg)",
 }
 BASELINE = {
     "sleep": "none",
@@ -93,6 +106,7 @@ BASELINE = {
     "rest-before": "none",
     "block": "none",
     "kamailio-async": "kamailio",
+    "kamailio-rest": "kamailio",
 }
 # The response of the HTTP service: a small JSON body, the connection kept alive.
 HTTP_RESPONSE = (
@@ -153,6 +167,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="1000,2000,3000,4000,5000,6000,8000",
         help="calls/s for kamailio and kamailio-async",
     )
+    parser.add_argument(
+        "--kamailio-rest-rates", default="100,200,300,400", help="calls/s for kamailio-rest"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of calls per run")
     parser.add_argument("--runs", type=int, default=2, help="runs per rate (a 3rd breaks a tie)")
     parser.add_argument(
@@ -207,7 +224,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.parts = _choices(parser, "--parts", args.parts, PARTS)
     args.modes = _choices(parser, "--modes", args.modes, MODES)
-    for name in ("rates", "block_rates", "kamailio_rates"):
+    for name in ("rates", "block_rates", "kamailio_rates", "kamailio_rest_rates"):
         setattr(args, name, [int(r) for r in getattr(args, name).split(",") if r.strip()])
     if "rest-before" in args.modes and not args.triosip_before:
         parser.error("the rest-before mode needs --triosip-before")
@@ -304,8 +321,9 @@ async def bench_mode(args: argparse.Namespace, mode: str, mi_off: list[str]) -> 
     target = "kamailio" if mode.startswith("kamailio") else "triosip"
     rates = {"block": args.block_rates}.get(mode, args.rates)
     if target == "kamailio":
-        rates = args.kamailio_rates
-    async with _http_service(args.delay if mode.startswith("rest") else None) as rest_url:
+        rates = args.kamailio_rest_rates if mode == "kamailio-rest" else args.kamailio_rates
+    with_rest = mode.startswith("rest") or mode == "kamailio-rest"
+    async with _http_service(args.delay if with_rest else None) as rest_url:
         harness_args = _harness_args(
             args,
             rates=rates,
@@ -313,6 +331,7 @@ async def bench_mode(args: argparse.Namespace, mode: str, mi_off: list[str]) -> 
             runs=args.runs,
             triosip_cmd=_triosip_command(args, mode, mi_off, rest_url=rest_url),
             kamailio_cfg=str(BENCH / f"{mode}.cfg") if target == "kamailio" else None,
+            kamailio_defines=[f'REST_URL="{rest_url}"'] if mode == "kamailio-rest" else [],
             # sipp logs setup times in batches of rtt_freq calls: block mode makes few.
             rtt_freq=10 if mode == "block" else 100,
         )
@@ -702,6 +721,7 @@ def _harness_args(
     runs: int,
     triosip_cmd: str,
     kamailio_cfg: str | None = None,
+    kamailio_defines: list[str] | None = None,
     rtt_freq: int = 100,
 ) -> argparse.Namespace:
     argv = [
@@ -722,6 +742,8 @@ def _harness_args(
     ]
     if kamailio_cfg:
         argv += ["--kamailio-cfg", kamailio_cfg]
+    for define in kamailio_defines or []:
+        argv += ["--kamailio-define", define]
     if args.keep_going:
         argv.append("--keep-going")
     return harness.parse_args(argv)
