@@ -32,10 +32,11 @@ Issue 4's speed section, in four parts (``--parts``, all by default):
    walks the transactions that linger for 64*T1 after each call).
 3. **restcpu**: the CPU one REST request costs inside the proxy: proxy CPU ms per call at
    ``--machinery-rate`` with ``async_`` + resume of a 50 ms sleep against the same with
-   a GET to the 50 ms HTTP service (and with ``rest-before``'s proxy when
-   ``--triosip-before`` is given), fresh proxies alternating, ``--machinery-runs`` each. The
-   difference of the medians is the REST request's own cost, the async machinery being the
-   same in both.
+   ``--restcpu-requests`` GETs in a row to the HTTP service (answering at once; the last
+   GET through ``async_``), and with ``rest-before``'s proxy when ``--triosip-before`` is
+   given; fresh proxies alternating, ``--machinery-runs`` each. The difference of the
+   medians, divided by the GETs per call, is a REST request's own cost (several per call
+   lift it above the noise of a shared machine).
 4. **memory**: the proxy's RSS (/proc/PID/status) with ``--memory-transactions`` INVITE
    transactions each waiting on a ``--memory-wait`` (30 s) sleep op, sent by a raw UDP
    client here (no sipp); then each is CANCELled, and the time until every 487 came back
@@ -51,7 +52,7 @@ bench/README.md. Usage, from the repository root::
     .venv/bin/python bench/bench_async.py --parts memory --memory-transactions 10000
     git archive HEAD~1 triosip routes | tar -x -C /tmp/before
     .venv/bin/python bench/bench_async.py --parts rates,restcpu --modes none,rest,rest-before \
-        --triosip-before "env PYTHONPATH=/tmp/before {python} -m triosip run"
+        --triosip-before "env PYTHONPATH=/tmp/before {python} -P -m triosip run"
 """
 
 from __future__ import annotations
@@ -185,6 +186,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--machinery-runs", type=int, default=3, help="runs of each of the two machinery modes"
     )
     parser.add_argument(
+        "--restcpu-requests", type=int, default=5, help="GETs per INVITE in the restcpu part"
+    )
+    parser.add_argument(
         "--memory-transactions",
         type=int,
         default=10000,
@@ -209,7 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--triosip-before",
         help="how to start the triosip of the rest-before mode and of restcpu's third column "
-        "(as --triosip), e.g. an older commit through PYTHONPATH",
+        "(as --triosip), e.g. an older commit through PYTHONPATH (with python -P, or the "
+        "checkout in the current directory comes first)",
     )
     parser.add_argument(
         "--startup-timeout", type=float, default=10.0, help="seconds a proxy gets to bind"
@@ -271,6 +276,7 @@ class Machinery:
 @dataclass
 class RestCpu:
     rate: int
+    requests: int  # GETs per call
     cpu: dict[str, list[float]] = field(default_factory=dict)  # by mode: proxy ms per call
     clean: list[bool] = field(default_factory=list)
 
@@ -395,15 +401,18 @@ async def bench_restcpu(args: argparse.Namespace, mi_off: list[str]) -> RestCpu:
     modes = ["sleep", "rest"] + (["rest-before"] if args.triosip_before else [])
     print(
         f"\n### restcpu: proxy CPU per call at {rate} calls/s, each INVITE waiting on "
-        f"{' / '.join(modes)} ({_ms(args)}); fresh proxies, alternating\n"
+        f"a sleep ({_ms(args)}) / {args.restcpu_requests} GETs in a row to a service that "
+        f"answers at once ({' / '.join(modes[1:])}); fresh proxies, alternating\n"
     )
-    result = RestCpu(rate, {mode: [] for mode in modes})
+    result = RestCpu(rate, args.restcpu_requests, {mode: [] for mode in modes})
     print("| run | mode | ok | failed | retrans | setup p50 ms | proxy CPU ms/call | clean |")
     print("|---:|---|---:|---:|---:|---:|---:|:---:|")
-    async with _http_service(args.delay) as rest_url:
+    count = args.restcpu_requests
+    async with _http_service(0.0) as rest_url:
         for number in range(1, args.machinery_runs + 1):
             for mode in modes:
-                command = _triosip_command(args, mode, mi_off, rest_url=rest_url)
+                extra = [] if mode == "sleep" else ["--define", f"rest_count={count}"]
+                command = _triosip_command(args, mode, mi_off, rest_url=rest_url, extra=extra)
                 harness_args = _harness_args(
                     args,
                     rates=[rate],
@@ -789,11 +798,12 @@ def print_summary(args: argparse.Namespace, report: Report) -> None:
         medians = {m: statistics.median(v) for m, v in restcpu.cpu.items() if v}
         text = [
             f"\nREST CPU at {restcpu.rate} calls/s (medians of {len(restcpu.cpu['sleep'])} "
-            f"runs each): sleep {medians['sleep']:.3f} ms/call"
+            f"runs each, {restcpu.requests} GETs per call): sleep {medians['sleep']:.3f} ms/call"
         ]
         text += [
             f"{mode} {medians[mode]:.3f} ms/call: "
-            f"{(medians[mode] - medians['sleep']) * 1000:+.0f} µs per REST request"
+            f"{(medians[mode] - medians['sleep']) * 1000 / restcpu.requests:+.0f} µs "
+            "per REST request"
             for mode in ("rest", "rest-before")
             if mode in medians
         ]
