@@ -24,6 +24,7 @@ own limit).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -90,6 +91,20 @@ class _Target:
 
 
 def _parse_url(url: str, params: Mapping[str, str] | None) -> _Target:
+    scheme, host, port, path, query, host_header = _split_url(url)
+    if params:
+        extra = urlencode(params)
+        query = f"{query}&{extra}" if query else extra
+    target = path + (f"?{query}" if query else "")
+    if not _TARGET.fullmatch(target):
+        raise HttpError("InvalidURL", f"not visible ASCII: {target!r} (percent-encode it)")
+    return _Target(scheme, host, port, target, host_header)
+
+
+@functools.lru_cache(maxsize=1024)
+def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
+    # Cached: a script asks the same few URLs over and over, and urlsplit costs more than
+    # the parsing of the response does.
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -103,19 +118,12 @@ def _parse_url(url: str, params: Mapping[str, str] | None) -> _Target:
         raise HttpError("InvalidURL", f"no host in {url!r}")
     if port is None:
         port = _DEFAULT_PORTS[scheme]
-    query = parts.query
-    if params:
-        extra = urlencode(params)
-        query = f"{query}&{extra}" if query else extra
-    target = (parts.path or "/") + (f"?{query}" if query else "")
-    if not _TARGET.fullmatch(target):
-        raise HttpError("InvalidURL", f"not visible ASCII: {target!r} (percent-encode it)")
     shown = f"[{host}]" if ":" in host else host
     if not shown.isascii():
         raise HttpError("InvalidURL", f"not an ASCII host name: {host!r}")
     if port != _DEFAULT_PORTS[scheme]:
         shown = f"{shown}:{port}"
-    return _Target(scheme, host, port, target, shown)
+    return scheme, host, port, parts.path or "/", parts.query, shown
 
 
 def _request_head(
@@ -202,7 +210,7 @@ class _Response:
 class _Connection:
     """One socket (maybe under TLS) and its response parser."""
 
-    __slots__ = ("fd", "origin", "response", "sock", "tls")
+    __slots__ = ("fd", "origin", "poller", "response", "sock", "tls")
 
     def __init__(
         self,
@@ -215,6 +223,8 @@ class _Connection:
         self.fd = sock.socket.fileno()
         self.tls = tls
         self.response = _Response()
+        self.poller = select.poll()
+        self.poller.register(self.fd, select.POLLIN)
 
     # Without TLS, the bytes go straight through the non-blocking fd: trio's SocketStream
     # and socket wrappers cost more per request than the parser does, and one task at a time
@@ -248,9 +258,7 @@ class _Connection:
     def is_stale(self) -> bool:
         """Whether an idle connection has something to read: the peer closed it (EOF, a TLS
         close_notify) or sent bytes no request asked for. Either way it can't be reused."""
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        return bool(poller.poll(0))
+        return bool(self.poller.poll(0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
