@@ -306,3 +306,17 @@ async def test_a_request_waiting_for_a_connection_can_be_cancelled(
     assert [r.target for r in server.requests] == ["/hang", "/after"]
     assert (stats.requests_cancelled, stats.requests_in_flight) == (2, 0)
     assert (stats.connections_closed_by_cancel, stats.connections_opened) == (1, 2)
+
+
+async def test_a_full_pool_closes_another_origins_idle_connection(nursery: trio.Nursery) -> None:
+    async def answer(stream: trio.SocketStream, head: bytes) -> bool:
+        await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    first, second = await serve_raw(nursery, answer), await serve_raw(nursery, answer)
+    with trio.fail_after(5):
+        async with open_rest_client(max_connections=1) as rest:
+            for url in (first, second, first):
+                assert (await rest.get(url)).text == "ok"
+            stats = rest.statistics()
+    assert (stats.connections_opened, stats.connections_closed, stats.connections_idle) == (3, 2, 1)

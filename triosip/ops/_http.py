@@ -30,7 +30,6 @@ import os
 import re
 import select
 import ssl
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
@@ -282,9 +281,10 @@ class HttpPool:
         self._timeout = timeout
         self._ssl_context = ssl_context
         # Idle connections by origin, the oldest first; _idle_order keeps every origin's
-        # connections in the order they went idle, to pick one to close when the pool is full.
+        # connections in the order they went idle (a dict: an ordered set), to pick one to
+        # close when the pool is full.
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._idle_order: deque[_Connection] = deque()
+        self._idle_order: dict[_Connection, None] = {}
         self._busy = 0
         self._freed = trio.Event()
         self._opened = 0
@@ -342,7 +342,7 @@ class HttpPool:
             self._busy -= 1
             if reusable:
                 self._idle.setdefault(connection.origin, []).append(connection)
-                self._idle_order.append(connection)
+                self._idle_order[connection] = None
             else:
                 self._close(connection)
             self._freed.set()
@@ -352,7 +352,7 @@ class HttpPool:
             idle = self._idle.get(origin)
             while idle:
                 connection = idle.pop()  # the most recently used: the likeliest to be alive
-                self._idle_order.remove(connection)
+                del self._idle_order[connection]
                 if not connection.is_stale():
                     return connection
                 self._close(connection)
@@ -361,7 +361,8 @@ class HttpPool:
             if self._idle_order:
                 # Full, and none idle for this origin: make room by closing another origin's
                 # oldest idle connection.
-                oldest = self._idle_order.popleft()
+                oldest = next(iter(self._idle_order))
+                del self._idle_order[oldest]
                 self._idle[oldest.origin].remove(oldest)
                 self._close(oldest)
             else:
