@@ -16,7 +16,12 @@ Issue 4's speed section, in four parts (``--parts``, all by default):
      most (its rates are ``--block-rates``);
    - ``kamailio`` and ``kamailio-async``: Kamailio with bench/kamailio.cfg and
      bench/kamailio-async.cfg (``async_ms_route`` 50 ms), for the same ratio in C
-     (their rates are ``--kamailio-rates``).
+     (their rates are ``--kamailio-rates``);
+   - ``kamailio-rest``: bench/kamailio-rest.cfg, each INVITE's GET to the same 50 ms
+     service made by http_client_query in an async_task_route worker (its rates are
+     ``--kamailio-rest-rates``);
+   - ``rest-before``: ``rest``, run by another triosip (``--triosip-before``, e.g. the
+     commit before a change, through PYTHONPATH), for a before/after in the same run.
 
    Each wait mode's rate is also given as a share of its baseline's (triosip: ``none``;
    Kamailio: ``kamailio``).
@@ -25,7 +30,14 @@ Issue 4's speed section, in four parts (``--parts``, all by default):
    (routes/default.py). Each run has a fresh proxy and the two alternate, since a
    proxy's cost per call grows with what earlier runs left it (its garbage collector
    walks the transactions that linger for 64*T1 after each call).
-3. **memory**: the proxy's RSS (/proc/PID/status) with ``--memory-transactions`` INVITE
+3. **restcpu**: the CPU one REST request costs inside the proxy: proxy CPU ms per call at
+   ``--machinery-rate`` with ``async_`` + resume of a 50 ms sleep against the same with
+   ``--restcpu-requests`` GETs in a row to the HTTP service (answering at once; the last
+   GET through ``async_``), and with ``rest-before``'s proxy when ``--triosip-before`` is
+   given; fresh proxies alternating, ``--machinery-runs`` each. The difference of the
+   medians, divided by the GETs per call, is a REST request's own cost (several per call
+   lift it above the noise of a shared machine).
+4. **memory**: the proxy's RSS (/proc/PID/status) with ``--memory-transactions`` INVITE
    transactions each waiting on a ``--memory-wait`` (30 s) sleep op, sent by a raw UDP
    client here (no sipp); then each is CANCELled, and the time until every 487 came back
    is the time to cancel them all.
@@ -38,6 +50,9 @@ bench/README.md. Usage, from the repository root::
         --rates 200,400,600,800,1000 --duration 10 --runs 2
     .venv/bin/python bench/bench_async.py --parts machinery --machinery-rate 300
     .venv/bin/python bench/bench_async.py --parts memory --memory-transactions 10000
+    git archive HEAD~1 triosip routes | tar -x -C /tmp/before
+    .venv/bin/python bench/bench_async.py --parts rates,restcpu --modes none,rest,rest-before \
+        --triosip-before "env PYTHONPATH=/tmp/before {python} -P -m triosip run"
 """
 
 from __future__ import annotations
@@ -64,17 +79,36 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WAIT_ROUTES = BENCH / "routes" / "wait_then_relay.py"
 DEFAULT_ROUTES = ROOT / "routes" / "default.py"
-MODES = ("none", "sleep", "rest", "block", "kamailio", "kamailio-async")
-PARTS = ("rates", "machinery", "memory")
+MODES = (
+    "none",
+    "sleep",
+    "rest",
+    "rest-before",
+    "block",
+    "kamailio",
+    "kamailio-async",
+    "kamailio-rest",
+)
+PARTS = ("rates", "machinery", "restcpu", "memory")
 WHAT = {
     "none": "nothing (routes/default.py)",
     "sleep": "async_(sleep(delay)) + resume",
     "rest": "async_(rest.get(url)) + resume, the server answering after delay",
+    "rest-before": "the same as rest, in the --triosip-before proxy",
     "block": "time.sleep(delay) in the route (no async)",
     "kamailio": "nothing (bench/kamailio.cfg)",
     "kamailio-async": "async_ms_route, delay (bench/kamailio-async.cfg)",
+    "kamailio-rest": "async_task_route + http_client_query(url), the server answering after "
+    "delay (bench/kamailio-rest.cfg)",
 }
-BASELINE = {"sleep": "none", "rest": "none", "block": "none", "kamailio-async": "kamailio"}
+BASELINE = {
+    "sleep": "none",
+    "rest": "none",
+    "rest-before": "none",
+    "block": "none",
+    "kamailio-async": "kamailio",
+    "kamailio-rest": "kamailio",
+}
 # The response of the HTTP service: a small JSON body, the connection kept alive.
 HTTP_RESPONSE = (
     b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"wait":50}'
@@ -116,7 +150,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"among {', '.join(PARTS)}")
-    parser.add_argument("--modes", default=",".join(MODES), help=f"among {', '.join(MODES)}")
+    parser.add_argument(
+        "--modes",
+        default=",".join(m for m in MODES if m != "rest-before"),
+        help=f"among {', '.join(MODES)} (rest-before needs --triosip-before)",
+    )
     parser.add_argument("--delay", type=float, default=0.05, help="seconds each INVITE waits")
     parser.add_argument(
         "--rates",
@@ -129,6 +167,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--kamailio-rates",
         default="1000,2000,3000,4000,5000,6000,8000",
         help="calls/s for kamailio and kamailio-async",
+    )
+    parser.add_argument(
+        "--kamailio-rest-rates", default="100,200,300,400", help="calls/s for kamailio-rest"
     )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of calls per run")
     parser.add_argument("--runs", type=int, default=2, help="runs per rate (a 3rd breaks a tie)")
@@ -143,6 +184,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--machinery-runs", type=int, default=3, help="runs of each of the two machinery modes"
+    )
+    parser.add_argument(
+        "--restcpu-requests", type=int, default=5, help="GETs per INVITE in the restcpu part"
     )
     parser.add_argument(
         "--memory-transactions",
@@ -167,6 +211,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "routes, --listen, --define... to it",
     )
     parser.add_argument(
+        "--triosip-before",
+        help="how to start the triosip of the rest-before mode and of restcpu's third column "
+        "(as --triosip), e.g. an older commit through PYTHONPATH (with python -P, or the "
+        "checkout in the current directory comes first)",
+    )
+    parser.add_argument(
         "--startup-timeout", type=float, default=10.0, help="seconds a proxy gets to bind"
     )
     parser.add_argument("--json", help="also write every figure to this JSON file")
@@ -179,8 +229,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.parts = _choices(parser, "--parts", args.parts, PARTS)
     args.modes = _choices(parser, "--modes", args.modes, MODES)
-    for name in ("rates", "block_rates", "kamailio_rates"):
+    for name in ("rates", "block_rates", "kamailio_rates", "kamailio_rest_rates"):
         setattr(args, name, [int(r) for r in getattr(args, name).split(",") if r.strip()])
+    if "rest-before" in args.modes and not args.triosip_before:
+        parser.error("the rest-before mode needs --triosip-before")
     if args.runs < 1 or args.machinery_runs < 1 or args.memory_transactions < 1:
         parser.error("--runs, --machinery-runs and --memory-transactions must be >= 1")
     return args
@@ -222,6 +274,14 @@ class Machinery:
 
 
 @dataclass
+class RestCpu:
+    rate: int
+    requests: int  # GETs per call
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # by mode: proxy ms per call
+    clean: list[bool] = field(default_factory=list)
+
+
+@dataclass
 class Memory:
     transactions: int
     wait: float
@@ -240,6 +300,7 @@ class Memory:
 class Report:
     modes: list[ModeResult] = field(default_factory=list)
     machinery: Machinery | None = None
+    restcpu: RestCpu | None = None
     memory: Memory | None = None
 
 
@@ -251,6 +312,8 @@ async def bench(args: argparse.Namespace) -> Report:
             report.modes.append(await bench_mode(args, mode, mi_off))
     if "machinery" in args.parts:
         report.machinery = await bench_machinery(args, mi_off)
+    if "restcpu" in args.parts:
+        report.restcpu = await bench_restcpu(args, mi_off)
     if "memory" in args.parts:
         report.memory = await bench_memory(args, mi_off)
     return report
@@ -264,8 +327,9 @@ async def bench_mode(args: argparse.Namespace, mode: str, mi_off: list[str]) -> 
     target = "kamailio" if mode.startswith("kamailio") else "triosip"
     rates = {"block": args.block_rates}.get(mode, args.rates)
     if target == "kamailio":
-        rates = args.kamailio_rates
-    async with _http_service(args.delay if mode == "rest" else None) as rest_url:
+        rates = args.kamailio_rest_rates if mode == "kamailio-rest" else args.kamailio_rates
+    with_rest = mode.startswith("rest") or mode == "kamailio-rest"
+    async with _http_service(args.delay if with_rest else None) as rest_url:
         harness_args = _harness_args(
             args,
             rates=rates,
@@ -273,6 +337,7 @@ async def bench_mode(args: argparse.Namespace, mode: str, mi_off: list[str]) -> 
             runs=args.runs,
             triosip_cmd=_triosip_command(args, mode, mi_off, rest_url=rest_url),
             kamailio_cfg=str(BENCH / f"{mode}.cfg") if target == "kamailio" else None,
+            kamailio_defines=[f'REST_URL="{rest_url}"'] if mode == "kamailio-rest" else [],
             # sipp logs setup times in batches of rtt_freq calls: block mode makes few.
             rtt_freq=10 if mode == "block" else 100,
         )
@@ -328,7 +393,56 @@ async def bench_machinery(args: argparse.Namespace, mi_off: list[str]) -> Machin
     return result
 
 
-# --- part 3: memory of transactions waiting on ops -----------------------------------------
+# --- part 3: the CPU of one REST request -------------------------------------------------
+
+
+async def bench_restcpu(args: argparse.Namespace, mi_off: list[str]) -> RestCpu:
+    rate = args.machinery_rate
+    modes = ["sleep", "rest"] + (["rest-before"] if args.triosip_before else [])
+    print(
+        f"\n### restcpu: proxy CPU per call at {rate} calls/s, each INVITE waiting on "
+        f"a sleep ({_ms(args)}) / {args.restcpu_requests} GETs in a row to a service that "
+        f"answers at once ({' / '.join(modes[1:])}); fresh proxies, alternating\n"
+    )
+    result = RestCpu(rate, args.restcpu_requests, {mode: [] for mode in modes})
+    print("| run | mode | ok | failed | retrans | setup p50 ms | proxy CPU ms/call | clean |")
+    print("|---:|---|---:|---:|---:|---:|---:|:---:|")
+    count = args.restcpu_requests
+    async with _http_service(0.0) as rest_url:
+        for number in range(1, args.machinery_runs + 1):
+            for mode in modes:
+                extra = [] if mode == "sleep" else ["--define", f"rest_count={count}"]
+                command = _triosip_command(args, mode, mi_off, rest_url=rest_url, extra=extra)
+                harness_args = _harness_args(
+                    args,
+                    rates=[rate],
+                    duration=args.machinery_duration,
+                    runs=1,
+                    triosip_cmd=command,
+                )
+                uas_port = find_free_port()
+                try:
+                    async with harness.open_proxy("triosip", harness_args, uas_port) as proxy:
+                        run = await harness.one_run(
+                            "triosip", harness_args, rate, 1, uas_port, proxy
+                        )
+                except harness.ProxyUnavailable as exc:
+                    print(f"{mode} not available: {exc}")
+                    return result
+                cpu = run.proxy_cpu_per_1000 or 0.0
+                result.cpu[mode].append(cpu)
+                result.clean.append(run.clean)
+                print(
+                    f"| {number} | {mode} | {run.succeeded} | {run.failed} "
+                    f"| {run.retransmissions} | {run.setup_p50_ms} | {cpu:.3f} "
+                    f"| {'yes' if run.clean else 'no'} |",
+                    flush=True,
+                )
+                await trio.sleep(1.0)
+    return result
+
+
+# --- part 4: memory of transactions waiting on ops -----------------------------------------
 
 
 async def bench_memory(args: argparse.Namespace, mi_off: list[str]) -> Memory:
@@ -570,6 +684,7 @@ def _triosip_command(
         routes, defines = DEFAULT_ROUTES, []
     else:
         wait, delay = ("sleep", 0.0) if mode == "sleep0" else (mode, delay or args.delay)
+        wait = "rest" if mode == "rest-before" else wait
         routes = WAIT_ROUTES
         # The op's own timeout must outlast the wait, or a long wait (the memory part)
         # ends in the route's 503 instead of waiting.
@@ -590,7 +705,8 @@ def _triosip_command(
     ]
     for define in defines:
         words += ["--define", define]
-    return args.triosip + " " + shlex.join(words)
+    triosip = args.triosip_before if mode == "rest-before" else args.triosip
+    return triosip + " " + shlex.join(words)
 
 
 def _mi_off_option(args: argparse.Namespace) -> list[str]:
@@ -614,6 +730,7 @@ def _harness_args(
     runs: int,
     triosip_cmd: str,
     kamailio_cfg: str | None = None,
+    kamailio_defines: list[str] | None = None,
     rtt_freq: int = 100,
 ) -> argparse.Namespace:
     argv = [
@@ -634,6 +751,8 @@ def _harness_args(
     ]
     if kamailio_cfg:
         argv += ["--kamailio-cfg", kamailio_cfg]
+    for define in kamailio_defines or []:
+        argv += ["--kamailio-define", define]
     if args.keep_going:
         argv.append("--keep-going")
     return harness.parse_args(argv)
@@ -674,6 +793,21 @@ def print_summary(args: argparse.Namespace, report: Report) -> None:
             f"{with_op:.3f} ms/call: {with_op - none:+.3f} ms/call"
             + ("" if all(machinery.clean) else " (some runs were not clean)")
         )
+    restcpu = report.restcpu
+    if restcpu and restcpu.cpu.get("sleep") and restcpu.cpu.get("rest"):
+        medians = {m: statistics.median(v) for m, v in restcpu.cpu.items() if v}
+        text = [
+            f"\nREST CPU at {restcpu.rate} calls/s (medians of {len(restcpu.cpu['sleep'])} "
+            f"runs each, {restcpu.requests} GETs per call): sleep {medians['sleep']:.3f} ms/call"
+        ]
+        text += [
+            f"{mode} {medians[mode]:.3f} ms/call: "
+            f"{(medians[mode] - medians['sleep']) * 1000 / restcpu.requests:+.0f} µs "
+            "per REST request"
+            for mode in ("rest", "rest-before")
+            if mode in medians
+        ]
+        print("; ".join(text) + ("" if all(restcpu.clean) else " (some runs were not clean)"))
     memory = report.memory
     if memory and not memory.note:
         per = (memory.rss_waiting_kib - memory.rss_idle_kib) / max(memory.waiting, 1)

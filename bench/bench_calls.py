@@ -177,6 +177,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kamailio", default="kamailio", help="the kamailio executable")
     parser.add_argument("--kamailio-cfg", default=str(BENCH / "kamailio.cfg"))
     parser.add_argument(
+        "--kamailio-define",
+        action="append",
+        default=[],
+        help="one more -A NAME=VALUE for kamailio (repeatable)",
+    )
+    parser.add_argument(
         "--kamailio-shm",
         type=int,
         default=2048,
@@ -450,6 +456,7 @@ class open_proxy:  # an async context manager, named like trio's open_* ones
                 f"udp:127.0.0.1:{port}",
                 "-A",
                 f'UAS="sip:127.0.0.1:{self.uas_port}"',
+                *(word for define in self.args.kamailio_define for word in ("-A", define)),
             ]
         template = self.args.triosip_cmd
         filled = template.format(python=sys.executable, port=port, uas_port=self.uas_port)

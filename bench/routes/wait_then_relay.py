@@ -11,7 +11,8 @@ routes/default.py, plus a wait before each initial INVITE is relayed, chosen wit
 - ``block``: ``time.sleep(delay)`` called in the route, as a worker without async would:
   the whole proxy stops for that long.
 
-Other parameters: ``delay`` (seconds, default 0.05), ``rest_url``, ``op_timeout`` (seconds
+Other parameters: ``delay`` (seconds, default 0.05), ``rest_url``, ``rest_count`` (GETs per
+INVITE, default 1), ``op_timeout`` (seconds
 the op may take, default 5: it fails with 503, which sipp counts as a failed call), and
 ``downstream`` (where new requests go, as in routes/default.py). Kamailio's counterpart of
 ``sleep`` is bench/kamailio-async.cfg (``async_ms_route``).
@@ -50,6 +51,10 @@ async def main(req: RequestContext) -> None:
     if wait == "sleep":
         req.async_(sleep(delay), resume=relay_new, timeout=timeout)
     elif wait == "rest":
+        # rest_count > 1: that many GETs in a row (bench_async.py's restcpu part, which
+        # divides the CPU they add by their number), the last one through async_.
+        for _ in range(int(req.params.get("rest_count", "1")) - 1):
+            await req.call(req.rest.get(req.params["rest_url"]), timeout=timeout)
         req.async_(req.rest.get(req.params["rest_url"]), resume=relay_new, timeout=timeout)
     elif wait == "block":
         # What a worker without async does: nothing else runs until the wait is over.

@@ -138,9 +138,13 @@ async def test_bad_urls_are_op_failed(rest: RestClient) -> None:
     with trio.fail_after(5):
         with pytest.raises(OpFailed, match="UnsupportedProtocol"):
             await rest.get("ftp://127.0.0.1/file")
-        with pytest.raises(OpFailed, match="InvalidURL: Invalid port"):
+        with pytest.raises(OpFailed, match="InvalidURL: Invalid IPv6 URL"):
             await rest.get("http://[::1")
-    assert rest.statistics().requests_failed == 2
+        with pytest.raises(OpFailed, match="InvalidURL: Port out of range"):
+            await rest.get("http://127.0.0.1:99999/")
+        with pytest.raises(OpFailed, match="InvalidURL: no host"):
+            await rest.get("http:///path")
+    assert rest.statistics().requests_failed == 4
 
 
 async def test_a_body_is_json_or_data_not_both(rest: RestClient) -> None:

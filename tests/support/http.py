@@ -84,20 +84,25 @@ class HttpServer:
 
     async def handle(self, stream: trio.SocketStream) -> None:
         self.connections_opened += 1
+        hung = False
         try:
             async with stream:
-                await self._serve(stream)
+                hung = await self._serve(stream)
         finally:
+            # Counted before hang_closed is set: a test woken by it sees the count.
             self.connections_closed += 1
+            if hung:
+                self.hang_closed.set()
             self._note()
 
-    async def _serve(self, stream: trio.SocketStream) -> None:
+    async def _serve(self, stream: trio.SocketStream) -> bool:
+        """Serve the connection's requests; whether it ended hanging on one."""
         buffer = b""
         while True:
             while b"\r\n\r\n" not in buffer:
                 data = await _receive(stream)
                 if not data:
-                    return
+                    return False
                 buffer += data
             head, buffer = buffer.split(b"\r\n\r\n", 1)
             request_line, *lines = head.decode("latin-1").split("\r\n")
@@ -110,7 +115,7 @@ class HttpServer:
             while len(buffer) < length:
                 data = await _receive(stream)
                 if not data:
-                    return
+                    return False
                 buffer += data
             body, buffer = buffer[:length], buffer[length:]
             request = HttpRequest(method, target, headers, body)
@@ -127,9 +132,7 @@ class HttpServer:
                 while await _receive(stream):
                     pass
                 self.hangs_closed_by_client += 1
-                self.hang_closed.set()
-                self._note()
-                return
+                return True
             await stream.send_all(_encode(self._answer(request)))
 
     def _answer(self, request: HttpRequest) -> HttpAnswer:

@@ -1,10 +1,13 @@
-"""The ``rest`` op: HTTP requests through one shared, pooled ``httpx.AsyncClient``.
+"""The ``rest`` op: HTTP requests through one shared pool of keep-alive connections.
 
-Opening a client costs tens of milliseconds (an SSL context, a pool), so the proxy opens one
-(`open_rest_client`) and every request borrows a pooled connection from it. httpx runs on
-trio through anyio. When a request is cancelled, httpcore closes the connection it was using
-(its HTTP/1.1 state is half-way through an exchange, so it can't be reused): the peer sees the
-connection close, and the pool never hands out a half-used connection.
+Opening a client costs milliseconds (an SSL context loads the system's CA store), so the proxy
+opens one (`open_rest_client`) and every request borrows a pooled connection from it. The
+client is triosip's own (`triosip.ops._http`): h11 on trio streams, with no anyio layer and no
+pool machinery beyond a list per origin, so that a request costs about what a SIP message
+does. When a request is cancelled, its connection is closed at once (its HTTP/1.1 state is
+half-way through an exchange, so it can't be reused): the peer sees the connection close, and
+the pool never hands out a half-used connection. Redirects are not followed (a 3xx is a
+response like any other); proxies from the environment are not used.
 
 A response of any status is a result (the script decides what a 404 means); only failures to
 get a response — refused connections, broken or malformed exchanges, the client's own
@@ -13,18 +16,20 @@ timeout — are errors.
 
 from __future__ import annotations
 
+import codecs
 import json as jsonlib
 import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from email.message import Message
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-import httpx
-
 from triosip.ops._base import Op, OpFailed, OpTimeout
+from triosip.ops._http import HttpError, HttpPool, HttpTimeout, default_ssl_context
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import AsyncIterator, Mapping
 
 logger = logging.getLogger(__name__)
@@ -82,6 +87,12 @@ class RestStatistics:
         requests_failed: requests that raised `OpFailed`.
         requests_timed_out: requests that passed the client's own timeout (`OpTimeout`).
         requests_cancelled: requests that were cancelled.
+        connections_idle: keep-alive connections in the pool, waiting for a request.
+        connections_busy: connections carrying (or opening for) a request.
+        connections_opened: connections opened since the start.
+        connections_closed: connections closed since the start (for any reason).
+        connections_closed_by_cancel: of those, the ones closed because their request was
+            cancelled half-way through its exchange.
     """
 
     requests_in_flight: int
@@ -89,6 +100,11 @@ class RestStatistics:
     requests_failed: int
     requests_timed_out: int
     requests_cancelled: int
+    connections_idle: int = 0
+    connections_busy: int = 0
+    connections_opened: int = 0
+    connections_closed: int = 0
+    connections_closed_by_cancel: int = 0
 
 
 _Outcome = Literal["done", "failed", "timed_out", "cancelled"]
@@ -97,8 +113,8 @@ _Outcome = Literal["done", "failed", "timed_out", "cancelled"]
 class RestClient:
     """HTTP requests as ops, on one pooled client; made by `open_rest_client`."""
 
-    def __init__(self, client: httpx.AsyncClient, *, timeout: float) -> None:
-        self._client = client
+    def __init__(self, pool: HttpPool, *, timeout: float) -> None:
+        self._pool = pool
         self._timeout = timeout
         self._in_flight = 0
         self._outcomes: dict[_Outcome, int] = dict.fromkeys(
@@ -207,12 +223,18 @@ class RestClient:
         Returns:
             The snapshot.
         """
+        pool = self._pool.statistics()
         return RestStatistics(
             requests_in_flight=self._in_flight,
             requests_done=self._outcomes["done"],
             requests_failed=self._outcomes["failed"],
             requests_timed_out=self._outcomes["timed_out"],
             requests_cancelled=self._outcomes["cancelled"],
+            connections_idle=pool.connections_idle,
+            connections_busy=pool.connections_busy,
+            connections_opened=pool.connections_opened,
+            connections_closed=pool.connections_closed,
+            connections_closed_by_cancel=pool.connections_closed_by_cancel,
         )
 
     async def _send(
@@ -229,35 +251,67 @@ class RestClient:
         outcome: _Outcome = "cancelled"
         self._in_flight += 1
         try:
+            body = b""
+            content_type = None
+            if json is not None:
+                body = jsonlib.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+                content_type = "application/json"
+            elif data is not None:
+                body = data.encode() if isinstance(data, str) else data
             try:
-                response = await self._client.request(
-                    method, url, json=json, content=data, headers=headers, params=params
+                result = await self._pool.request(
+                    method,
+                    url,
+                    headers=headers,
+                    params=params,
+                    body=body,
+                    content_type=content_type,
                 )
-            except httpx.TimeoutException as exc:
+            except HttpTimeout as exc:
                 outcome = "timed_out"
                 raise OpTimeout("rest", description, self._timeout) from exc
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            except HttpError as exc:
                 outcome = "failed"
-                reason = str(exc) or type(exc).__name__
-                raise OpFailed("rest", description, f"{type(exc).__name__}: {reason}") from exc
+                raise OpFailed("rest", description, str(exc)) from exc
             outcome = "done"
+            fields: dict[str, str] = {}
+            for name, value in result.headers:
+                fields[name] = f"{fields[name]}, {value}" if name in fields else value
             return RestResponse(
                 request=description,
-                status=response.status_code,
-                headers=MappingProxyType(dict(response.headers.items())),
-                content=response.content,
-                text=response.text,
+                status=result.status,
+                headers=MappingProxyType(fields),
+                content=result.body,
+                text=result.body.decode(_charset(fields.get("content-type")), "replace"),
             )
         finally:
             self._in_flight -= 1
             self._outcomes[outcome] += 1
 
 
+def _charset(content_type: str | None) -> str:
+    # RFC 9110 §8.3: the charset parameter of Content-Type; UTF-8 when there is none, or when
+    # it names no codec Python knows.
+    if not content_type or "charset" not in content_type:
+        return "utf-8"
+    message = Message()
+    message["content-type"] = content_type
+    charset = message.get_content_charset()
+    if charset:
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            return "utf-8"
+        return charset
+    return "utf-8"
+
+
 @asynccontextmanager
 async def open_rest_client(
     *,
     max_connections: int = 100,
-    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - httpx's per-phase limit, not a scope
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the per-phase limit, not a scope
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[RestClient]:
     """Open the shared HTTP client, and close its pooled connections at the end.
 
@@ -266,16 +320,22 @@ async def open_rest_client(
     Args:
         max_connections: the most connections open at once, over all hosts; more requests
             wait for one to free.
-        timeout: httpx's own limit on each phase of a request (connect, write, each read),
+        timeout: the client's own limit on each phase of a request (connect, write, each read),
             in seconds; passing it raises `OpTimeout`. It is a safety net: the script's
             ``timeout=`` and the transaction's timers are the real limits.
+        ssl_context: the TLS settings of https:// requests; by default the system's CA store,
+            with the certificate and the host name checked.
 
     Yields:
         The `RestClient`.
     """
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
+    pool = HttpPool(
+        max_connections=max_connections,
+        timeout=timeout,
+        ssl_context=ssl_context if ssl_context is not None else default_ssl_context(),
     )
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        logger.debug("REST client opened: at most %d connections", max_connections)
-        yield RestClient(client, timeout=timeout)
+    logger.debug("REST client opened: at most %d connections", max_connections)
+    try:
+        yield RestClient(pool, timeout=timeout)
+    finally:
+        pool.close()
