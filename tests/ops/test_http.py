@@ -1,7 +1,8 @@
 """The rest op's own HTTP/1.1 client: TLS, framing, redirects, the pool's bound and reuse.
 
-Real servers on 127.0.0.1: `helpers.HttpServer` (under TLS too, with a test CA from trustme)
-and small raw ones written here for what it can't say (chunked bodies, closes).
+Real servers on 127.0.0.1: `tests.support.http.HttpServer` (under TLS too, with a test CA
+from trustme) and small raw ones written here for what it can't say (chunked bodies,
+closes).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import pytest
 import trio
 import trustme
 
+from tests.support.http import HttpServer
 from triosip.ops import OpFailed, open_rest_client
-
-from .helpers import HttpServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
