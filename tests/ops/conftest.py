@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from triosip.testing.postgres import NoPostgres, shared_server
+
 from .helpers import child_pids, open_fds, triosip_threads
 
 if TYPE_CHECKING:
@@ -23,3 +25,12 @@ def nothing_left_behind() -> Iterator[None]:
     assert leaked == {}, f"fds left open: {leaked}"
     assert child_pids() - children_before == set(), "child processes left behind"
     assert triosip_threads() == [], "worker threads still running"
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The test server's URL (started on first use); a failure, not a skip, without one."""
+    try:
+        return shared_server().url
+    except NoPostgres as exc:
+        pytest.fail(str(exc), pytrace=False)

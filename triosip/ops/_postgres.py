@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -274,6 +275,8 @@ class PostgresDatabase(Database):
 
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno:
+        return f"{os.strerror(exc.errno)} ({text})"
     if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate:
         return f"{text} (SQLSTATE {exc.sqlstate})"
     return text
@@ -306,8 +309,24 @@ async def open_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
     if loop is not None:
         yield loop
         return
-    async with trio_asyncio.open_loop() as opened:
-        yield opened
+    try:
+        async with trio_asyncio.open_loop() as opened:
+            yield opened
+    except BaseExceptionGroup as group:
+        # The loop's own nurseries wrap whatever the block raised; give it back as the block
+        # raised it, as the sqlite backend does, when it is a single exception.
+        leaves = list(_leaves(group))
+        if len(leaves) != 1:
+            raise
+        raise leaves[0] from leaves[0].__cause__
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 @asynccontextmanager

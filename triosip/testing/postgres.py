@@ -5,7 +5,7 @@
 port, as an unprivileged user (``postgres`` when we run as root: the server refuses root).
 Password authentication over TCP, so that a test can also see a wrong password refused.
 
-`test_server` is the one server of a test process: the one ``tests/run.sh`` started (it
+`shared_server` is the one server of a test process: the one ``tests/run.sh`` started (it
 exports ``TRIOSIP_TEST_PG_URL`` and ``TRIOSIP_TEST_PG_DATA``), else one started on first use
 and stopped when the process exits. Also a command, for ``tests/run.sh``::
 
@@ -25,6 +25,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from triosip.ops import Database
 
 USER = "triosip"
 PASSWORD = "triosip-test"
@@ -42,9 +48,7 @@ def binaries() -> Path:
     Raises:
         NoPostgres: PostgreSQL's server is not installed.
     """
-    found = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3])
-    )
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
     if not found:
         raise NoPostgres(
             f"no PostgreSQL server: set {URL_VARIABLE}=postgresql://USER:PASSWORD@HOST:PORT/DB, "
@@ -128,7 +132,7 @@ class PostgresServer:
 
 
 @functools.cache
-def test_server() -> PostgresServer:
+def shared_server() -> PostgresServer:
     """The test process's server: the environment's, or one started now (see module doc).
 
     Raises:
@@ -153,6 +157,35 @@ def _discard(server: PostgresServer) -> None:
         server.stop("immediate")
     finally:
         shutil.rmtree(server.data, ignore_errors=True)
+
+
+def running_sql(marker: str) -> str:
+    """A query that counts the statements containing `marker` that the server runs now
+    (``pg_stat_activity``: an ``idle`` backend's ``query`` is its last, ended, statement)."""
+    return (
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' "
+        f"AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+    )
+
+
+def sleep_sql(marker: str, seconds: int = 30) -> str:
+    """A query that runs `seconds` on the server unless cancelled; `marker` finds it in
+    ``pg_stat_activity`` (see `running_sql`)."""
+    return f"SELECT pg_sleep({seconds}) AS slept /* {marker} */"
+
+
+async def wait_running(monitor: Database, marker: str, count: int) -> None:
+    """Wait until the server runs `count` statements containing `marker` (callers bound the
+    wait with ``fail_after``)."""
+    # The server's state: no trio event tells.
+    while (await monitor.query(running_sql(marker)))[0]["n"] != count:  # noqa: ASYNC110
+        await trio.sleep(0.005)
+
+
+async def running(monitor: Database, marker: str) -> int:
+    """How many statements containing `marker` the server runs now."""
+    count: int = (await monitor.query(running_sql(marker)))[0]["n"]
+    return count
 
 
 def main(argv: list[str]) -> int:
