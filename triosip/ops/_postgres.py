@@ -1,29 +1,30 @@
 """The ``db`` op on PostgreSQL: asyncpg on the process's asyncio loop, cancelled on the server.
 
-Theory of operation. asyncpg is the fastest PostgreSQL driver for Python, and it is
-asyncio-only; trio-asyncio runs one asyncio loop inside trio for the whole process, and each
-statement runs on it as an asyncio task that trio awaits (`run_aio_coroutine`). A trio cancel
-(a transaction timer, a CANCEL, an op timeout, a shutdown) cancels that task, and asyncpg
-then sends PostgreSQL a cancel request (a second connection carrying the backend's key), as
-``psql``'s Ctrl-C does: the server stops the statement and rolls its transaction back.
+Theory of operation. asyncpg is the fastest PostgreSQL driver for Python, and it is asyncio-
+only; trio-asyncio runs one asyncio loop inside trio for the whole process, and each
+statement runs on it as an asyncio task that trio awaits (`run_aio_coroutine`). A trio
+cancel (a transaction timer, a CANCEL, an op timeout, a shutdown) cancels that task, and
+asyncpg then sends PostgreSQL a cancel request (a second connection carrying the backend's
+key), as ``psql``'s Ctrl-C does: the server stops the statement and rolls its transaction
+back.
 
 The pool is ours, not asyncpg's, so that it keeps the sqlite backend's rules: ``pool``
 reader connections (each opened ``default_transaction_read_only``, so a query can't write)
-and ``writers`` writer connections, each behind a `trio.CapacityLimiter`; connections open
-on demand, and one that the server closed (a restart) is dropped and replaced by the next
-op. A connection whose op did not end cleanly (cancelled, failed) is settled before it goes
-back, shielded and bounded: ``ROLLBACK`` waits until the server has ended the cancelled
-statement (asyncpg holds every command until its cancel request is answered), so the
-connection is never handed out mid-query; one that can't be settled in `SETTLE_TIMEOUT` is
-closed instead.
+and ``writers`` writer connections, each behind a `trio.CapacityLimiter`; all open at start
+(or, if the server is down then, on demand), and one that the server closed (a restart) is
+dropped and replaced by the next op. A connection whose op did not end cleanly (cancelled,
+failed) is settled before it goes back, shielded and bounded: ``ROLLBACK`` waits until the
+server has ended the cancelled statement (asyncpg holds every command until its cancel
+request is answered), so the connection is never handed out mid-query; one that can't be
+settled in `SETTLE_TIMEOUT` is closed instead.
 
 Parameters: scripts write ``?`` (or ``:name`` with a mapping), as on sqlite; `translate`
-turns them into PostgreSQL's ``$1``, outside string literals, quoted names and comments.
-SQL that already uses ``$1`` and no ``?`` passes unchanged.
+turns them into PostgreSQL's ``$1``, outside string literals, quoted names and comments. SQL
+that already uses ``$1`` and no ``?`` passes unchanged.
 
 A server that is down at start is not fatal: the proxy starts, each op fails with `OpFailed`
-until the server is back, and the pool then recovers by itself. A server that refuses us
-(a wrong password, an unknown database) is a configuration error: `open_postgres` raises
+until the server is back, and the pool then recovers by itself. A server that refuses us (a
+wrong password, an unknown database) is a configuration error: `open_postgres` raises
 `DatabaseError`.
 """
 
@@ -260,6 +261,12 @@ class PostgresDatabase(Database):
                     return
         connection.terminate()
 
+    async def fill(self) -> None:
+        """Open every connection of the pool now: a warm pool, and a refusal seen at start."""
+        for pool, read_only in ((self.readers, True), (self.writers, False)):
+            for _ in range(int(pool.slots.total_tokens)):
+                pool.idle.append(await self.connect(read_only=read_only))
+
     async def close(self) -> None:
         for pool in (self.readers, self.writers):
             connections, pool.idle = pool.idle, []
@@ -345,11 +352,13 @@ async def open_postgres(url: str, *, pool: int, writers: int) -> AsyncIterator[P
     async with open_loop() as loop:
         database = PostgresDatabase(url=url, pool=pool, writers=writers, loop=loop)
         try:
-            database.readers.idle.append(await database.connect(read_only=True))
+            await database.fill()
         except _REFUSALS as exc:
+            await database.close()
             raise DatabaseError(f"--db {database.url}: {_describe(exc)}") from None
         except _CONNECTION_ERRORS as exc:
             # Not fatal: each op fails with OpFailed until the server is back.
+            await database.close()
             logger.error(
                 "database %s unreachable: %s; its ops fail until it is back",
                 database.url,
