@@ -198,9 +198,14 @@ class PostgresDatabase(Database):
         except ValueError as exc:
             raise OpFailed("db", sql, str(exc)) from None
 
-    def _aio(self, work: Awaitable[T]) -> Awaitable[T]:
+    def _aio(self, work: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        """Run ``work()`` as a task of the asyncio loop; a trio cancel cancels the task, and
+        returns once it has ended."""
+
         async def wrapped() -> T:
-            return await work
+            # The coroutine is made here, in the task: a task cancelled before its first
+            # step leaves no coroutine that was never awaited.
+            return await work()
 
         result: Awaitable[T] = self._loop.run_aio_coroutine(wrapped())  # type: ignore[attr-defined]
         return result
@@ -210,7 +215,9 @@ class PostgresDatabase(Database):
         if read_only:
             settings["default_transaction_read_only"] = "on"
         connection: asyncpg.Connection = await self._aio(
-            asyncpg.connect(self._dsn, timeout=CONNECT_TIMEOUT, server_settings=settings)
+            functools.partial(
+                asyncpg.connect, self._dsn, timeout=CONNECT_TIMEOUT, server_settings=settings
+            )
         )
         return connection
 
@@ -227,7 +234,7 @@ class PostgresDatabase(Database):
                 raise OpFailed("db", sql, f"cannot connect: {_describe(exc)}") from exc
             clean = False
             try:
-                result = await self._aio(work(connection))
+                result = await self._aio(functools.partial(work, connection))
                 clean = not connection.is_in_transaction()
                 return result
             except asyncpg.PostgresError as exc:
@@ -252,7 +259,7 @@ class PostgresDatabase(Database):
             try:
                 # asyncpg runs it only once a cancel request in flight has been answered
                 # (the cancelled statement has ended); outside a transaction it is a no-op.
-                await self._aio(connection.execute("ROLLBACK"))
+                await self._aio(functools.partial(connection.execute, "ROLLBACK"))
             except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
                 logger.info("database connection dropped after a failed op: %s", exc)
             else:
@@ -273,7 +280,7 @@ class PostgresDatabase(Database):
             for connection in connections:
                 with trio.move_on_after(SETTLE_TIMEOUT) as scope:
                     try:
-                        await self._aio(connection.close())
+                        await self._aio(connection.close)
                     except _CONNECTION_ERRORS:
                         scope.cancel()
                 if scope.cancelled_caught:
