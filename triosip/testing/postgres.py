@@ -78,14 +78,17 @@ class PostgresServer:
     def _run(self, *argv: str) -> None:
         # The server refuses to run as root; Debian's package creates the postgres user.
         user = "postgres" if os.geteuid() == 0 else None
-        subprocess.run(
+        done = subprocess.run(
             [str(binaries() / argv[0]), *argv[1:]],
-            check=True,
+            check=False,
             user=user,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=60,
         )
+        if done.returncode:
+            problem = done.stderr.decode(errors="replace").strip()
+            raise RuntimeError(f"{argv[0]} exited with {done.returncode}: {problem}")
 
     def start(self) -> None:
         """initdb (once) and start the server; wait until it takes connections."""
