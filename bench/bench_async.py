@@ -49,32 +49,48 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bench_calls as harness
 import trio
 
+from triosip.ops import open_database
 from triosip.sip import ParseError, Response, parse_message
+from triosip.testing.postgres import PostgresServer
 from triosip.testing.sipp import find_free_port, stop_process
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WAIT_ROUTES = BENCH / "routes" / "wait_then_relay.py"
 DEFAULT_ROUTES = ROOT / "routes" / "default.py"
-MODES = ("none", "sleep", "rest", "block", "kamailio", "kamailio-async")
+MODES = ("none", "sleep", "rest", "block", "sqlite", "postgres", "kamailio", "kamailio-async")
 PARTS = ("rates", "machinery", "memory")
 WHAT = {
     "none": "nothing (routes/default.py)",
     "sleep": "async_(sleep(delay)) + resume",
     "rest": "async_(rest.get(url)) + resume, the server answering after delay",
     "block": "time.sleep(delay) in the route (no async)",
+    "sqlite": "async_(db.query(lookup)) + resume, on sqlite",
+    "postgres": "async_(db.query(lookup)) + resume, on PostgreSQL (local, throwaway)",
     "kamailio": "nothing (bench/kamailio.cfg)",
     "kamailio-async": "async_ms_route, delay (bench/kamailio-async.cfg)",
 }
-BASELINE = {"sleep": "none", "rest": "none", "block": "none", "kamailio-async": "kamailio"}
+BASELINE = {
+    "sleep": "none",
+    "rest": "none",
+    "block": "none",
+    "sqlite": "none",
+    "postgres": "none",
+    "kamailio-async": "kamailio",
+}
 # The response of the HTTP service: a small JSON body, the connection kept alive.
 HTTP_RESPONSE = (
     b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"wait":50}'
@@ -265,13 +281,18 @@ async def bench_mode(args: argparse.Namespace, mode: str, mi_off: list[str]) -> 
     rates = {"block": args.block_rates}.get(mode, args.rates)
     if target == "kamailio":
         rates = args.kamailio_rates
-    async with _http_service(args.delay if mode == "rest" else None) as rest_url:
+    async with (
+        _http_service(args.delay if mode == "rest" else None) as rest_url,
+        _subscribers(mode) as db_url,
+    ):
         harness_args = _harness_args(
             args,
             rates=rates,
             duration=args.duration,
             runs=args.runs,
-            triosip_cmd=_triosip_command(args, mode, mi_off, rest_url=rest_url),
+            triosip_cmd=_triosip_command(
+                args, mode, mi_off, rest_url=rest_url, extra=["--db", db_url] if db_url else []
+            ),
             kamailio_cfg=str(BENCH / f"{mode}.cfg") if target == "kamailio" else None,
             # sipp logs setup times in batches of rtt_freq calls: block mode makes few.
             rtt_freq=10 if mode == "block" else 100,
@@ -285,6 +306,34 @@ async def bench_mode(args: argparse.Namespace, mode: str, mi_off: list[str]) -> 
             return ModeResult(mode, None, note=str(exc).splitlines()[0])
     rows = [{**asdict(r), "clean": r.clean} for r in runs]
     return ModeResult(mode, best, rows)
+
+
+@asynccontextmanager
+async def _subscribers(mode: str) -> AsyncIterator[str | None]:
+    """For the lookup modes, a database with sipp's caller in its subscribers table (sqlite
+    in a temporary folder, or a throwaway PostgreSQL server), stopped at the end."""
+    if mode not in ("sqlite", "postgres"):
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="triosip-bench-"))
+    server = None
+    try:
+        if mode == "postgres":
+            server = PostgresServer(folder)
+            await trio.to_thread.run_sync(server.start)
+            url = server.url
+        else:
+            url = f"sqlite:///{folder / 'subscribers.db'}"
+        async with open_database(url, readers=1) as db:
+            await db.execute(
+                "CREATE TABLE subscribers (username text PRIMARY KEY, setid int NOT NULL)"
+            )
+            await db.execute("INSERT INTO subscribers VALUES ('sipp', 3)")
+        yield url
+    finally:
+        if server is not None:
+            await trio.to_thread.run_sync(server.stop, "immediate")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _ms(args: argparse.Namespace) -> str:
@@ -570,6 +619,8 @@ def _triosip_command(
         routes, defines = DEFAULT_ROUTES, []
     else:
         wait, delay = ("sleep", 0.0) if mode == "sleep0" else (mode, delay or args.delay)
+        if mode in ("sqlite", "postgres"):
+            wait = "lookup"
         routes = WAIT_ROUTES
         # The op's own timeout must outlast the wait, or a long wait (the memory part)
         # ends in the route's 503 instead of waiting.

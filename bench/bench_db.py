@@ -19,6 +19,7 @@ Usage, from the repository root::
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import statistics
@@ -26,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import asyncpg
 import trio
 
 from triosip.ops import Database, open_database
@@ -57,6 +59,9 @@ def main() -> None:
             print("|---|---|---|---|---|---|")
             for backend, url in urls.items():
                 trio.run(bench, backend, url, args)
+            # The reference: asyncpg alone on plain asyncio, no trio, no pool of ours: what
+            # the trio-asyncio bridge and the op machinery add per query.
+            asyncio.run(bench_asyncpg(urls["postgres"], args.queries))
         finally:
             if server is not None:
                 server.stop("immediate")
@@ -68,6 +73,36 @@ async def bench(backend: str, url: str, args: argparse.Namespace) -> None:
         await seed(db, args.rows)
         await run(db, backend, "sequential", args.queries, 1)
         await run(db, backend, f"{args.concurrency} at once", args.queries, args.concurrency)
+
+
+async def bench_asyncpg(url: str, queries: int) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        sql = LOOKUP.replace("?", "$1")
+        for _ in range(100):
+            await connection.fetch(sql, "user1")
+        latencies = []
+        cpu, wall = time.process_time(), time.perf_counter()
+        for n in range(queries):
+            start = time.perf_counter()
+            await connection.fetch(sql, f"user{n % 10000}")
+            latencies.append(time.perf_counter() - start)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        await connection.close()
+    report("asyncpg on asyncio (reference)", "sequential", queries, wall, cpu, latencies)
+
+
+def report(
+    backend: str, mode: str, queries: int, wall: float, cpu: float, latencies: list[float]
+) -> None:
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    print(
+        f"| {backend} | {mode} | {queries / wall:,.0f} | {p50:.2f} | {p99:.2f} | "
+        f"{cpu / queries * 1e6:.0f} |"
+    )
 
 
 async def seed(db: Database, rows: int) -> None:
@@ -99,13 +134,7 @@ async def run(db: Database, backend: str, mode: str, queries: int, concurrency: 
         for offset in range(concurrency):
             nursery.start_soon(worker, offset)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    latencies.sort()
-    p50 = statistics.median(latencies) * 1000
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000
-    print(
-        f"| {backend} | {mode} | {queries / wall:,.0f} | {p50:.2f} | {p99:.2f} | "
-        f"{cpu / queries * 1e6:.0f} |"
-    )
+    report(backend, mode, queries, wall, cpu, latencies)
 
 
 if __name__ == "__main__":
