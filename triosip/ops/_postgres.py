@@ -171,7 +171,7 @@ class PostgresDatabase(Database):
 
     def statistics(self) -> DatabaseStatistics:
         """A snapshot of the pool and of the counters of finished queries; ``readers_idle``
-        counts the free reader slots (their connections open on demand).
+        counts the free reader slots (a connection the server dropped reopens on demand).
 
         Returns:
             The snapshot.
