@@ -64,16 +64,23 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bench_calls as harness
 import trio
 
+from triosip.ops import open_database
 from triosip.sip import ParseError, Response, parse_message
+from triosip.testing.postgres import PostgresServer
 from triosip.testing.sipp import find_free_port, stop_process
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -85,6 +92,8 @@ MODES = (
     "rest",
     "rest-before",
     "block",
+    "sqlite",
+    "postgres",
     "kamailio",
     "kamailio-async",
     "kamailio-rest",
@@ -96,6 +105,8 @@ WHAT = {
     "rest": "async_(rest.get(url)) + resume, the server answering after delay",
     "rest-before": "the same as rest, in the --triosip-before proxy",
     "block": "time.sleep(delay) in the route (no async)",
+    "sqlite": "async_(db.query(lookup)) + resume, on sqlite",
+    "postgres": "async_(db.query(lookup)) + resume, on PostgreSQL (local, throwaway)",
     "kamailio": "nothing (bench/kamailio.cfg)",
     "kamailio-async": "async_ms_route, delay (bench/kamailio-async.cfg)",
     "kamailio-rest": "async_task_route + http_client_query(url), the server answering after "
@@ -106,6 +117,8 @@ BASELINE = {
     "rest": "none",
     "rest-before": "none",
     "block": "none",
+    "sqlite": "none",
+    "postgres": "none",
     "kamailio-async": "kamailio",
     "kamailio-rest": "kamailio",
 }
@@ -329,13 +342,18 @@ async def bench_mode(args: argparse.Namespace, mode: str, mi_off: list[str]) -> 
     if target == "kamailio":
         rates = args.kamailio_rest_rates if mode == "kamailio-rest" else args.kamailio_rates
     with_rest = mode.startswith("rest") or mode == "kamailio-rest"
-    async with _http_service(args.delay if with_rest else None) as rest_url:
+    async with (
+        _http_service(args.delay if with_rest else None) as rest_url,
+        _subscribers(mode) as db_url,
+    ):
         harness_args = _harness_args(
             args,
             rates=rates,
             duration=args.duration,
             runs=args.runs,
-            triosip_cmd=_triosip_command(args, mode, mi_off, rest_url=rest_url),
+            triosip_cmd=_triosip_command(
+                args, mode, mi_off, rest_url=rest_url, extra=["--db", db_url] if db_url else []
+            ),
             kamailio_cfg=str(BENCH / f"{mode}.cfg") if target == "kamailio" else None,
             kamailio_defines=[f'REST_URL="{rest_url}"'] if mode == "kamailio-rest" else [],
             # sipp logs setup times in batches of rtt_freq calls: block mode makes few.
@@ -350,6 +368,34 @@ async def bench_mode(args: argparse.Namespace, mode: str, mi_off: list[str]) -> 
             return ModeResult(mode, None, note=str(exc).splitlines()[0])
     rows = [{**asdict(r), "clean": r.clean} for r in runs]
     return ModeResult(mode, best, rows)
+
+
+@asynccontextmanager
+async def _subscribers(mode: str) -> AsyncIterator[str | None]:
+    """For the lookup modes, a database with sipp's caller in its subscribers table (sqlite
+    in a temporary folder, or a throwaway PostgreSQL server), stopped at the end."""
+    if mode not in ("sqlite", "postgres"):
+        yield None
+        return
+    folder = Path(tempfile.mkdtemp(prefix="triosip-bench-"))
+    server = None
+    try:
+        if mode == "postgres":
+            server = PostgresServer(folder)
+            await trio.to_thread.run_sync(server.start)
+            url = server.url
+        else:
+            url = f"sqlite:///{folder / 'subscribers.db'}"
+        async with open_database(url, readers=1) as db:
+            await db.execute(
+                "CREATE TABLE subscribers (username text PRIMARY KEY, setid int NOT NULL)"
+            )
+            await db.execute("INSERT INTO subscribers VALUES ('sipp', 3)")
+        yield url
+    finally:
+        if server is not None:
+            await trio.to_thread.run_sync(server.stop, "immediate")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _ms(args: argparse.Namespace) -> str:
@@ -685,6 +731,8 @@ def _triosip_command(
     else:
         wait, delay = ("sleep", 0.0) if mode == "sleep0" else (mode, delay or args.delay)
         wait = "rest" if mode == "rest-before" else wait
+        if mode in ("sqlite", "postgres"):
+            wait = "lookup"
         routes = WAIT_ROUTES
         # The op's own timeout must outlast the wait, or a long wait (the memory part)
         # ends in the route's 503 instead of waiting.

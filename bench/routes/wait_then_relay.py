@@ -9,7 +9,9 @@ routes/default.py, plus a wait before each initial INVITE is relayed, chosen wit
 - ``rest``: ``req.async_(req.rest.get(rest_url), resume=relay_new)``: an HTTP GET to a
   service that answers after its own delay (bench_async.py starts one);
 - ``block``: ``time.sleep(delay)`` called in the route, as a worker without async would:
-  the whole proxy stops for that long.
+  the whole proxy stops for that long;
+- ``lookup``: ``req.async_(req.db.query(...), resume=relay_new)``: one subscriber lookup
+  (routes/opensips_async.py's) on ``--db``, sqlite or PostgreSQL.
 
 Other parameters: ``delay`` (seconds, default 0.05), ``rest_url``, ``rest_count`` (GETs per
 INVITE, default 1), ``op_timeout`` (seconds
@@ -56,6 +58,11 @@ async def main(req: RequestContext) -> None:
         for _ in range(int(req.params.get("rest_count", "1")) - 1):
             await req.call(req.rest.get(req.params["rest_url"]), timeout=timeout)
         req.async_(req.rest.get(req.params["rest_url"]), resume=relay_new, timeout=timeout)
+    elif wait == "lookup":
+        lookup = req.db.query(
+            "SELECT setid FROM subscribers WHERE username = ?", [req.from_user or ""]
+        )
+        req.async_(lookup, resume=relay_new, timeout=timeout)
     elif wait == "block":
         # What a worker without async does: nothing else runs until the wait is over.
         time.sleep(delay)  # noqa: ASYNC251 - blocking on purpose: the bench's baseline

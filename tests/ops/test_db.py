@@ -65,7 +65,7 @@ def test_database_path(url: str, path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://db.example.com/triosip", "'postgresql' is not supported yet"),
+        ("mysql://db.example.com/triosip", "'mysql' is not supported"),
         ("triosip.db", "is not a URL"),
         ("sqlite://triosip.db", "has a host part or too few slashes"),
         ("sqlite:///", "names no file"),
@@ -78,6 +78,29 @@ def test_database_path_refuses(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message) as caught:
         database_path(url)
     assert "sqlite:///relative/path.db" in str(caught.value)  # says what to write instead
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://triosip@db.example.com:5432/triosip",
+        "postgres://db.example.com/x?sslmode=require",
+    ],
+)
+def test_database_path_takes_postgres_urls(url: str) -> None:
+    assert database_path(url) is None  # no file; the URL goes to the server as it is
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://db.example.com", "names no database"),
+        ("postgresql://db.example.com:port/x", "Port could not be cast"),
+    ],
+)
+def test_database_path_refuses_bad_postgres_urls(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        database_path(url)
 
 
 async def test_a_relative_url_is_relative_to_the_working_directory(

@@ -34,6 +34,7 @@ from triosip.ops import open_database, open_rest_client
 from triosip.script import ScriptEnvironment
 from triosip.sip import Request, Response
 from triosip.testing import proxy as harness
+from triosip.testing.postgres import NoPostgres, shared_server
 from triosip.testing.proxy import RunningProxy, UdpPeer, open_udp_peer
 from triosip.testing.sipp import UAC_RRS, UAS_RECORD_ROUTE, find_free_port, open_uas, run_uac
 from triosip.transport import Address
@@ -135,6 +136,26 @@ def seed_subscribers(path: Path, *rows: tuple[str, int]) -> str:
     return f"sqlite:///{path}"
 
 
+async def subscribers_url(backend: str, tmp_path: Path, *rows: tuple[str, int]) -> str:
+    """The subscribers table of the examples, on sqlite (a file) or on the test PostgreSQL
+    server (a schema of the test's own, as the URL's search_path)."""
+    if backend == "sqlite":
+        return seed_subscribers(tmp_path / "subscribers.db", *rows)
+    try:
+        server_url = shared_server().url
+    except NoPostgres as exc:
+        pytest.fail(str(exc), pytrace=False)
+    schema = f"s_{os.urandom(4).hex()}"
+    async with open_database(server_url, readers=1, writers=1) as db:
+        await db.execute(f"CREATE SCHEMA {schema}")
+        await db.execute(
+            f"CREATE TABLE {schema}.subscribers (username text PRIMARY KEY, setid int NOT NULL)"
+        )
+        for row in rows:
+            await db.execute(f"INSERT INTO {schema}.subscribers VALUES (?, ?)", row)
+    return f"{server_url}?search_path={schema}"
+
+
 def seed(path: Path, *statements: str) -> str:
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         for statement in statements:
@@ -167,12 +188,15 @@ def refused_url() -> str:
 # -- routes/opensips_async.py -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("via", ["downstream", "request-uri"])
+@pytest.mark.parametrize(
+    ("via", "backend"),
+    [("downstream", "sqlite"), ("request-uri", "sqlite"), ("downstream", "postgres")],
+)
 async def test_opensips_async_resumes_with_the_set_and_relays(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, via: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, via: str, backend: str
 ) -> None:
     caplog.set_level(logging.INFO)
-    url = seed_subscribers(tmp_path / "subscribers.db", ("alice", 7), ("bob", 8))
+    url = await subscribers_url(backend, tmp_path, ("alice", 7), ("bob", 8))
     with trio.fail_after(5):
         async with (
             open_database(url) as db,
@@ -467,8 +491,9 @@ async def test_exec_example_answers_500_when_the_program_fails(
 # -- routes/parallel_lookup.py ------------------------------------------------------------
 
 
-async def test_parallel_lookup_joins_both_answers_and_relays(tmp_path: Path) -> None:
-    url = seed_subscribers(tmp_path / "subscribers.db", ("alice", 7))
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_parallel_lookup_joins_both_answers_and_relays(tmp_path: Path, backend: str) -> None:
+    url = await subscribers_url(backend, tmp_path, ("alice", 7))
     with trio.fail_after(5):
         async with (
             open_database(url) as db,

@@ -1,13 +1,14 @@
-"""Contract 1 and 2 of DESIGN.md: an fr timeout or a CANCEL while an op is pending cancels
-the op promptly (sqlite interrupted, HTTP connection closed, process group killed, thread
-waited for), the resume route never runs, the failure route or the default 408/487 runs
-once, a retransmitted INVITE does not run the route again, and nothing is left behind.
+"""Contract 1 and 2 of DESIGN.md: an fr timeout or a CANCEL while an op is pending cancels the
+op promptly (sqlite interrupted, PostgreSQL cancelled on the server, HTTP connection closed,
+process group killed, thread waited for), the resume route never runs, the failure route or
+the default 408/487 runs once, a retransmitted INVITE does not run the route again, and
+nothing is left behind.
 
-A test runs several calls at once through one proxy, one per way of running the op (``async_``,
-plain ``await``, ``req.call``), with and without a failure route: each call's request URI
-says which (`helpers.pending_op_routes`). The ops are real (a sqlite file, a local HTTP
-server, processes, threads), so these tests run on the real clock, in fractions of a second;
-the sleep op, which is only time, runs under `autojump_clock`.
+A test runs several calls at once through one proxy, one per way of running the op
+(``async_``, plain ``await``, ``req.call``), with and without a failure route: each call's
+request URI says which (`helpers.pending_op_routes`). The ops are real (a sqlite file, a
+local HTTP server, processes, threads), so these tests run on the real clock, in fractions
+of a second; the sleep op, which is only time, runs under `autojump_clock`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.support.script import (
     Journal,
     Resources,
     assert_nothing_left,
+    database_url,
     op_processes,
     open_harness,
     ops_started,
@@ -63,8 +65,9 @@ def _earliest_answer(kind: str) -> float:
 async def test_fr_timeout_cancels_the_pending_op(kind: str, tmp_path: Path) -> None:
     journal = Journal()
     routes = pending_op_routes(journal)
+    db_url = database_url(kind)  # starts the test's PostgreSQL server on first use
     with trio.fail_after(5):
-        async with open_harness(routes, tmp_path, fr_timeout=FR) as harness:
+        async with open_harness(routes, tmp_path, fr_timeout=FR, db_url=db_url) as harness:
             assert harness.http is not None
             routes.params = {"http": harness.http.url, "dir": str(tmp_path)}
             before = Resources.now()
@@ -133,9 +136,12 @@ async def test_fr_timeout_cancels_a_sleep_on_time(tmp_path: Path, autojump_clock
 async def test_cancel_cancels_the_pending_op_at_once(kind: str, tmp_path: Path) -> None:
     journal = Journal()
     routes = pending_op_routes(journal)
+    db_url = database_url(kind)  # starts the test's PostgreSQL server on first use
     with trio.fail_after(5):
         # fr_timeout is long: only the CANCEL can end these calls within the test.
-        async with open_harness(routes, tmp_path, fr_timeout=30.0, timers=SHORT_T1) as harness:
+        async with open_harness(
+            routes, tmp_path, fr_timeout=30.0, timers=SHORT_T1, db_url=db_url
+        ) as harness:
             assert harness.http is not None
             routes.params = {"http": harness.http.url, "dir": str(tmp_path)}
             before = Resources.now()

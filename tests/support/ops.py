@@ -1,14 +1,9 @@
-"""What the tests of ops (and of routes that run them) share: a long sqlite query, and a
-poll for what no trio event tells."""
+"""What the tests of ops (and of routes that run them) share: a long sqlite query, and
+the poll for what no trio event tells (`tests.support.leaks.wait_until`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import trio
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from tests.support.leaks import wait_until as wait_until
 
 # About 2.5 s of sqlite work on this machine (10 times more with six at once on its two
 # cores): far beyond any bound the tests set, so a query that is not interrupted fails them;
@@ -18,10 +13,3 @@ LONG_QUERY = (
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000000) "
     "SELECT count(*) AS n FROM c"
 )
-
-
-async def wait_until(condition: Callable[[], object], poll: float = 0.001) -> None:
-    """Wait until `condition()` holds; callers bound the wait with a ``fail_after``."""
-    # What we wait for happens in another process, a thread or the kernel: no event tells.
-    while not condition():  # noqa: ASYNC110
-        await trio.sleep(poll)

@@ -26,6 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -43,6 +44,7 @@ from triosip.ops import open_database, open_rest_client
 from triosip.script import ScriptEnvironment
 from triosip.script.api import Op, Routes, exec_, in_thread, sleep
 from triosip.sip import Request, Response, build_response, parse_message
+from triosip.testing import postgres
 from triosip.testing.proxy import local_config
 from triosip.transaction import TimerConfig
 from triosip.transport import Address
@@ -297,6 +299,7 @@ async def open_harness(
     fr_timeout: float,
     timers: TimerConfig = TIMERS,
     resources: bool = True,
+    db_url: str | None = None,
 ) -> AsyncIterator[Harness]:
     """Run `routes` in a proxy on 127.0.0.1 with a caller, until the block ends.
 
@@ -308,12 +311,13 @@ async def open_harness(
         resources: whether to open a database, a REST client and an HTTP server; leave
             them out under `autojump_clock` (opening a database waits for a thread, and the
             clock would jump meanwhile).
+        db_url: the database; a sqlite file in `tmp_path` by default (`database_url`).
     """
     async with contextlib.AsyncExitStack() as stack:
         db = rest = http = None
         if resources:
             db = await stack.enter_async_context(
-                open_database(f"sqlite:///{tmp_path / 'cancel.db'}", readers=READERS)
+                open_database(db_url or f"sqlite:///{tmp_path / 'cancel.db'}", readers=READERS)
             )
             rest = await stack.enter_async_context(open_rest_client())
         sock = stack.enter_context(trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
@@ -348,7 +352,22 @@ THREAD_SECONDS = 0.3
 SHORT_SECONDS = 0.05
 
 # Ops that would take a minute if nothing cancelled them, by kind.
-PENDING_KINDS = ("db", "rest", "rest-half", "exec", "exec-shell", "thread")
+PENDING_KINDS = ("db", "pg", "rest", "rest-half", "exec", "exec-shell", "thread")
+
+# What the "pg" kind runs: a minute on the PostgreSQL server, found in pg_stat_activity by
+# its marker.
+PG_MARKER = "pending-op"
+
+
+def database_url(kind: str) -> str | None:
+    """The database for ops of `kind`: the test PostgreSQL server's for ``pg`` (the db op on
+    PostgreSQL), else None (a sqlite file)."""
+    if kind != "pg":
+        return None
+    try:
+        return postgres.shared_server().url
+    except postgres.NoPostgres as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 class Journal:
@@ -389,6 +408,8 @@ def pending_op(req: RequestContext, kind: str, held: threading.Event | None = No
     params = req.params
     if kind == "db":
         return req.db.query(LONG_QUERY)
+    if kind == "pg":
+        return req.db.query(postgres.sleep_sql(PG_MARKER, 60))
     if kind in ("rest", "rest-half"):
         return req.rest.get(f"{params['http']}/{'half' if kind == 'rest-half' else 'hang'}")
     if kind == "exec":
@@ -465,6 +486,10 @@ def ops_started(harness: Harness, kind: str, calls: list[Call], before: Resource
             min(n, READERS),
             max(0, n - READERS),
         ) and busy_threads()["triosip db reader"] == min(n, READERS)
+    if kind == "pg":
+        assert harness.db is not None
+        stats = harness.db.statistics()
+        return (stats.readers_busy, stats.readers_waiting) == (min(n, READERS), max(0, n - READERS))
     if kind in ("rest", "rest-half"):
         assert harness.http is not None
         return harness.http.hanging == n
@@ -517,6 +542,9 @@ async def assert_nothing_left(
     if db is not None:
         assert harness.db_pool_whole(READERS), db.statistics()
         assert await db.query("SELECT 1 AS one") == [{"one": 1}]
+        if db.url.startswith("postgresql://"):
+            # Cancelled on the server, not only abandoned by the pool.
+            assert await postgres.running(db, PG_MARKER) == 0
     if rest is not None and http is not None:
         stats = rest.statistics()
         assert stats.requests_in_flight == 0, stats
@@ -528,7 +556,7 @@ async def assert_nothing_left(
 
 def still_running(harness: Harness, kind: str, before: Resources) -> int:
     """How many ops of `kind` are running now (0 once every one was cleaned up)."""
-    if kind == "db":
+    if kind in ("db", "pg"):
         assert harness.db is not None
         return harness.db.statistics().readers_busy
     if kind in ("rest", "rest-half"):

@@ -2,9 +2,10 @@
 
 An op (`Op`) describes work — a query, an HTTP request, a program, a sleep, a blocking
 function — and runs at most once, when awaited. Each kind keeps the cancellation contract of
-DESIGN.md: a cancel interrupts the sqlite statement, closes the HTTP connection, terminates
-the program's process group, and in every case waits until nothing of the op is left (no
-thread, process, fd or half-used pooled connection) before it returns.
+DESIGN.md: a cancel interrupts the sqlite statement or cancels the PostgreSQL one on the
+server, closes the HTTP connection, terminates the program's process group, and in every
+case waits until nothing of the op is left (no thread, process, fd or half-used pooled
+connection) before it returns.
 
 Failures are `OpFailed`; an op's own timeout, given to `run_with_timeout`, is `OpTimeout`;
 both are `OpError`, under `triosip.errors.TriosipError`.
@@ -21,6 +22,7 @@ from triosip.ops._base import op_accounting as op_accounting
 from triosip.ops._base import run_with_timeout as run_with_timeout
 from triosip.ops._db import BUSY_TIMEOUT as BUSY_TIMEOUT
 from triosip.ops._db import Database as Database
+from triosip.ops._db import DatabaseError as DatabaseError
 from triosip.ops._db import DatabaseStatistics as DatabaseStatistics
 from triosip.ops._db import database_path as database_path
 from triosip.ops._db import open_database as open_database
@@ -46,6 +48,7 @@ __all__ = [
     "LATENCY_BUCKETS",
     "TERMINATE_GRACE",
     "Database",
+    "DatabaseError",
     "DatabaseStatistics",
     "ExecResult",
     "Op",

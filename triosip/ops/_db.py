@@ -23,17 +23,20 @@ PostgreSQL `Database` can follow with the same methods.
 
 from __future__ import annotations
 
+import abc
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import sqlite_utils
 import trio
 
+from triosip.errors import TriosipError
 from triosip.ops._base import Op, OpFailed
 from triosip.ops._threads import WorkerGate, run_in_worker_thread
 
@@ -46,31 +49,46 @@ _LOCK_RETRY_FIRST = 0.001
 _LOCK_RETRY_MAX = 0.05
 
 _URL_PREFIX = "sqlite:///"
-_URL_HELP = "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+_URL_HELP = (
+    "use sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+    "postgresql://USER@HOST:PORT/DATABASE"
+)
 
 # Statements execute() refuses: it runs each statement in a transaction of its own.
 _TRANSACTION_KEYWORDS = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
 
+
+class DatabaseError(TriosipError):
+    """The database refused us at start: a wrong user or password, an unknown database."""
+
+
 Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
+T = TypeVar("T")
 
 
-def database_path(url: str) -> Path:
-    """The file a ``sqlite:///`` URL names, as SQLAlchemy spells them.
+def database_path(url: str) -> Path | None:
+    """Check a database URL; the file a ``sqlite:///`` URL names, as SQLAlchemy spells them.
 
     Args:
-        url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
+        url: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, or
+            ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`` (or ``postgres://``).
 
     Returns:
-        The path, relative to the working directory or absolute.
+        The sqlite file, relative to the working directory or absolute; None for PostgreSQL.
 
     Raises:
-        ValueError: another scheme, a malformed URL, an in-memory database or URL options.
+        ValueError: another scheme, a malformed URL, an in-memory sqlite database or sqlite
+            URL options.
     """
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ValueError(f"database URL {url!r} is not a URL: {_URL_HELP}")
+    if scheme in POSTGRES_SCHEMES:
+        check_postgres_url(url)
+        return None
     if scheme != "sqlite":
-        raise ValueError(f"database URL {url!r}: {scheme!r} is not supported yet; {_URL_HELP}")
+        raise ValueError(f"database URL {url!r}: {scheme!r} is not supported; {_URL_HELP}")
     if not url.startswith(_URL_PREFIX):
         raise ValueError(f"database URL {url!r} has a host part or too few slashes; {_URL_HELP}")
     path = url.removeprefix(_URL_PREFIX)
@@ -83,6 +101,38 @@ def database_path(url: str) -> Path:
             f"not supported; {_URL_HELP}"
         )
     return Path(path)
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether `url` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
+    return url.partition("://")[0] in POSTGRES_SCHEMES
+
+
+def check_postgres_url(url: str) -> None:
+    """Check a ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…]`` URL.
+
+    Raises:
+        ValueError: it has no database name, or its port is not a number.
+    """
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (urlsplit checks the port when asked for it)
+    except ValueError as exc:
+        raise ValueError(f"database URL {redact(url)!r}: {exc}") from None
+    if not parts.path.strip("/"):
+        raise ValueError(
+            f"database URL {redact(url)!r} names no database: "
+            "use postgresql://USER@HOST:PORT/DATABASE"
+        )
+
+
+def redact(url: str) -> str:
+    """`url` without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,23 +160,19 @@ class DatabaseStatistics:
     queries_cancelled: int
 
 
-class Database:
-    """A pooled sqlite database whose queries and writes are ops; made by `open_database`."""
+class Database(abc.ABC):
+    """A pooled database whose queries and writes are ops; made by `open_database`.
 
-    def __init__(
-        self,
-        *,
-        path: Path,
-        readers: list[sqlite_utils.Database],
-        writer: sqlite_utils.Database,
-        busy_timeout: float,
-    ) -> None:
-        self.path = path
-        self._idle_readers = readers
-        self._reader_slots = trio.CapacityLimiter(len(readers))
-        self._writer = writer
-        self._writer_slot = trio.CapacityLimiter(1)
-        self._busy_timeout = busy_timeout
+    The same methods on every backend (sqlite, PostgreSQL): SQL text and parameters in, rows
+    as dicts out. Parameters are written ``?`` (a sequence) or ``:name`` (a mapping) on both;
+    the PostgreSQL backend turns them into its own ``$1``.
+
+    Attributes:
+        url: the URL it was opened with (without its password).
+    """
+
+    def __init__(self, *, url: str) -> None:
+        self.url = url
         self._closed = False
         self._outcomes = {"done": 0, "failed": 0, "cancelled": 0}
 
@@ -143,31 +189,30 @@ class Database:
 
         Raises:
             OpFailed: (when run) an SQL error, a statement that returns no rows or that tries
-                to write, or a closed database.
+                to write, a lost or unreachable server, or a closed database.
         """
-        return Op("db", sql, lambda: self._query(sql, params))
+        return Op("db", sql, lambda: self._counted(sql, self._query, params))
 
     def execute(self, sql: str, params: Params = ()) -> Op[int]:
-        """An op that runs one writing statement on the writer connection and commits it.
+        """An op that runs one writing statement on a writer connection and commits it.
 
-        The statement runs in a transaction of its own (``BEGIN IMMEDIATE`` … ``COMMIT``), so
-        it is all or nothing, and other processes see all of it or none of it.
+        The statement runs in a transaction of its own, so it is all or nothing, and other
+        processes see all of it or none of it.
 
         What a script may assume about a **cancelled** write: it either left the database
         unchanged or committed in full — never in part — and the script can't tell which,
         because it gets `trio.Cancelled` (or `OpTimeout`) either way:
 
-        - cancelled while it waited for the writer connection (another write of ours) or for
-          the write lock (another process held it): nothing was written, and nothing will be
-          once the lock frees;
-        - cancelled while its statement ran: sqlite interrupts the statement and rolls its
-          transaction back; nothing was written;
-        - cancelled after its statement had completed: it is past its point of no return, the
-          ``COMMIT`` is never interrupted, and the write commits (the cancel still waits for
-          the commit to end, so it is durable when the cancel returns).
+        - cancelled while it waited for a writer connection, or (sqlite) for the write lock
+          another process held: nothing was written;
+        - cancelled while its statement ran: the statement is interrupted (sqlite) or
+          cancelled on the server (PostgreSQL), and its transaction rolled back;
+        - cancelled after its statement had completed: it is past its point of no return,
+          the commit is never interrupted, and the write commits (sqlite waits for the
+          commit, so it is durable when the cancel returns).
 
         So re-read when the outcome matters, and prefer writes that can be run twice
-        (``INSERT OR REPLACE``, ``UPDATE … SET x = ?``).
+        (``INSERT OR REPLACE`` / ``ON CONFLICT``, ``UPDATE … SET x = ?``).
 
         Args:
             sql: one SQL statement (``INSERT``, ``UPDATE``, ``DELETE``, ``CREATE …``); not
@@ -176,26 +221,66 @@ class Database:
 
         Returns:
             An op (kind ``"db"``, described by ``sql``) whose result is the number of rows
-            the statement changed, as sqlite counts them (-1 for ``CREATE TABLE`` and other
-            statements that change no rows).
+            the statement changed (-1 for ``CREATE TABLE`` and other statements that change
+            no rows).
 
         Raises:
-            OpFailed: (when run) an SQL error or constraint violation, the write lock still
-                held by another process after ``busy_timeout``, or a closed database.
+            OpFailed: (when run) an SQL error or constraint violation, (sqlite) the write lock
+                still held by another process after ``busy_timeout``, a lost or unreachable
+                server, or a closed database.
         """
-        return Op("db", sql, lambda: self._execute(sql, params))
+        return Op("db", sql, lambda: self._counted(sql, self._checked_execute, params))
 
+    @abc.abstractmethod
     def statistics(self) -> DatabaseStatistics:
         """A snapshot of the pool and of the counters of finished queries.
 
         Returns:
             The snapshot.
         """
-        readers = self._reader_slots.statistics()
-        writer = self._writer_slot.statistics()
+
+    @abc.abstractmethod
+    async def _query(self, sql: str, params: Params) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def _execute(self, sql: str, params: Params) -> int: ...
+
+    async def _checked_execute(self, sql: str, params: Params) -> int:
+        keyword = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        if keyword in _TRANSACTION_KEYWORDS or keyword == "VACUUM":
+            raise OpFailed(
+                "db",
+                sql,
+                f"{keyword} is not allowed: execute() runs each "
+                "statement in a transaction of its own",
+            )
+        return await self._execute(sql, params)
+
+    async def _counted(
+        self, sql: str, run: Callable[[str, Params], Awaitable[T]], params: Params
+    ) -> T:
+        outcome: Literal["done", "failed", "cancelled"] = "cancelled"
+        try:
+            if self._closed:
+                raise OpFailed("db", sql, f"database {self.url} is closed")
+            result = await run(sql, params)
+            outcome = "done"
+            return result
+        except OpFailed:
+            outcome = "failed"
+            raise
+        finally:
+            self._outcomes[outcome] += 1
+
+    def _statistics(
+        self,
+        readers: trio.CapacityLimiterStatistics,
+        idle: int,
+        writer: trio.CapacityLimiterStatistics,
+    ) -> DatabaseStatistics:
         return DatabaseStatistics(
             readers_busy=readers.borrowed_tokens,
-            readers_idle=len(self._idle_readers),
+            readers_idle=idle,
             readers_waiting=readers.tasks_waiting,
             writer_busy=writer.borrowed_tokens > 0,
             writers_waiting=writer.tasks_waiting,
@@ -204,53 +289,61 @@ class Database:
             queries_cancelled=self._outcomes["cancelled"],
         )
 
+
+class SqliteDatabase(Database):
+    """The sqlite backend (see the module doc).
+
+    Attributes:
+        path: the database file.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        readers: list[sqlite_utils.Database],
+        writer: sqlite_utils.Database,
+        busy_timeout: float,
+    ) -> None:
+        super().__init__(url=f"{_URL_PREFIX}{path}")
+        self.path = path
+        self._idle_readers = readers
+        self._reader_slots = trio.CapacityLimiter(len(readers))
+        self._writer = writer
+        self._writer_slot = trio.CapacityLimiter(1)
+        self._busy_timeout = busy_timeout
+
+    def statistics(self) -> DatabaseStatistics:
+        """A snapshot of the pool and of the counters of finished queries.
+
+        Returns:
+            The snapshot.
+        """
+        return self._statistics(
+            self._reader_slots.statistics(),
+            len(self._idle_readers),
+            self._writer_slot.statistics(),
+        )
+
     async def _query(self, sql: str, params: Params) -> list[dict[str, Any]]:
-        outcome: Literal["done", "failed", "cancelled"] = "cancelled"
-        try:
-            self._check_open(sql)
-            async with self._reader_slots:
-                reader = self._idle_readers.pop()
-                try:
-                    rows = await run_in_worker_thread(
-                        lambda gate: _read(gate, reader, sql, params),
-                        interrupt=reader.conn.interrupt,
-                        thread_name="triosip db reader",
-                        limiter=None,  # the reader slots bound the threads
-                    )
-                except (sqlite3.Error, ValueError) as exc:
-                    raise OpFailed("db", sql, str(exc)) from exc
-                finally:
-                    # run_in_worker_thread returns only once the thread is done with it.
-                    self._idle_readers.append(reader)
-            outcome = "done"
-            return rows
-        except OpFailed:
-            outcome = "failed"
-            raise
-        finally:
-            self._outcomes[outcome] += 1
+        async with self._reader_slots:
+            reader = self._idle_readers.pop()
+            try:
+                return await run_in_worker_thread(
+                    lambda gate: _read(gate, reader, sql, params),
+                    interrupt=reader.conn.interrupt,
+                    thread_name="triosip db reader",
+                    limiter=None,  # the reader slots bound the threads
+                )
+            except (sqlite3.Error, ValueError) as exc:
+                raise OpFailed("db", sql, str(exc)) from exc
+            finally:
+                # run_in_worker_thread returns only once the thread is done with it.
+                self._idle_readers.append(reader)
 
     async def _execute(self, sql: str, params: Params) -> int:
-        outcome: Literal["done", "failed", "cancelled"] = "cancelled"
-        try:
-            self._check_open(sql)
-            keyword = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
-            if keyword in _TRANSACTION_KEYWORDS or keyword == "VACUUM":
-                raise OpFailed(
-                    "db",
-                    sql,
-                    f"{keyword} is not allowed: execute() runs each "
-                    "statement in a transaction of its own",
-                )
-            async with self._writer_slot:
-                rowcount = await self._write_when_unlocked(sql, params)
-            outcome = "done"
-            return rowcount
-        except OpFailed:
-            outcome = "failed"
-            raise
-        finally:
-            self._outcomes[outcome] += 1
+        async with self._writer_slot:
+            return await self._write_when_unlocked(sql, params)
 
     async def _write_when_unlocked(self, sql: str, params: Params) -> int:
         deadline = trio.current_time() + self._busy_timeout
@@ -277,10 +370,6 @@ class Database:
                 )
             await trio.sleep(pause)
             pause = min(pause * 2, _LOCK_RETRY_MAX)
-
-    def _check_open(self, sql: str) -> None:
-        if self._closed:
-            raise OpFailed("db", sql, f"database {self.path} is closed")
 
     def _connections(self) -> list[sqlite_utils.Database]:
         return [*self._idle_readers, self._writer]
@@ -351,7 +440,7 @@ def _connect(path: Path, *, busy_timeout: float, reader: bool) -> sqlite_utils.D
     return database
 
 
-def _connect_all(path: Path, *, readers: int, busy_timeout: float) -> Database:
+def _connect_all(path: Path, *, readers: int, busy_timeout: float) -> SqliteDatabase:
     opened: list[sqlite_utils.Database] = []
     try:
         # The writer first: it creates the file and switches it to WAL.
@@ -364,49 +453,68 @@ def _connect_all(path: Path, *, readers: int, busy_timeout: float) -> Database:
         for database in opened:
             database.conn.close()
         raise
-    return Database(path=path, readers=opened[1:], writer=writer, busy_timeout=busy_timeout)
+    return SqliteDatabase(path=path, readers=opened[1:], writer=writer, busy_timeout=busy_timeout)
 
 
-def _close_all(database: Database) -> None:
+def _close_all(database: SqliteDatabase) -> None:
     for connection in database._connections():
         connection.conn.close()
 
 
 @asynccontextmanager
 async def open_database(
-    url: str, *, readers: int = 4, busy_timeout: float = BUSY_TIMEOUT
+    url: str, *, readers: int = 4, writers: int = 2, busy_timeout: float = BUSY_TIMEOUT
 ) -> AsyncIterator[Database]:
-    """Open a sqlite database file with a pool of connections, and close them all at the end.
+    """Open a database with a pool of connections, and close them all at the end.
 
     The block owns the connections: run the database's ops in nurseries inside it, so that
-    they have all finished when it ends. The file is created if it does not exist, and put in
-    WAL mode.
+    they have all finished when it ends.
+
+    sqlite: the file is created if it does not exist, and put in WAL mode; one writer.
+
+    PostgreSQL: asyncpg on the process's asyncio loop (trio-asyncio); the URL takes what
+    libpq's does (``?sslmode=``, a password from the URL, ``PGPASSWORD`` or ``~/.pgpass``).
+    A server that is down at start is logged, and each op fails with `OpFailed` until it is
+    back; a server that refuses us raises `DatabaseError`.
 
     Args:
-        url: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
-        readers: how many queries may run at once (one connection and one thread each).
-        busy_timeout: how long a statement waits for a lock another process holds, in
-            seconds. A query waiting for such a lock (rare in WAL mode) can't be interrupted
-            before it ends; a write waits in trio, and stops at once when cancelled.
+        url: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, or
+            ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`` (or ``postgres://``).
+        readers: how many queries may run at once (one connection each; on sqlite one
+            thread each too).
+        writers: how many writes may run at once on PostgreSQL (sqlite has one writer).
+        busy_timeout: (sqlite) how long a statement waits for a lock another process holds,
+            in seconds. A query waiting for such a lock (rare in WAL mode) can't be
+            interrupted before it ends; a write waits in trio, and stops at once when
+            cancelled.
 
     Yields:
         The `Database`.
 
     Raises:
-        ValueError: the URL is not a ``sqlite:///`` URL of a file, or ``readers < 1``.
+        ValueError: the URL is not one of the above, or ``readers < 1``.
         sqlite3.Error: the file can't be opened as a database.
+        DatabaseError: the PostgreSQL server refused the user, password or database.
     """
+    if is_postgres_url(url):
+        # Here, not at the top: _postgres imports this module.
+        from triosip.ops._postgres import open_postgres
+
+        async with open_postgres(url, pool=readers, writers=writers) as database:
+            yield database
+        return
     path = database_path(url)
+    assert path is not None
     if readers < 1:
         raise ValueError(f"readers must be at least 1, not {readers}")
-    database = await trio.to_thread.run_sync(
+    sqlite = await trio.to_thread.run_sync(
         lambda: _connect_all(path, readers=readers, busy_timeout=busy_timeout)
     )
     logger.debug("database %s opened: %d readers, 1 writer", path, readers)
     try:
-        yield database
+        yield sqlite
     finally:
-        database._closed = True
+        sqlite._closed = True
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_close_all, database)
+            await trio.to_thread.run_sync(_close_all, sqlite)
         logger.debug("database %s closed", path)
