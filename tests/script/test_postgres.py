@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from triosip.ops import Database
     from triosip.testing.proxy import UdpPeer
 
-pytestmark = pytest.mark.usefixtures("nothing_left_after_run")
+pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 
 # The bound: from the cancel to the statement's end on the server.
 GONE_WITHIN = 0.1
