@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.support.leaks import leak_check
+from triosip.testing.postgres import NoPostgres, shared_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -19,3 +20,13 @@ def nothing_left_behind() -> Iterator[None]:
     directory's conftest) ask for it by name."""
     with leak_check():
         yield
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """The test PostgreSQL server's URL (started on first use); a failure, not a skip,
+    when there is none."""
+    try:
+        return shared_server().url
+    except NoPostgres as exc:
+        pytest.fail(str(exc), pytrace=False)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
@@ -107,6 +108,17 @@ async def test_routes_file_without_routes(tmp_path):
 async def test_missing_routes_file(tmp_path):
     line = problem(await triosip(tmp_path, "run", "missing.py", "--listen", "udp:127.0.0.1:0"))
     assert line == "triosip: routes file missing.py not found"
+
+
+async def test_a_database_that_refuses_us_is_one_line_without_the_password(tmp_path, pg_url):
+    # This used to end in a traceback (the driver's error was not among the startup errors),
+    # and the log line "database URL" showed the password in clear.
+    parts = urlsplit(pg_url)
+    refused = urlunsplit(parts._replace(netloc=f"nobody:s3cret@{parts.hostname}:{parts.port}"))
+    result = await triosip(tmp_path, "run", "--db", refused, "--listen", "udp:127.0.0.1:0")
+    line = problem(result)
+    assert line.startswith("triosip: --db postgresql://nobody:***@"), line
+    assert "s3cret" not in result.stderr.decode()
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])

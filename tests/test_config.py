@@ -87,7 +87,8 @@ def test_the_command_line_sets_each_setting() -> None:
         (["--max-launched", "-1"], "--max-launched must be at least 1, not -1"),
         (["--max-transactions", "0"], "--max-transactions must be at least 1, not 0"),
         (["--pike", "0"], "--pike must be a number of requests per second > 0, not 0"),
-        (["--db", "postgres://x"], "--db: database URL 'postgres://x': 'postgres' is not"),
+        (["--db", "mysql://x"], "--db: database URL 'mysql://x': 'mysql' is not supported"),
+        (["--db", "postgres://x"], "--db: database URL 'postgres://x' names no database"),
     ],
 )
 def test_a_setting_out_of_range_names_its_option(argv: list[str], says: str) -> None:

@@ -116,6 +116,7 @@ async def serve_triosip(
         TransportError: a listener could not be opened (address in use, say).
         MIError: the management interface cannot listen where asked.
         sqlite3.Error: the database cannot be opened.
+        DatabaseError: the database server refused us (a wrong user or password).
     """
     reloadable = routes is None
     loaded = routes if routes is not None else load_routes(config.routes_file, config.params)
@@ -124,8 +125,10 @@ async def serve_triosip(
             if environment is None:
                 db = rest = None
                 if config.db_url is not None:
-                    db = await resources.enter_async_context(open_database(config.db_url))
-                    logger.info("database %s", config.db_url)
+                    db = await resources.enter_async_context(
+                        open_database(config.db_url, readers=config.db_pool)
+                    )
+                    logger.info("database %s", db.url)  # without its password
                 if config.rest_connections is not None:
                     rest = await resources.enter_async_context(
                         open_rest_client(max_connections=config.rest_connections)

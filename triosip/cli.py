@@ -29,6 +29,7 @@ from triosip.mi import (
     print_stats,
     print_tasks,
 )
+from triosip.ops import DatabaseError
 from triosip.script import RoutesLoadError
 from triosip.transport import Address, TransportError, parse_listen_spec
 
@@ -98,9 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--db",
         metavar="URL",
-        help="the database routes query: sqlite:///relative.db or sqlite:////absolute.db "
-        "(default: triosip.sqlite in $TRIOSIP_DATA_DIR, else $XDG_DATA_HOME/triosip, "
-        "else ~/.local/share/triosip)",
+        help="the database routes query: sqlite:///relative.db, sqlite:////absolute.db or "
+        "postgresql://USER@HOST:PORT/DB (default: triosip.sqlite in $TRIOSIP_DATA_DIR, else "
+        "$XDG_DATA_HOME/triosip, else ~/.local/share/triosip)",
+    )
+    run.add_argument(
+        "--db-pool",
+        type=int,
+        default=DEFAULTS.db_pool,
+        metavar="N",
+        help=f"how many queries may run at once, a connection each (default {DEFAULTS.db_pool})",
     )
     run.add_argument(
         "--rest-connections",
@@ -258,6 +266,7 @@ def build_config(args: argparse.Namespace) -> Config:
         pike=args.pike,
         reply_to_via=args.reply_to_via,
         db_url=args.db or _default_db_url(),
+        db_pool=args.db_pool,
         rest_connections=args.rest_connections,
         max_launched=args.max_launched,
         grace=args.grace,
@@ -269,7 +278,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def _run(args: argparse.Namespace) -> int:
     config = build_config(args)
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
-    startup_errors = (TransportError, sqlite3.Error, MIError, RoutesLoadError)
+    startup_errors = (TransportError, sqlite3.Error, DatabaseError, MIError, RoutesLoadError)
     try:
         trio.run(_serve, config)
     except BaseExceptionGroup as group:

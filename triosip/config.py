@@ -62,8 +62,9 @@ class Config:
         pike: new transactions per second one source IP may start; None for no limit.
         reply_to_via: whether responses go where the request's Via says rather than back
             to its source (unsafe on the open internet: a reflector).
-        db_url: the database routes query (``sqlite:///file.db``); None for none
-            (``req.db`` then raises).
+        db_url: the database routes query (``sqlite:///file.db``,
+            ``postgresql://user@host/db``); None for none (``req.db`` then raises).
+        db_pool: how many queries may run at once (a connection each).
         rest_connections: the most HTTP connections REST ops keep open at once; None for
             no REST client (``req.rest`` then raises).
         max_launched: the most ``launch()``ed ops running at once.
@@ -93,6 +94,7 @@ class Config:
     reply_to_via: bool = _TRANSPORT.reply_to_via
     # What routes reach
     db_url: str | None = None
+    db_pool: int = 4
     rest_connections: int | None = 100
     max_launched: int = 1000
     # The process
@@ -118,6 +120,7 @@ class Config:
             raise ConfigError(f"--t1 must be at most --t2 ({self.t2:g}), not {self.t1:g}")
         for option, count in (
             ("--rest-connections", self.rest_connections),
+            ("--db-pool", self.db_pool),
             ("--max-launched", self.max_launched),
             ("--max-transactions", self.max_transactions),
         ):

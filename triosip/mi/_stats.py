@@ -349,6 +349,21 @@ def prometheus_text(document: Mapping[str, Any]) -> str:
                 for outcome in ("done", "failed", "timed_out", "cancelled")
             ],
         )
+        out.family(
+            "triosip_rest_connections",
+            "gauge",
+            "REST connections open now, by state.",
+            [({"state": state}, rest[f"connections_{state}"]) for state in ("idle", "busy")],
+        )
+        out.family(
+            "triosip_rest_connections_total",
+            "counter",
+            "REST connections, by event (closed_by_cancel: a cancelled request's).",
+            [
+                ({"event": event}, rest[f"connections_{event}"])
+                for event in ("opened", "closed", "closed_by_cancel")
+            ],
+        )
     return out.text()
 
 
