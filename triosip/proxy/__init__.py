@@ -2,7 +2,6 @@
 
 from triosip.proxy._core import BadMessage as BadMessage
 from triosip.proxy._core import Proxy as Proxy
-from triosip.proxy._core import ProxyConfig as ProxyConfig
 from triosip.proxy._core import ProxyInbox as ProxyInbox
 from triosip.proxy._core import RouteHandlers as RouteHandlers
 from triosip.proxy._core import StatelessRequest as StatelessRequest
@@ -11,6 +10,8 @@ from triosip.proxy._forward import RoutingError as RoutingError
 from triosip.proxy._forward import parse_destination as parse_destination
 from triosip.proxy._names import route_name as route_name
 from triosip.proxy._names import short_route_name as short_route_name
+from triosip.proxy._port import ProxyConfig as ProxyConfig
+from triosip.proxy._port import ProxyPort as ProxyPort
 from triosip.proxy._statistics import ProxyStatistics as ProxyStatistics
 from triosip.proxy._target import RouteTarget as RouteTarget
 from triosip.proxy._transaction import Branch as Branch
@@ -26,6 +27,7 @@ __all__ = [
     "ProxyConfig",
     "ProxyInbox",
     "ProxyInspection",
+    "ProxyPort",
     "ProxyStatistics",
     "ProxyTransaction",
     "RouteHandlers",

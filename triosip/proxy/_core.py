@@ -34,6 +34,7 @@ from triosip.proxy._forward import (
     via_value,
 )
 from triosip.proxy._names import route_name
+from triosip.proxy._port import ProxyConfig
 from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
 from triosip.proxy._transaction import ProxyTransaction
 from triosip.proxy.inspection import ProxyInspection
@@ -53,14 +54,6 @@ _T = TypeVar("_T")
 
 # Seconds a caller refused with a 503 (overload, shutdown) should wait before trying again.
 RETRY_AFTER = "5"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ProxyConfig:
-    """What tm's module parameters set in OpenSIPS and Kamailio."""
-
-    fr_timeout: float = 30.0
-    fr_inv_timeout: float = 120.0
 
 
 class StatelessRequest:

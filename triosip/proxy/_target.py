@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from triosip.proxy._core import Proxy
     from triosip.proxy._forward import NextHop
+    from triosip.proxy._port import ProxyPort
     from triosip.sip import Request
 
 
@@ -30,8 +30,8 @@ class RouteTarget(Protocol):
     record_route_requested: bool
 
     @property
-    def proxy(self) -> Proxy:
-        """The proxy the request came to (its addresses: `Proxy.is_myself`)."""
+    def proxy(self) -> ProxyPort:
+        """The proxy the request came to (its addresses: `is_myself`)."""
         ...
 
     def log_prefix(self) -> str:

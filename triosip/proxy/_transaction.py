@@ -57,7 +57,7 @@ from triosip.transaction import (
 from triosip.transport import Address, TransportError
 
 if TYPE_CHECKING:
-    from triosip.proxy._core import Proxy
+    from triosip.proxy._port import ProxyPort
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class ProxyTransaction:
     Owns nothing of its own: its branches and ops run in `server.nursery`.
     """
 
-    def __init__(self, proxy: Proxy, server: ServerTransaction) -> None:
+    def __init__(self, proxy: ProxyPort, server: ServerTransaction) -> None:
         self.proxy = proxy
         self.server = server
         self.request: Request = server.request
