@@ -17,7 +17,7 @@ from triosip.sip import (
     Via,
     parse_message,
 )
-from triosip.sip._fields import split_commas
+from triosip.sip._text import split_commas
 
 URIS = [
     # text, scheme, user, password, host, port, params, headers

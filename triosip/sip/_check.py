@@ -37,12 +37,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from triosip.sip._errors import ParseError
-from triosip.sip._fields import NameAddr, match_uri
-from triosip.sip._message import Request, Response, header_lines_named
+from triosip.sip._headers import header_lines_named
+from triosip.sip._message import Request, Response
+from triosip.sip._parse_error import ParseError
+from triosip.sip._uri import match_uri
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from triosip.sip._fields import NameAddr
 
 # The headers the proxy core reads as text (and may re-encode as UTF-8), with the label
 # that names them in a reason phrase.

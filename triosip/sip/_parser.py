@@ -42,18 +42,18 @@ from __future__ import annotations
 from typing import Final, NoReturn
 
 from triosip.sip import _abnf
-from triosip.sip._errors import ParseError
-from triosip.sip._fields import check_address, check_cseq, first_via, show, unfold, unfold_bytes
+from triosip.sip._fields import check_address, check_cseq, first_via
+from triosip.sip._headers import COMPACT_FORMS, header_lines_named
 from triosip.sip._message import (
-    COMPACT_FORMS,
     Request,
     Response,
     _State,
     check_call_id,
     check_content_length,
     check_max_forwards,
-    header_lines_named,
 )
+from triosip.sip._parse_error import ParseError
+from triosip.sip._text import show, unfold, unfold_bytes
 
 DEFAULT_MAX_SIZE: Final = 65535
 _CRLF: Final = b"\r\n"
