@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import trio
@@ -80,7 +81,7 @@ async def test_calls_over_udp() -> None:
 
 
 @pytest.mark.parametrize("caller", ["tcp", "udp"])
-async def test_calls_to_a_tcp_callee(caller: str) -> None:
+async def test_calls_to_a_tcp_callee(caller: Literal["udp", "tcp"]) -> None:
     # The callee speaks TCP only; the caller TCP (same transport through) or UDP (the
     # proxy converts, and record-routes twice: RFC 3261 §16.6 step 4). Both sides honour
     # Record-Route, so the ACK and BYE come back through the proxy with a Route set.

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 import trio
@@ -320,7 +320,11 @@ async def test_unknown_builtin_scenario_is_refused() -> None:
 
 
 def test_find_free_port_is_bindable() -> None:
-    for transport, kind in (("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM)):
+    kinds: tuple[tuple[Literal["udp", "tcp"], int], ...] = (
+        ("udp", socket.SOCK_DGRAM),
+        ("tcp", socket.SOCK_STREAM),
+    )
+    for transport, kind in kinds:
         port = find_free_port(transport)
         assert 1024 <= port < 65536
         with socket.socket(socket.AF_INET, kind) as sock:
