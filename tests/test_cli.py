@@ -84,7 +84,7 @@ def problem(result: subprocess.CompletedProcess[bytes]) -> str:
 # -- what the user must fix -----------------------------------------------------------------
 
 
-async def test_routes_file_that_raises(tmp_path):
+async def test_routes_file_that_raises(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text(
         "from triosip.script.api import Routes\n\nroutes = Routes()\nraise RuntimeError('boom')\n"
     )
@@ -93,24 +93,26 @@ async def test_routes_file_that_raises(tmp_path):
     assert line == "triosip: routes file broken.py line 4: RuntimeError: boom"
 
 
-async def test_routes_file_with_a_syntax_error(tmp_path):
+async def test_routes_file_with_a_syntax_error(tmp_path: Path) -> None:
     (tmp_path / "syntax.py").write_text("routes = (\n")
     line = problem(await triosip(tmp_path, "run", "syntax.py", "--listen", "udp:127.0.0.1:0"))
     assert line.startswith("triosip: routes file syntax.py line 1: SyntaxError")
 
 
-async def test_routes_file_without_routes(tmp_path):
+async def test_routes_file_without_routes(tmp_path: Path) -> None:
     (tmp_path / "empty.py").write_text("x = 1\n")
     line = problem(await triosip(tmp_path, "run", "empty.py", "--listen", "udp:127.0.0.1:0"))
     assert line == "triosip: routes file empty.py defines no `routes = Routes()`"
 
 
-async def test_missing_routes_file(tmp_path):
+async def test_missing_routes_file(tmp_path: Path) -> None:
     line = problem(await triosip(tmp_path, "run", "missing.py", "--listen", "udp:127.0.0.1:0"))
     assert line == "triosip: routes file missing.py not found"
 
 
-async def test_a_database_that_refuses_us_is_one_line_without_the_password(tmp_path, pg_url):
+async def test_a_database_that_refuses_us_is_one_line_without_the_password(
+    tmp_path: Path, pg_url: str
+) -> None:
     # This used to end in a traceback (the driver's error was not among the startup errors),
     # and the log line "database URL" showed the password in clear.
     parts = urlsplit(pg_url)
@@ -122,7 +124,7 @@ async def test_a_database_that_refuses_us_is_one_line_without_the_password(tmp_p
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-async def test_address_in_use(tmp_path, transport):
+async def test_address_in_use(tmp_path: Path, transport: str) -> None:
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     with socket.socket(socket.AF_INET, kind) as taken:
         taken.bind(("127.0.0.1", 0))
@@ -144,14 +146,14 @@ async def test_address_in_use(tmp_path, transport):
         ("udp:::1:5060", "put an IPv6 address in brackets"),
     ],
 )
-async def test_malformed_listen(tmp_path, listen, says):
+async def test_malformed_listen(tmp_path: Path, listen: str, says: str) -> None:
     line = problem(await triosip(tmp_path, "run", "--listen", listen))
     assert line.startswith(f"triosip: --listen {listen}: ")
     assert says in line
 
 
 @pytest.mark.parametrize("define", ["downstream", "=udp:127.0.0.1:5080", " =x"])
-async def test_bad_define(tmp_path, define):
+async def test_bad_define(tmp_path: Path, define: str) -> None:
     line = problem(
         await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--define", define)
     )
@@ -187,7 +189,7 @@ def _stderr(tmp_path: Path) -> str:
     return (tmp_path / "stderr.log").read_text()
 
 
-async def test_run_relays_calls_to_the_downstream(tmp_path):
+async def test_run_relays_calls_to_the_downstream(tmp_path: Path) -> None:
     # No routes file: the default routes, which send new calls to --define downstream.
     # The Request-URI names a port nobody listens on: only the downstream makes the calls
     # work. The ACK and BYE follow the Record-Route back through the proxy.
@@ -217,7 +219,7 @@ async def test_run_relays_calls_to_the_downstream(tmp_path):
     assert "Traceback" not in _stderr(tmp_path)
 
 
-async def test_sigterm_when_idle_exits_0_at_once(tmp_path):
+async def test_sigterm_when_idle_exits_0_at_once(tmp_path: Path) -> None:
     port = find_free_port("udp")
     with trio.fail_after(30):
         async with running(
@@ -235,7 +237,7 @@ async def test_sigterm_when_idle_exits_0_at_once(tmp_path):
     assert "stopped" in _stderr(tmp_path)
 
 
-async def test_sigterm_lets_live_calls_run_for_the_grace_period(tmp_path):
+async def test_sigterm_lets_live_calls_run_for_the_grace_period(tmp_path: Path) -> None:
     # An INVITE rings at a callee that never answers (fr_timeout 30 s). On SIGTERM the
     # proxy refuses new calls with 503, waits the grace period (1 s) for the live one,
     # then answers it 503 and exits 0.
@@ -275,7 +277,7 @@ def test_reply_to_via_is_off_unless_asked(argv: list[str], reply_to_via: bool) -
     assert build_config(args).transport.reply_to_via is reply_to_via
 
 
-async def test_a_negative_grace_is_refused_at_start(tmp_path):
+async def test_a_negative_grace_is_refused_at_start(tmp_path: Path) -> None:
     # This used to be taken: the proxy ran, and SIGTERM then ended it with exit code 1
     # and a traceback (a negative timeout), never answering its live calls.
     port = find_free_port()
@@ -293,7 +295,7 @@ async def test_a_negative_grace_is_refused_at_start(tmp_path):
     assert stderr.splitlines()[-1] == "triosip: --grace must be a number of seconds >= 0, not -5"
 
 
-async def test_a_t1_beyond_t2_is_refused_in_one_line(tmp_path):
+async def test_a_t1_beyond_t2_is_refused_in_one_line(tmp_path: Path) -> None:
     # This used to end in a traceback (the timers' own check, unhandled) and exit code 1.
     line = problem(await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--t1", "5"))
     assert line == "triosip: --t1 must be at most --t2 (4), not 5"

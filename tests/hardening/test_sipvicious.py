@@ -87,7 +87,7 @@ async def probe(caller: UdpPeer, proxy: Address) -> int:
                 return response.status
 
 
-async def test_sipvicious_scans_leave_the_proxy_serving(tmp_path):
+async def test_sipvicious_scans_leave_the_proxy_serving(tmp_path: Path) -> None:
     port = find_free_port("udp")
     proxy = Address("udp", "127.0.0.1", port)
     local = ("-b", "127.0.0.1", "-x", "127.0.0.1")  # bind and name loopback only

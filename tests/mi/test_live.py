@@ -8,7 +8,7 @@ ops run worker threads (sqlite), so these tests run on the real clock.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -252,7 +252,7 @@ async def test_the_tree_finds_branch_and_cancel_tasks_by_identity_not_by_name() 
 
     # T1 of 0.5 s: the CANCEL retransmits for 32 s (Timer F) unless answered, time enough
     # to look at it.
-    timers = {"t1": 0.5, "t2": 4.0, "t4": 0.05}
+    timers: dict[str, Any] = {"t1": 0.5, "t2": 4.0, "t4": 0.05}
     with trio.fail_after(10):
         async with open_udp_peer() as caller, open_udp_peer() as callee:
             routes.params = {"callee": callee.destination}

@@ -6,6 +6,7 @@ Times are in the clock's units; ``NOW`` is when the samples were taken.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -24,8 +25,8 @@ from triosip.mi import (
 )
 
 
-def bye(**changes: object) -> TransactionSample:
-    values: dict[str, object] = {
+def bye(**changes: Any) -> TransactionSample:
+    values: dict[str, Any] = {
         "name": "NIST BYE z9hG4bK-bye",
         "method": "BYE",
         "ruri": "sip:alice@10.0.0.1",

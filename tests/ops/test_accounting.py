@@ -19,7 +19,7 @@ def fail() -> None:
     raise ValueError("no")
 
 
-async def test_outcomes_are_counted_by_kind(autojump_clock):
+async def test_outcomes_are_counted_by_kind(autojump_clock: trio.abc.Clock) -> None:
     accounting = op_accounting()
     await sleep(0.02)
     with pytest.raises(OpTimeout):
@@ -37,7 +37,7 @@ async def test_outcomes_are_counted_by_kind(autojump_clock):
     assert accounting.running == {}
 
 
-async def test_a_running_op_is_listed_under_its_task(autojump_clock):
+async def test_a_running_op_is_listed_under_its_task(autojump_clock: trio.abc.Clock) -> None:
     accounting = op_accounting()
     op = sleep(5)
     async with trio.open_nursery() as nursery:
@@ -51,7 +51,7 @@ async def test_a_running_op_is_listed_under_its_task(autojump_clock):
 
 
 @pytest.mark.parametrize("argv", [["sleep", "5"], "sleep 5"])
-async def test_an_exec_that_passes_its_timeout_is_counted_timed_out(argv):
+async def test_an_exec_that_passes_its_timeout_is_counted_timed_out(argv: list[str] | str) -> None:
     # This used to be counted as cancelled: exec runs its pipe readers in a nursery, so its
     # cancellation comes out as a group, not as a bare trio.Cancelled.
     accounting = op_accounting()

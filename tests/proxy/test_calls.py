@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import trio
@@ -43,7 +44,7 @@ pytestmark = pytest.mark.usefixtures("nothing_left_behind")
 # -- calls that succeed -------------------------------------------------------------------
 
 
-async def test_calls_over_udp():
+async def test_calls_over_udp() -> None:
     # sipp's built-in uac and uas, the default routes: the INVITE goes to its Request-URI
     # (the uas); the ACK and BYE, which this uac sends with no Route, too.
     # On a loaded machine the proxy may send an INVITE again (Timer A) before it has read
@@ -80,7 +81,7 @@ async def test_calls_over_udp():
 
 
 @pytest.mark.parametrize("caller", ["tcp", "udp"])
-async def test_calls_to_a_tcp_callee(caller):
+async def test_calls_to_a_tcp_callee(caller: Literal["udp", "tcp"]) -> None:
     # The callee speaks TCP only; the caller TCP (same transport through) or UDP (the
     # proxy converts, and record-routes twice: RFC 3261 §16.6 step 4). Both sides honour
     # Record-Route, so the ACK and BYE come back through the proxy with a Route set.
@@ -115,7 +116,7 @@ async def test_calls_to_a_tcp_callee(caller):
     assert transport.tcp_connections_accepted == (1 if caller == "tcp" else 0)
 
 
-async def test_cancel_of_a_ringing_call():
+async def test_cancel_of_a_ringing_call() -> None:
     # INVITE, 180, CANCEL: the caller gets 200 for its CANCEL and 487 for its INVITE; the
     # callee gets the proxy's own CANCEL (RFC 3261 §16.10), and the proxy's ACK for its
     # 487 (§17.1.1.3). uas_ringing succeeds only once the CANCEL came and its 487
@@ -147,7 +148,7 @@ async def test_cancel_of_a_ringing_call():
     assert stats.replies_forwarded.get("4xx") == calls
 
 
-async def test_busy_callee_fails_over_to_the_second(caplog):
+async def test_busy_callee_fails_over_to_the_second(caplog: pytest.LogCaptureFixture) -> None:
     # The failure route sees the 486 and relays to a second callee (serial forking); the
     # caller never sees the 486.
     caplog.set_level(logging.INFO, logger="triosip.script")
@@ -188,7 +189,7 @@ async def test_busy_callee_fails_over_to_the_second(caplog):
 # -- calls that fail ----------------------------------------------------------------------
 
 
-async def test_unanswered_invite_gets_408_after_fr_timeout():
+async def test_unanswered_invite_gets_408_after_fr_timeout() -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             async with (
@@ -241,7 +242,7 @@ UNANSWERABLE = {
 }
 
 
-async def test_malformed_requests_get_400_and_calls_go_on():
+async def test_malformed_requests_get_400_and_calls_go_on() -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             async with open_udp_peer() as caller:
@@ -251,7 +252,7 @@ async def test_malformed_requests_get_400_and_calls_go_on():
                 await caller.send(b"\x00\xffnot SIP at all\r\n\r\n", running.udp)
                 for name, (edit, _, _) in ANSWERED.items():
                     await caller.send(_malformed(caller, f"bad-{name}", edit), running.udp)
-                answers = {}
+                answers: dict[str, Response] = {}
                 while len(answers) < len(ANSWERED):
                     response = await caller.receive_response()
                     answers[response.call_id.removeprefix("bad-")] = response
@@ -283,7 +284,7 @@ async def test_malformed_requests_get_400_and_calls_go_on():
     assert result.calls_successful == 5, result.error_log
 
 
-async def test_proxy_s_own_answers():
+async def test_proxy_s_own_answers() -> None:
     # RFC 3261 §16.3: Max-Forwards 0 -> 483 (step 3), a loop -> 482 (step 4), an
     # unsupported Proxy-Require -> 420 with Unsupported (step 5).
     with trio.fail_after(30):
@@ -307,7 +308,7 @@ async def test_proxy_s_own_answers():
     assert r420.header_values("unsupported") == ["foo", "bar"]
 
 
-async def test_loop_gets_482():
+async def test_loop_gets_482() -> None:
     # The downstream is the proxy itself: the request comes back with our Via, unchanged,
     # and is refused as a loop (§16.3 step 4) rather than relayed 70 times until 483.
     with trio.fail_after(30):
@@ -334,7 +335,7 @@ async def test_loop_gets_482():
     assert transactions.ist_total == 2
 
 
-async def test_large_request_goes_over_tcp():
+async def test_large_request_goes_over_tcp() -> None:
     # RFC 3261 §18.1.1: a request larger than 1300 bytes (MTU unknown) must go over a
     # congestion-controlled transport: the proxy sends it by TCP to the same host and
     # port, and rewrites its Via accordingly.

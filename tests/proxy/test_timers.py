@@ -10,7 +10,7 @@ upstream and a CANCEL downstream; a route may set either timer for its transacti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -20,12 +20,16 @@ from triosip.sip import Response
 from triosip.testing.proxy import RunningProxy, UdpPeer, open_udp_peer, start_proxy
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from triosip.sip import Request
 
 # The virtual time it all may take; the longest schedule here ends at ~45 s (Timer D/K
 # and the like included, once the calls are over).
 LIMIT = 120
-EXACT = pytest.approx  # virtual time: only the scheduler's own rounding
+# Virtual time: only the scheduler's own rounding. Typed as returning Any: an approx
+# compares equal to the floats near it, which mypy cannot know.
+EXACT: Callable[[float], Any] = pytest.approx
 
 
 class Recorder:
@@ -89,7 +93,9 @@ async def call(caller: UdpPeer, proxy: RunningProxy, user: str) -> tuple[Request
     return invite, trio.current_time()
 
 
-async def test_fr_timeout_gives_408_and_the_failure_route_sees_it(autojump_clock):
+async def test_fr_timeout_gives_408_and_the_failure_route_sees_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     recorder = Recorder()
     with trio.fail_after(LIMIT):
         async with open_udp_peer() as caller, open_udp_peer() as callee, trio.open_nursery() as n:
@@ -112,7 +118,9 @@ async def test_fr_timeout_gives_408_and_the_failure_route_sees_it(autojump_clock
     assert (stats.server_active, stats.client_active) == (0, 0)
 
 
-async def test_provisional_reply_moves_fr_timeout_to_fr_inv_timeout(autojump_clock):
+async def test_provisional_reply_moves_fr_timeout_to_fr_inv_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     recorder = Recorder()
     with trio.fail_after(LIMIT):
         async with open_udp_peer() as caller, open_udp_peer() as callee, trio.open_nursery() as n:
@@ -147,7 +155,7 @@ async def test_provisional_reply_moves_fr_timeout_to_fr_inv_timeout(autojump_clo
     assert (stats.server_active, stats.client_active) == (0, 0)
 
 
-async def test_route_sets_the_timers_of_its_transaction(autojump_clock):
+async def test_route_sets_the_timers_of_its_transaction(autojump_clock: trio.abc.Clock) -> None:
     # The config says fr 5 s, fr_inv 30 s; the route shortens fr_timeout for "quick" and
     # fr_inv_timeout for "patient", and leaves "bob" alone. Three calls at once.
     recorder = Recorder()
@@ -186,7 +194,7 @@ async def test_route_sets_the_timers_of_its_transaction(autojump_clock):
     assert sorted(round(at - t0, 3) for _, at in recorder.failures) == [0.5, 4.0, 5.0]
 
 
-async def test_fr_timeout_cancels_a_slow_request_route(autojump_clock):
+async def test_fr_timeout_cancels_a_slow_request_route(autojump_clock: trio.abc.Clock) -> None:
     # The route awaits an op for 10 s; fr_timeout (2 s) cancels it there: the route never
     # gets past it, nothing is relayed, the failure route sees a 408, the caller gets it.
     recorder = Recorder()

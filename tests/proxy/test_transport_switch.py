@@ -4,7 +4,7 @@ import pytest
 import trio
 
 from triosip.script.api import RequestContext, Routes
-from triosip.sip import Request, StreamParser, parse_message
+from triosip.sip import Request, Response, StreamParser, parse_message
 from triosip.testing.proxy import start_proxy
 from triosip.transport import Address
 
@@ -54,7 +54,7 @@ async def start(nursery: trio.Nursery, downstream_port: int) -> Address:
 
 
 @pytest.mark.parametrize(("filler", "transport"), [(100, "udp"), (1500, "tcp")])
-async def test_the_transport_follows_the_request_size(filler: int, transport: str):
+async def test_the_transport_follows_the_request_size(filler: int, transport: str) -> None:
     with trio.fail_after(5):
         # The downstream listens on the same port over UDP and TCP, as RFC 3263 expects.
         tcp_listeners = await trio.open_tcp_listeners(0, host=LOOPBACK)
@@ -66,6 +66,7 @@ async def test_the_transport_follows_the_request_size(filler: int, transport: st
         async with trio.open_nursery() as nursery:
             proxy = await start(nursery, port)
             await caller.sendto(invite(caller.getsockname()[1], filler), (proxy.host, proxy.port))
+            received: Request | Response
             if transport == "tcp":
                 received = await receive_on_tcp(tcp_listeners[0])
             else:

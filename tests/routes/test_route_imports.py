@@ -10,7 +10,7 @@ ROUTES = sorted((Path(__file__).parents[2] / "routes").glob("*.py"))
 
 def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
-    modules = set()
+    modules: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             modules.update(alias.name for alias in node.names)
@@ -19,11 +19,11 @@ def imported_modules(path: Path) -> set[str]:
     return modules
 
 
-def test_there_are_routes_files():
+def test_there_are_routes_files() -> None:
     assert ROUTES, "routes/ holds no routes file"
 
 
 @pytest.mark.parametrize("path", ROUTES, ids=lambda p: p.name)
-def test_routes_import_only_the_script_api(path: Path):
+def test_routes_import_only_the_script_api(path: Path) -> None:
     triosip_imports = {m for m in imported_modules(path) if m.split(".")[0] == "triosip"}
     assert triosip_imports <= {"triosip.script.api"}, triosip_imports

@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
+from tests.support.leaks import Resources
+from tests.support.ops import wait_until
 from tests.support.script import (
     PENDING_KINDS,
     SETTLE,
     THREAD_SECONDS,
     Journal,
-    Resources,
     assert_nothing_left,
     database_url,
     op_processes,
     open_harness,
     ops_started,
     pending_op_routes,
-    wait_until,
 )
 from triosip.transaction import TimerConfig
 

@@ -15,20 +15,19 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
+from tests.support.leaks import Resources
+from tests.support.ops import LONG_QUERY, wait_until
 from tests.support.script import (
-    LONG_QUERY,
     SETTLE,
     THREAD_SECONDS,
     Harness,
     Journal,
-    Resources,
     assert_nothing_left,
     blocking_work,
     open_harness,
     ops_started,
     pending_op,
     still_running,
-    wait_until,
 )
 from triosip.script.api import (
     FailureContext,

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from tests.support.script import Journal, Resources, assert_nothing_left, open_callee, open_harness
+from tests.support.leaks import Resources
+from tests.support.script import Journal, assert_nothing_left, open_callee, open_harness
 from triosip.script.api import FailureContext, ReplyContext, RequestContext, Routes, sleep
 
 if TYPE_CHECKING:

@@ -12,20 +12,18 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
+from tests.support.leaks import Resources, busy_threads, child_pids
+from tests.support.ops import wait_until
 from tests.support.script import (
     PENDING_KINDS,
     READERS,
     SHORT_SECONDS,
     Journal,
-    Resources,
     assert_nothing_left,
-    busy_threads,
-    child_pids,
     open_harness,
     pending_op_routes,
     pid_file,
     pids_written,
-    wait_until,
 )
 
 if TYPE_CHECKING:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.support.messages import request, response
@@ -13,7 +15,7 @@ ROUTES = (
 )
 
 
-def parsed_request(*extra: str | bytes, **kwargs: str) -> Request:
+def parsed_request(*extra: str | bytes, **kwargs: Any) -> Request:
     message = parse_message(request("INVITE", "sip:bob@biloxi.example.com", *extra, **kwargs))
     assert isinstance(message, Request)
     return message

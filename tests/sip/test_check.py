@@ -25,11 +25,11 @@ from triosip.proxy._forward import (
     strip_own_routes,
     target_of,
 )
-from triosip.proxy._transaction import build_cancel
 from triosip.sip import (
     ParseError,
     Request,
     Response,
+    build_cancel,
     build_error_response,
     build_response,
     check_message,

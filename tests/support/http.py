@@ -82,7 +82,7 @@ class HttpServer:
         self.changed.set()
         self.changed = trio.Event()
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: trio.abc.Stream) -> None:
         self.connections_opened += 1
         hung = False
         try:
@@ -95,7 +95,7 @@ class HttpServer:
                 self.hang_closed.set()
             self._note()
 
-    async def _serve(self, stream: trio.SocketStream) -> bool:
+    async def _serve(self, stream: trio.abc.Stream) -> bool:
         """Serve the connection's requests; whether it ended hanging on one."""
         buffer = b""
         while True:
@@ -164,7 +164,7 @@ def _encode(answer: HttpAnswer) -> bytes:
     return head.encode() + answer.body
 
 
-async def _receive(stream: trio.SocketStream) -> bytes:
+async def _receive(stream: trio.abc.Stream) -> bytes | bytearray:
     try:
         return await stream.receive_some(65536)
     except trio.BrokenResourceError:  # a reset is the end of the connection too

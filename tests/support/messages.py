@@ -57,7 +57,7 @@ def request(
     )
 
 
-def response(status_line: str = "SIP/2.0 200 OK", *extra: str, body: bytes = b"") -> bytes:
+def response(status_line: str = "SIP/2.0 200 OK", *extra: str | bytes, body: bytes = b"") -> bytes:
     """A small valid response."""
     return message(
         status_line,

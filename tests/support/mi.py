@@ -93,7 +93,7 @@ async def run_proxy(
         }
     )
     code_routes = None if isinstance(routes, Path) else routes
-    if code_routes is None:
+    if isinstance(routes, Path):
         config = dataclasses.replace(config, routes_file=routes)
     async with trio.open_nursery() as nursery:
         running: App = await nursery.start(

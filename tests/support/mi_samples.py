@@ -3,6 +3,8 @@ them (``/tasks``, ``triosip tasks``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from triosip.mi import BranchSample, ClientSample, OpSample, TaskSample, TransactionSample
 
 NOW = 1000.0
@@ -16,7 +18,7 @@ QUERY_OP = OpSample(
 )
 
 
-def invite(**changes: object) -> TransactionSample:
+def invite(**changes: Any) -> TransactionSample:
     """An INVITE ringing on one branch, with a db op pending in its onreply route."""
     branch = BranchSample(
         index=0,
@@ -42,7 +44,7 @@ def invite(**changes: object) -> TransactionSample:
             TaskSample(name=f"op db {QUERY_OP.description}", op=QUERY_OP),
         ),
     )
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "name": "IST INVITE z9hG4bK-up",
         "method": "INVITE",
         "ruri": "sip:bob@example.org",

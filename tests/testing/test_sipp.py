@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 import trio
@@ -33,6 +34,9 @@ from triosip.testing.sipp import (
     run_uac,
     stop_process,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def _children() -> list[int]:
@@ -57,7 +61,7 @@ def _workdirs() -> set[str]:
 
 
 @pytest.fixture(autouse=True)
-def _nothing_left_behind(nothing_left_behind):
+def _nothing_left_behind(nothing_left_behind: None) -> Iterator[None]:
     # The root conftest's check (no child process, fd or thread), and sipp's own: its
     # working directories.
     before = _workdirs()
@@ -66,7 +70,7 @@ def _nothing_left_behind(nothing_left_behind):
     assert _workdirs() <= before
 
 
-async def test_uac_to_uas_fifty_calls():
+async def test_uac_to_uas_fifty_calls() -> None:
     with trio.fail_after(30):
         async with open_uas() as uas:
             assert is_listening(uas.pid, uas.port, "udp")
@@ -94,7 +98,7 @@ async def test_uac_to_uas_fifty_calls():
     assert uas.result.calls_failed == 0
 
 
-async def test_uac_cancels_ringing_uas():
+async def test_uac_cancels_ringing_uas() -> None:
     with trio.fail_after(30):
         async with open_uas(scenario=UAS_RINGING) as uas:
             result = await run_uac(uas.address, scenario=UAC_CANCEL, rate=50, max_calls=10)
@@ -123,7 +127,7 @@ _OWN_VIA = "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n"
 _PROXY_VIA = "Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK-test-upstream\n"
 
 
-async def test_ringing_uas_487_carries_the_whole_via_stack(tmp_path):
+async def test_ringing_uas_487_carries_the_whole_via_stack(tmp_path: Path) -> None:
     # Through a proxy, the INVITE has two Vias but the proxy's CANCEL only one: the 487
     # must carry the INVITE's two (RFC 3261 §9.2). Here the UAC plays the proxy: its
     # INVITE carries a second Via, and its 487 must come back with it (check_it fails the
@@ -151,7 +155,7 @@ async def test_ringing_uas_487_carries_the_whole_via_stack(tmp_path):
     assert uas.result.calls_successful == 5
 
 
-async def test_record_route_uas_copies_record_route(tmp_path):
+async def test_record_route_uas_copies_record_route(tmp_path: Path) -> None:
     # RFC 3261 §12.1.1: the 200 copies the INVITE's Record-Route, and uac_rrs.xml then
     # sends its ACK and BYE with it as their Route (check_it on the 200 fails the call).
     uac = _derived(
@@ -180,7 +184,7 @@ async def test_record_route_uas_copies_record_route(tmp_path):
     assert uas.result.calls_created == 5
 
 
-async def test_uac_with_record_route_scenario_without_proxy():
+async def test_uac_with_record_route_scenario_without_proxy() -> None:
     # No proxy, no Record-Route: the route set is empty, and the ACK and BYE go to the Contact.
     with trio.fail_after(30):
         async with open_uas(stop_grace=0) as uas:
@@ -196,7 +200,7 @@ async def test_uac_with_record_route_scenario_without_proxy():
     assert uas.result.calls_successful == 0
 
 
-async def test_busy_uas_fails_every_call():
+async def test_busy_uas_fails_every_call() -> None:
     with trio.fail_after(30):
         async with open_uas(scenario=UAS_BUSY) as uas:
             result = await run_uac(uas.address, rate=100, max_calls=5)
@@ -209,7 +213,7 @@ async def test_busy_uas_fails_every_call():
     assert result.response_time_p50_ms is None
 
 
-async def test_silent_uas_times_out_every_call():
+async def test_silent_uas_times_out_every_call() -> None:
     with trio.fail_after(30):
         async with open_uas(scenario=UAS_SILENT) as uas:
             result = await run_uac(uas.address, rate=100, max_calls=5, recv_timeout_ms=300)
@@ -222,7 +226,7 @@ async def test_silent_uas_times_out_every_call():
     assert uas.result.calls_created == 5
 
 
-async def test_tcp():
+async def test_tcp() -> None:
     with trio.fail_after(30):
         async with open_uas(transport="tcp", scenario=UAS_RINGING) as uas:
             assert is_listening(uas.pid, uas.port, "tcp")
@@ -236,7 +240,7 @@ async def test_tcp():
     assert uas.result.calls_successful == 10
 
 
-async def test_remote_sending_address_sends_elsewhere():
+async def test_remote_sending_address_sends_elsewhere() -> None:
     # -rsa sends every packet to the second UAS while the Request-URI names the first.
     with trio.fail_after(30):
         async with open_uas(stop_grace=0) as named, open_uas(stop_grace=0) as reached:
@@ -253,7 +257,7 @@ async def test_remote_sending_address_sends_elsewhere():
     assert named.result.calls_created == 0
 
 
-async def test_global_timeout_stops_new_calls():
+async def test_global_timeout_stops_new_calls() -> None:
     with trio.fail_after(30):
         async with open_uas(stop_grace=0) as uas:
             result = await run_uac(uas.address, rate=20, max_calls=1000, global_timeout=1.0)
@@ -265,7 +269,7 @@ async def test_global_timeout_stops_new_calls():
     assert uas.result.calls_created == result.calls_created
 
 
-async def test_stop_after_returns_partial_results():
+async def test_stop_after_returns_partial_results() -> None:
     # Unanswered INVITEs would keep a global_timeout run going for ~32 s; stop_after doesn't.
     with trio.fail_after(30):
         async with open_uas(scenario=UAS_SILENT, stop_grace=0) as uas:
@@ -278,7 +282,7 @@ async def test_stop_after_returns_partial_results():
     assert uas.result.calls_created >= 10
 
 
-async def test_cancelled_uac_is_killed_and_reaped():
+async def test_cancelled_uac_is_killed_and_reaped() -> None:
     with trio.fail_after(30):
         async with open_uas(scenario=UAS_SILENT, stop_grace=0) as uas:
             with trio.move_on_after(0.5) as scope:
@@ -287,7 +291,7 @@ async def test_cancelled_uac_is_killed_and_reaped():
             assert _children() == [uas.pid]
 
 
-async def test_uas_on_a_taken_port_fails_to_start():
+async def test_uas_on_a_taken_port_fails_to_start() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
@@ -296,27 +300,31 @@ async def test_uas_on_a_taken_port_fails_to_start():
                 pytest.fail("the UAS should not have started")
 
 
-async def test_bad_option_is_an_error_with_sipp_s_message():
+async def test_bad_option_is_an_error_with_sipp_s_message() -> None:
     with trio.fail_after(30), pytest.raises(HarnessError, match="no statistics") as info:
         await run_uac("127.0.0.1:9", extra_args=["-no_such_option"])
     assert "-no_such_option" in str(info.value)
 
 
-async def test_result_is_unavailable_inside_the_block():
+async def test_result_is_unavailable_inside_the_block() -> None:
     with trio.fail_after(30):
         async with open_uas(stop_grace=0) as uas:
             with pytest.raises(HarnessError, match="no result"):
                 _ = uas.result
 
 
-async def test_unknown_builtin_scenario_is_refused():
+async def test_unknown_builtin_scenario_is_refused() -> None:
     # A file name given as a str would silently become "-sn uac.xml": it must be a Path.
     with pytest.raises(ValueError, match="unknown built-in"):
         await run_uac("127.0.0.1:9", scenario="uac.xml")
 
 
-def test_find_free_port_is_bindable():
-    for transport, kind in (("udp", socket.SOCK_DGRAM), ("tcp", socket.SOCK_STREAM)):
+def test_find_free_port_is_bindable() -> None:
+    kinds: tuple[tuple[Literal["udp", "tcp"], int], ...] = (
+        ("udp", socket.SOCK_DGRAM),
+        ("tcp", socket.SOCK_STREAM),
+    )
+    for transport, kind in kinds:
         port = find_free_port(transport)
         assert 1024 <= port < 65536
         with socket.socket(socket.AF_INET, kind) as sock:
@@ -327,7 +335,7 @@ def test_find_free_port_is_bindable():
         assert not is_listening(os.getpid(), port, transport)
 
 
-async def test_stop_process_kills_the_whole_group():
+async def test_stop_process_kills_the_whole_group() -> None:
     # The leader dies of SIGTERM; its child ignores SIGTERM and must be killed with the group.
     script = '(trap "" TERM; exec sleep 60) & echo $!; wait'
     with trio.fail_after(30):
@@ -366,7 +374,7 @@ def _state(pid: int) -> str:
         ([0.0] * 98 + [40.0, 40.0], 99, 40.0),
     ],
 )
-def test_percentile_is_nearest_rank(values, percent, expected):
+def test_percentile_is_nearest_rank(values: list[float], percent: float, expected: float) -> None:
     assert _percentile(values, percent) == expected
 
 
@@ -380,5 +388,5 @@ def test_percentile_is_nearest_rank(values, percent, expected):
         ("garbage", 0.0),
     ],
 )
-def test_sipp_durations(text, expected):
+def test_sipp_durations(text: str, expected: float) -> None:
     assert _duration_ms(text) == pytest.approx(expected)

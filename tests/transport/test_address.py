@@ -6,6 +6,7 @@ Synchronous and table-driven: no sockets here.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -84,8 +85,9 @@ def test_parse_listen_spec_says_what_to_fix(text: str, message: str) -> None:
     "field", ["max_message_size", "tcp_max_connections", "tcp_idle_timeout", "udp_buffer_bytes"]
 )
 def test_limits_must_be_positive(field: str) -> None:
+    zero: dict[str, Any] = {field: 0}
     with pytest.raises(ValueError, match=f"{field} must be positive"):
-        TransportLimits(**{field: 0})
+        TransportLimits(**zero)
 
 
 # --- response_destination ----------------------------------------------------------------
