@@ -44,4 +44,6 @@ echo "== ruff check";     .venv/bin/ruff check .
 echo "== ruff format";    .venv/bin/ruff format --check .
 echo "== mypy";           .venv/bin/mypy
 echo "== import-linter";  .venv/bin/lint-imports
-echo "== pytest";         .venv/bin/python -m pytest "$@"
+# Branch coverage of triosip/ (in-process code; `triosip run` subprocesses are not counted)
+# is printed at the end of the run.
+echo "== pytest";         .venv/bin/python -m pytest --cov --cov-report=term "$@"
