@@ -5,9 +5,9 @@ database and REST client the routes reach, the script environment and handlers, 
 transport layer, the transaction layer over it, the proxy over both, and the management
 interface over what the proxy shows. It owns them all in one nursery, in the shape of
 trio's ``serve_listeners``: ``await nursery.start(serve_triosip, config)`` returns a
-`Running` once the listeners are bound; `Running.shut_down` stops it as DESIGN.md
-promises. ``triosip run``, `triosip.testing.start_proxy` and the tests all start the
-proxy here.
+`Running` once the listeners are bound; `Running.shut_down` stops it as
+docs/cancellation.md promises. ``triosip run``, `triosip.testing.start_proxy` and the
+tests all start the proxy here.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class Running:
         return self.proxy.handlers
 
     async def shut_down(self, grace: float, *, why: str = "shutdown") -> None:
-        """Stop as DESIGN.md promises: take no new transactions, let live ones finish
+        """Stop as docs/cancellation.md promises: take no new transactions, let live ones finish
         within `grace` seconds, answer those that did not 503, then cancel the rest
         (their ops and launched work with them), and with it `serve_triosip`.
 

@@ -1,5 +1,5 @@
 """A wire fuzz of an in-process proxy, over UDP and TCP: no datagram may crash, stall or
-flood it (DESIGN.md "Every message is handled to the end").
+flood it (docs/hardening.md).
 
 The proxy runs the default routes in front of a callee that answers 200 to everything.
 Mutated messages (`triosip.testing.fuzz.Mutator`, fixed seeds so that a failure

@@ -1,4 +1,4 @@
-"""Routes files reach triosip only through its script API (STYLE.md §2)."""
+"""Routes files reach triosip only through its script API (docs/architecture.md)."""
 
 import ast
 from pathlib import Path

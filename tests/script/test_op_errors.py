@@ -1,4 +1,5 @@
-"""Contract 3 of DESIGN.md: an op that fails or passes its own timeout resumes the route with
+"""Promise 3 of docs/cancellation.md: an op that fails or passes its own timeout resumes the
+route with
 that error visible (``.error`` set, ``.result`` None), never with a silent None; awaited (plain
 ``await``, ``req.call``, ``req.gather``), it is raised as an `OpError`. And with several ops
 at once, the first failure cancels the others (their processes, threads, connections and

@@ -1,4 +1,4 @@
-"""Contract 4 of DESIGN.md, in-process (what `triosip.app.Running.shut_down` does on
+"""Promise 4 of docs/cancellation.md, in-process (what `triosip.app.Running.shut_down` does on
 SIGTERM): `Proxy.shut_down(grace)` stops taking new transactions and lets live ones finish
 within the grace period; cancelling the proxy then cancels the rest, every kind of pending
 op with them, and nothing of them is left.

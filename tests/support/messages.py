@@ -13,7 +13,7 @@ from hypothesis import settings
 CRLF = b"\r\n"
 BENCH_INVITE = (Path(__file__).parents[2] / "bench" / "messages" / "invite_sdp.sip").read_bytes()
 
-# Bounded so that the whole of tests/sip stays fast (see STYLE.md: tests are quick).
+# Bounded so that the whole of tests/sip stays fast (tests are quick).
 FUZZ = settings(max_examples=500, deadline=None)
 FUZZ_SMALL = settings(max_examples=100, deadline=None)
 

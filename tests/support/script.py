@@ -1,4 +1,4 @@
-"""Real peers, real resources and leak probes for the cancellation tests (DESIGN.md, "The
+"""Real peers, real resources and leak probes for the cancellation tests (docs/cancellation.md, "The
 cancellation contract").
 
 - `Caller`: a UAC on a raw UDP socket on 127.0.0.1. It sends hand-written INVITEs, CANCELs
@@ -345,7 +345,7 @@ async def open_harness(
 # -- routes whose ops stay pending ---------------------------------------------------------
 
 # How long the plain function of the "thread" kind blocks: a thread can't be stopped, so a
-# cancel waits for it (DESIGN.md, "Async ops": a plain function runs in a worker thread).
+# cancel waits for it (docs/architecture.md: a plain function runs in a worker thread).
 THREAD_SECONDS = 0.3
 
 # How long the op of the "short" kind takes: it ends well within a shutdown's grace.
@@ -522,7 +522,8 @@ def op_processes(harness: Harness, kind: str, calls: list[Call], before: Resourc
 async def assert_nothing_left(
     harness: Harness, before: Resources, *, processes: list[int], cancelled_rests: int
 ) -> None:
-    """DESIGN.md contract 2, once the transactions have ended: no task, thread, process or
+    """Promise 2 of docs/cancellation.md, once the transactions have ended: no task, thread,
+    process or
     fd they started remains, the DB pool is whole, the REST pool has nothing half-used, and
     both still serve a next request."""
     await harness.transactions_ended()

@@ -1,5 +1,5 @@
 """The management interface: the live task tree, transactions, statistics and reload over
-HTTP and JSON (DESIGN.md, "Inspection"), and the terminal views of ``triosip tasks`` and
+HTTP and JSON (docs/architecture.md), and the terminal views of ``triosip tasks`` and
 ``triosip stats``."""
 
 from triosip.mi._client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT

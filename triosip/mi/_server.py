@@ -1,4 +1,4 @@
-"""The management interface: JSON over HTTP on loopback (DESIGN.md, "Inspection").
+"""The management interface: JSON over HTTP on loopback (docs/architecture.md).
 
 Endpoints (``GET`` unless said):
 

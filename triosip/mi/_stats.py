@@ -1,7 +1,7 @@
 """The counters of every layer as one JSON document, and as Prometheus' text format.
 
 `statistics_document` takes the frozen snapshots the layers' ``statistics()`` return
-(STYLE rule 9) and makes the ``GET /stats`` document; `prometheus_text` makes the
+and makes the ``GET /stats`` document; `prometheus_text` makes the
 ``GET /metrics`` text from that document, so the two can never disagree. Both are pure.
 
 Metric names follow prometheus-client's conventions

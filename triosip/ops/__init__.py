@@ -2,7 +2,7 @@
 
 An op (`Op`) describes work — a query, an HTTP request, a program, a sleep, a blocking
 function — and runs at most once, when awaited. Each kind keeps the cancellation contract of
-DESIGN.md: a cancel interrupts the sqlite statement or cancels the PostgreSQL one on the
+docs/cancellation.md: a cancel interrupts the sqlite statement or cancels the PostgreSQL one on the
 server, closes the HTTP connection, terminates the program's process group, and in every
 case waits until nothing of the op is left (no thread, process, fd or half-used pooled
 connection) before it returns.

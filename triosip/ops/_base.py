@@ -5,9 +5,9 @@ when a route awaits it or hands it to ``async_()``. Describing before running is
 the script layer start the op as a child task of the transaction, show what it waits on in
 ``triosip tasks``, and cancel it with the transaction.
 
-Timeouts are cancel scopes (STYLE rule 7): an op has no ``timeout=`` of its own, and
+Timeouts are cancel scopes: an op has no ``timeout=`` of its own, and
 `run_with_timeout` is the one place where a timeout becomes a `trio.fail_after` scope and
-its expiry becomes an `OpTimeout` the script can see (DESIGN, cancellation contract 3).
+its expiry becomes an `OpTimeout` the script can see (docs/cancellation.md, promise 3).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ A cancel (a transaction timer, a CANCEL, an op timeout) calls ``Connection.inter
 running statement stops with SQLITE_INTERRUPT, and its transaction is rolled back. The caller
 then waits, shielded, until the worker thread has returned (`run_in_worker_thread`), and only
 then puts the connection back: a connection is never handed out while a thread still uses it,
-and no thread outlives the transaction that started it (DESIGN, contract 1 and 2).
+and no thread outlives the transaction that started it (docs/cancellation.md, promises 1 and 2).
 
 sqlite's busy handler can't be interrupted (``sqlite3_interrupt`` does not end a busy wait),
 so the writer does not sleep in it: it runs with ``busy_timeout = 0``, tries ``BEGIN

@@ -8,7 +8,8 @@ the program never blocks on a full pipe. The op ends when the program has exited
 pipes are closed.
 
 However the op ends — finished, failed or cancelled — nothing of the group is left behind
-(DESIGN, contract 1 and 2): if any process of the group still runs, the group gets SIGTERM,
+(docs/cancellation.md, promises 1 and 2): if any process of the group still runs, the
+group gets SIGTERM,
 then SIGKILL if it still runs `TERMINATE_GRACE` seconds later; the program is reaped, and so
 are the group's other processes when they are ours to reap (when triosip is the container's
 PID 1 or a child subreaper, orphans are re-parented to it). Orphans of a normal process are

@@ -1,7 +1,7 @@
 """The ``sleep`` op, and the ``thread`` op that runs a plain blocking function.
 
 A plain function has no async implementation, so `in_thread` runs it in a worker thread
-(DESIGN: "the script reads the same either way"). A thread can't be stopped from outside: when
+(the script reads the same either way). A thread can't be stopped from outside: when
 the op is cancelled, it waits — shielded — for the function to return, and drops its result,
 so that no thread outlives the transaction that started it. The cancel therefore takes as long
 as the function: keep such functions short, or give the work a real async op (`exec_`, a

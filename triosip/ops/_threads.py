@@ -1,7 +1,7 @@
 """Blocking work in a worker thread that a cancel stops, or at least waits for.
 
 Theory of operation. `trio.to_thread.run_sync` offers two behaviours on cancel, and neither
-keeps the cancellation contract alone (DESIGN, contract 2; STYLE rule 10): with
+keeps the cancellation contract alone (docs/cancellation.md, promise 2): with
 ``abandon_on_cancel=False`` the cancel is ignored until the thread returns (a query counting
 to 1e9 holds the transaction for minutes), and with ``True`` the caller returns at once while
 the thread goes on using its connection. So we run with ``abandon_on_cancel=True`` and, when a

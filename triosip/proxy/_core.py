@@ -292,7 +292,7 @@ class Proxy:
         raise RoutingError(f"{hop.host} has no address we can reach", status=503)
 
     async def run_route(self, tx: Any, route: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run a route, isolating the proxy from its bugs (STYLE rule 10): an exception is
+        """Run a route, isolating the proxy from its bugs: an exception is
         logged with its traceback and, if the transaction has no answer yet, answered 500.
         """
         try:

@@ -1,5 +1,5 @@
 """The proxy's counters: messages by method and class, where replies came from, parse
-errors by reason (STYLE rule 9: `Proxy.statistics()` returns a frozen snapshot)."""
+errors by reason (`Proxy.statistics()` returns a frozen snapshot)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Running ops for routes: one op or several at once, under the script's ``timeout=``, and
 the work that `launch()` starts beyond its transaction.
 
-This is the one place where a script's ``timeout=`` becomes a cancel scope (STYLE rule 7):
+This is the one place where a script's ``timeout=`` becomes a cancel scope:
 `run_ops` wraps the ops in it, and its expiry becomes an `OpTimeout` the resume route sees.
 Every op runs in a task named after what it waits on (``op db SELECT ...``), so that
 ``triosip tasks`` shows it under its transaction.
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 _TASK_NAME_LENGTH = 120
 
 # What a script may hand to async_(), await_op() and friends: an op, or a plain blocking
-# function of no arguments, which then runs in a worker thread (DESIGN: the script reads
+# function of no arguments, which then runs in a worker thread (the script reads
 # the same either way).
 OpLike = Op[Any] | Callable[[], Any]
 

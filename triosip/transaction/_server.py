@@ -413,7 +413,7 @@ class ServerTransaction:
             await self._port.handle(self)
         except Exception:
             self._handler_running = False
-            # RFC 3261 §16 has no word for a crashing route; as STYLE rule 10 asks: log it
+            # RFC 3261 §16 has no word for a crashing route; log it
             # with its traceback, answer 500, and carry on.
             logger.exception("%s Call-ID %s: on_request raised", self.name, self.request.call_id)
             self._port.count(Counted.HANDLER_ERROR)

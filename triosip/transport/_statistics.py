@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransportStatistics:
-    """A snapshot of the transport layer's counters (STYLE rule 9: ``mi/`` reads these).
+    """A snapshot of the transport layer's counters (``mi/`` reads these).
 
     Attributes:
         udp_datagrams_received: datagrams read, keep-alives and bad ones included.

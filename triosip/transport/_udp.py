@@ -5,7 +5,7 @@ calls until ``BlockingIOError`` and only then waits for it to become readable (m
 ~1.5x faster than awaiting each datagram, with no drops in a burst). After ``UDP_BATCH``
 datagrams in a row it passes through the scheduler once, so a flood does not starve the
 other tasks. Each datagram is parsed and handed to ``on_message`` synchronously: the loop
-never waits for a consumer (STYLE rule 9). Sends use the listener's own socket, so the
+never waits for a consumer. Sends use the listener's own socket, so the
 source port is the listener's port, which peers and NATs rely on (RFC 3581).
 """
 
