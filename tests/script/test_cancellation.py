@@ -1,9 +1,8 @@
-"""Promises 1 and 2 of docs/cancellation.md: an fr timeout or a CANCEL while an op is pending
-cancels the
-op promptly (sqlite interrupted, PostgreSQL cancelled on the server, HTTP connection closed,
-process group killed, thread waited for), the resume route never runs, the failure route or
-the default 408/487 runs once, a retransmitted INVITE does not run the route again, and
-nothing is left behind.
+"""Promises 1 and 2 of docs/cancellation.md: an fr timeout or a CANCEL while an op is
+pending cancels the op promptly (sqlite interrupted, PostgreSQL cancelled on the server,
+HTTP connection closed, process group killed, thread waited for), the resume route never
+runs, the failure route or the default 408/487 runs once, a retransmitted INVITE does not
+run the route again, and nothing is left behind.
 
 A test runs several calls at once through one proxy, one per way of running the op
 (``async_``, plain ``await``, ``req.call``), with and without a failure route: each call's

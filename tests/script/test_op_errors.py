@@ -1,9 +1,8 @@
 """Promise 3 of docs/cancellation.md: an op that fails or passes its own timeout resumes the
-route with
-that error visible (``.error`` set, ``.result`` None), never with a silent None; awaited (plain
-``await``, ``req.call``, ``req.gather``), it is raised as an `OpError`. And with several ops
-at once, the first failure cancels the others (their processes, threads, connections and
-queries gone) before the route sees it.
+route with that error visible (``.error`` set, ``.result`` None), never with a silent None;
+awaited (plain ``await``, ``req.call``, ``req.gather``), it is raised as an `OpError`. And
+with several ops at once, the first failure cancels the others (their processes, threads,
+connections and queries gone) before the route sees it.
 
 Real resources, real clock: a sqlite file, a local HTTP server, processes and threads.
 """

@@ -523,9 +523,8 @@ async def assert_nothing_left(
     harness: Harness, before: Resources, *, processes: list[int], cancelled_rests: int
 ) -> None:
     """Promise 2 of docs/cancellation.md, once the transactions have ended: no task, thread,
-    process or
-    fd they started remains, the DB pool is whole, the REST pool has nothing half-used, and
-    both still serve a next request."""
+    process or fd they started remains, the DB pool is whole, the REST pool has nothing
+    half-used, and both still serve a next request."""
     await harness.transactions_ended()
     http, db, rest = harness.http, harness.db, harness.rest
     if http is not None:

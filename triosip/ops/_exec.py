@@ -8,12 +8,12 @@ the program never blocks on a full pipe. The op ends when the program has exited
 pipes are closed.
 
 However the op ends — finished, failed or cancelled — nothing of the group is left behind
-(docs/cancellation.md, promises 1 and 2): if any process of the group still runs, the
-group gets SIGTERM,
-then SIGKILL if it still runs `TERMINATE_GRACE` seconds later; the program is reaped, and so
-are the group's other processes when they are ours to reap (when triosip is the container's
-PID 1 or a child subreaper, orphans are re-parented to it). Orphans of a normal process are
-re-parented to init, which reaps them: they are dead, not running, once the op returns.
+(docs/cancellation.md, promises 1 and 2): if any process of the group still runs, the group
+gets SIGTERM, then SIGKILL if it still runs `TERMINATE_GRACE` seconds later; the program is
+reaped, and so are the group's other processes when they are ours to reap (when triosip is
+the container's PID 1 or a child subreaper, orphans are re-parented to it). Orphans of a
+normal process are re-parented to init, which reaps them: they are dead, not running, once
+the op returns.
 
 We don't use `trio.run_process`: its capture is unbounded, and its default ``deliver_cancel``
 signals only the program (not its group), after a `RuntimeWarning` that tests running with
