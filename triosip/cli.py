@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -30,11 +31,12 @@ from triosip.mi import (
     print_tasks,
 )
 from triosip.ops import DatabaseError
-from triosip.script import RoutesLoadError
+from triosip.script import RoutesLoadError, load_routes
 from triosip.transport import Address, TransportError, parse_listen_spec
+from triosip.workers import Supervisor, WorkerFailed, WorkerLink
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from triosip.app import Running
 
@@ -177,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         "rather than back to where the request came from: unsafe on the open internet, "
         "where it makes the proxy a reflector",
     )
+    run.add_argument(
+        "--workers",
+        default="1",
+        metavar="N",
+        help="worker processes sharing the listeners, under a supervisor that restarts "
+        "them and serves one MI; auto for one per core (default 1: one process)",
+    )
+    run.add_argument("--worker-of", help=argparse.SUPPRESS)  # the supervisor's, to a worker
     token = run.add_mutually_exclusive_group()
     token.add_argument(
         "--mi-token", metavar="TOKEN", help="the token MI clients not on loopback must show"
@@ -240,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return _run(args) if args.command == "run" else _query_mi(args)
+        if args.command == "run":
+            return _run(args, sys.argv[1:] if argv is None else list(argv))
+        return _query_mi(args)
     except (UsageError, ConfigError) as exc:
         print(f"triosip: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -272,15 +284,33 @@ def build_config(args: argparse.Namespace) -> Config:
         grace=args.grace,
         mi=_mi_config(args),
         log_level=args.log_level,
+        workers=_workers(args.workers),
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def _workers(spec: str) -> int:
+    if spec == "auto":
+        return os.cpu_count() or 1
+    if not spec.isdigit():
+        raise UsageError(f"--workers {spec}: give a number of processes, or auto")
+    return int(spec)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = build_config(args)
     logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
     startup_errors = (TransportError, sqlite3.Error, DatabaseError, MIError, RoutesLoadError)
+    worker = None
+    if args.worker_of is not None:
+        try:
+            worker = WorkerLink.from_spec(args.worker_of)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        config = worker.configure(config)
+    elif config.workers > 1:
+        return _supervise(config, argv)
     try:
-        trio.run(_serve, config)
+        trio.run(_serve, config, worker)
     except BaseExceptionGroup as group:
         # A routes file that does not load, a listener that can't bind or a database that
         # can't open fails at startup, deep in the nurseries: say what to fix, not the
@@ -307,14 +337,63 @@ def _startup_problem(exc: BaseException, config: Config) -> str:
     return f"--db {config.db_url}: {exc}" if isinstance(exc, sqlite3.Error) else str(exc)
 
 
-async def _serve(config: Config) -> None:
-    """Run triosip until SIGTERM or SIGINT, then shut it down (`Running.shut_down`)."""
+async def _serve(config: Config, worker: WorkerLink | None = None) -> None:
+    """Run triosip until SIGTERM or SIGINT, then shut it down (`Running.shut_down`); a
+    worker also when its supervisor is gone."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            running: Running = await nursery.start(serve_triosip, config)
-            received = await signals.__anext__()
-            await running.shut_down(config.grace, why=signal.Signals(received).name)
+            running: Running = await nursery.start(
+                functools.partial(
+                    serve_triosip, config, worker=worker.sockets if worker is not None else None
+                )
+            )
+            if worker is None:
+                received = await signals.__anext__()
+                await running.shut_down(config.grace, why=signal.Signals(received).name)
+            else:
+                worker.report_ready(running)
+                why = await _first_of(signals, worker)
+                await running.shut_down(config.grace if why else 0.0, why=why or "orphaned")
     logger.info("stopped")
+
+
+async def _first_of(signals: AsyncIterator[int], worker: WorkerLink) -> str | None:
+    """The name of the first signal, or None if the supervisor went first."""
+    why: str | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def on_signal() -> None:
+            nonlocal why
+            why = signal.Signals(await signals.__anext__()).name
+            nursery.cancel_scope.cancel()
+
+        async def on_orphaned() -> None:
+            await worker.wait_orphaned()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_signal)
+        nursery.start_soon(on_orphaned)
+    return why
+
+
+def _supervise(config: Config, argv: Sequence[str]) -> int:
+    """``triosip run --workers N`` (N >= 2): check what a worker would refuse, then run the
+    supervisor (`triosip.workers.Supervisor`)."""
+    try:
+        load_routes(config.routes_file, config.params)
+    except RoutesLoadError as exc:
+        raise UsageError(str(exc)) from None
+    supervisor = Supervisor(config, argv, config.workers)
+    try:
+        trio.run(supervisor.serve)
+    except BaseExceptionGroup as group:
+        failed = _first_leaf(group, (WorkerFailed, MIError))
+        if isinstance(failed, WorkerFailed):
+            return failed.returncode if failed.returncode > 0 else EXIT_FAILURE
+        if failed is None:
+            raise
+        raise UsageError(str(failed)) from None
+    return 0
 
 
 def _default_db_url() -> str:

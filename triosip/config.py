@@ -71,6 +71,8 @@ class Config:
         grace: on shutdown, how long live transactions may take to end, in seconds.
         mi: where the management interface listens and whom it lets in; None for none.
         log_level: the level of the log, one of `LOG_LEVELS`.
+        workers: how many worker processes serve (``--workers``): 1 runs the proxy in
+            this process; more run under a supervisor (`triosip.workers`).
         freeze_gc: whether to keep long-lived objects out of the garbage collector's
             full collections (`triosip.app.freeze_survivors`), as a production proxy does.
 
@@ -101,6 +103,7 @@ class Config:
     grace: float = 10.0
     mi: MIConfig | None = None
     log_level: str = "INFO"
+    workers: int = 1
     freeze_gc: bool = True
 
     def __post_init__(self) -> None:
@@ -123,6 +126,7 @@ class Config:
             ("--db-pool", self.db_pool),
             ("--max-launched", self.max_launched),
             ("--max-transactions", self.max_transactions),
+            ("--workers", self.workers),
         ):
             if count is not None and count < 1:
                 raise ConfigError(f"{option} must be at least 1, not {count}")

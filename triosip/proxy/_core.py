@@ -98,7 +98,10 @@ class StatelessRequest:
             forwarded = forwarded.with_body(forwarded.body)  # a stream needs Content-Length
         try:
             local = self.proxy.transport.local_address(address.transport, family_of=address.host)
-            forwarded = forwarded.with_header_first("via", via_value(local, BRANCH_PREFIX + digest))
+            sent_by = self.proxy.transport.sent_by(local)
+            forwarded = forwarded.with_header_first(
+                "via", via_value(sent_by, BRANCH_PREFIX + digest)
+            )
             await self.proxy.transport.send(bytes(forwarded), address)
             self.proxy.counters.requests_forwarded[request.method] += 1
         except TransportError as exc:
@@ -218,7 +221,9 @@ class Proxy:
             # sockets are bound, and what arrives before it serves would be dropped.
             await nursery.start(self.transactions.serve)
             listeners: list[Address] = await nursery.start(self.transport.serve)
-            self.own_addresses = {(normalise_host(a.host), a.port) for a in listeners}
+            # With --workers, a worker's own port is ours too (its Via names it).
+            ours = (*listeners, *map(self.transport.sent_by, listeners))
+            self.own_addresses = {(normalise_host(a.host), a.port) for a in ours}
             task_status.started(listeners)
 
     def statistics(self) -> ProxyStatistics:

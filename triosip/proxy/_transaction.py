@@ -356,7 +356,8 @@ class ProxyTransaction:
         if address.reliable:
             # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
             forwarded = forwarded.with_body(forwarded.body)
-        return forwarded.with_header_first("via", via_value(local, branch))
+        sent_by = self.proxy.transport.sent_by(local)  # a worker's own port (--workers)
+        return forwarded.with_header_first("via", via_value(sent_by, branch))
 
     async def _run_branch(self, branch: Branch) -> None:
         branch.task = trio.lowlevel.current_task()

@@ -14,6 +14,8 @@ from ._address import parse_listen_spec as parse_listen_spec
 from ._address import response_destination as response_destination
 from ._connection import TcpConnection as TcpConnection
 from ._errors import TransportError as TransportError
+from ._handoff import WorkerSockets as WorkerSockets
+from ._handoff import owner_of as owner_of
 from ._layer import TransportLayer as TransportLayer
 from ._limits import TransportLimits as TransportLimits
 from ._statistics import TransportStatistics as TransportStatistics
@@ -29,6 +31,8 @@ __all__ = [
     "TransportLayer",
     "TransportLimits",
     "TransportStatistics",
+    "WorkerSockets",
+    "owner_of",
     "parse_listen_spec",
     "response_destination",
 ]

@@ -29,6 +29,7 @@ import trio
 
 from ._address import TRANSPORTS, Address
 from ._errors import TransportError
+from ._handoff import HandOff, WorkerSockets
 from ._limits import DEFAULT_LIMITS, TransportLimits
 from ._sockets import bind_tcp, bind_udp
 from ._statistics import Counters, TransportStatistics
@@ -58,6 +59,11 @@ class TransportLayer:
             bytes last read from the stream, as the parser keeps no copy of the bad
             message), the source and the local address, synchronously as well.
         limits: sizes, bounds and timeouts.
+        worker: for a worker process of ``triosip run --workers N``, its hand-off sockets:
+            every listener is then shared with the other workers (``SO_REUSEPORT``), each
+            UDP listener gets a private socket of this worker on the same host, which
+            sends the requests (`sent_by`), and requests another worker owns are handed
+            over to it (``_handoff.py``). None for a proxy of one process.
 
     Raises:
         ValueError: a listen address has a transport other than udp or tcp.
@@ -70,12 +76,15 @@ class TransportLayer:
         on_message: Callable[[Inbound], None],
         on_parse_error: Callable[[ParseError, bytes, Address, Address], None],
         limits: TransportLimits = DEFAULT_LIMITS,
+        worker: WorkerSockets | None = None,
     ) -> None:
         for address in listen:
             if address.transport not in TRANSPORTS:
                 raise ValueError(f"cannot listen on {address}: use udp or tcp")
         self._listen = tuple(listen)
         self._limits = limits
+        self._worker = worker
+        self._sent_by: dict[Address, Address] = {}  # shared UDP listener -> private socket
         self._counters = counters = Counters()
         self._nursery: trio.Nursery | None = None
         self.listeners: tuple[Address, ...] = ()
@@ -116,21 +125,44 @@ class TransportLayer:
         if self._nursery is not None:
             raise RuntimeError("this TransportLayer is serving already")
         udp: list[tuple[socket.socket, Address]] = []
+        private: list[tuple[socket.socket, Address]] = []
         tcp: list[tuple[trio.SocketListener, Address]] = []
         bound: list[Address] = []
+        worker = self._worker
+        shared = worker is not None
+        buffer_bytes = self._limits.udp_buffer_bytes
         try:
             for address in self._listen:
                 if address.transport == "udp":
-                    sock, local = bind_udp(address, buffer_bytes=self._limits.udp_buffer_bytes)
+                    sock, local = bind_udp(address, buffer_bytes=buffer_bytes, reuse_port=shared)
                     udp.append((sock, local))
+                    if shared:
+                        # This worker's own port: responses to what it sends come back to
+                        # it, not to whichever worker the kernel picks on the shared one.
+                        own = bind_udp(Address("udp", local.host, 0), buffer_bytes=buffer_bytes)
+                        private.append(own)
+                        self._sent_by[local] = own[1]
                 else:
-                    listener, local = bind_tcp(address)
+                    listener, local = bind_tcp(address, reuse_port=shared)
                     tcp.append((listener, local))
                 bound.append(local)
             async with trio.open_nursery() as nursery:
-                for sock, local in udp:
+                for sock, local in private:
                     self._udp.add(sock, local)
                     nursery.start_soon(self._udp.serve, sock, local, name=f"receive {local}")
+                hand_off = None if worker is None else HandOff(worker, self._counters)
+                for sock, local in udp:
+                    self._udp.add(sock, local, family_default=not shared)
+                    nursery.start_soon(
+                        self._udp.serve, sock, local, hand_off, name=f"receive {local}"
+                    )
+                if worker is not None:
+                    worker.inbox.setblocking(False)
+                    for outbox in worker.outboxes:
+                        outbox.setblocking(False)
+                    nursery.start_soon(
+                        self._udp.serve_handoffs, worker.inbox, name="receive hand-offs"
+                    )
                 for listener, local in tcp:
                     nursery.start_soon(
                         self._tcp.serve_listener, listener, local, name=f"accept {local}"
@@ -138,13 +170,20 @@ class TransportLayer:
                 self._nursery = self._tcp.nursery = nursery
                 self.listeners = tuple(bound)
                 logger.info("listening on %s", ", ".join(str(a) for a in bound))
+                if private:
+                    logger.info(
+                        "worker %d sends from %s",
+                        worker.index if worker is not None else 0,
+                        ", ".join(str(local) for _, local in private),
+                    )
                 task_status.started(bound)
                 await trio.sleep_forever()
         finally:
             self._nursery = self._tcp.nursery = None
             self.listeners = ()
             self._udp.clear()
-            for sock, _ in udp:
+            self._sent_by.clear()
+            for sock, _ in (*udp, *private):
                 sock.close()
             for listener, _ in tcp:
                 listener.socket.close()
@@ -176,6 +215,14 @@ class TransportLayer:
         if fallback is None:
             raise TransportError(f"no {transport} listener")
         return fallback
+
+    def sent_by(self, local: Address) -> Address:
+        """The address to name in the Via of a request sent on `local`'s transport: for a
+        worker process, its private UDP port beside the shared listener `local` (so that
+        responses come back to this worker; RFC 3261 §18.2.2 sends them there), else
+        `local` itself. Record-Route keeps `local`: later requests of the dialog may reach
+        any worker."""
+        return self._sent_by.get(local, local)
 
     def statistics(self) -> TransportStatistics:
         """A snapshot of the counters."""

@@ -66,13 +66,16 @@ def _bound_address(address: Address, sock: socket.socket) -> Address:
     return Address(address.transport, sockname[0], sockname[1])
 
 
-def bind_udp(address: Address, *, buffer_bytes: int) -> tuple[socket.socket, Address]:
+def bind_udp(
+    address: Address, *, buffer_bytes: int, reuse_port: bool = False
+) -> tuple[socket.socket, Address]:
     """Open a non-blocking UDP socket bound to `address`.
 
     Args:
         address: where to listen; port 0 picks a free port.
         buffer_bytes: the SO_RCVBUF and SO_SNDBUF to ask for; the kernel caps it at
             net.core.rmem_max / wmem_max, which is logged when it happens.
+        reuse_port: share the address with the other worker processes (``SO_REUSEPORT``).
 
     Returns:
         The socket and the address it is bound to.
@@ -97,6 +100,8 @@ def bind_udp(address: Address, *, buffer_bytes: int) -> tuple[socket.socket, Add
                     buffer_bytes,
                     "rmem_max" if name == "receive" else "wmem_max",
                 )
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host, address.port))
     except OSError as exc:
         sock.close()
@@ -104,11 +109,13 @@ def bind_udp(address: Address, *, buffer_bytes: int) -> tuple[socket.socket, Add
     return sock, _bound_address(address, sock)
 
 
-def bind_tcp(address: Address) -> tuple[trio.SocketListener, Address]:
+def bind_tcp(address: Address, *, reuse_port: bool = False) -> tuple[trio.SocketListener, Address]:
     """Open a TCP listener bound to `address`.
 
     Args:
         address: where to listen; port 0 picks a free port.
+        reuse_port: share the address with the other worker processes (``SO_REUSEPORT``:
+            the kernel spreads new connections over their listeners).
 
     Returns:
         The listener and the address it is bound to.
@@ -121,6 +128,8 @@ def bind_tcp(address: Address) -> tuple[trio.SocketListener, Address]:
         # As trio.open_tcp_listeners: restart at once while old connections sit in
         # TIME_WAIT. On Linux this does not let two listeners share a port.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host, address.port))
         sock.listen(TCP_BACKLOG)
     except OSError as exc:
