@@ -16,8 +16,13 @@ a request it does not own writes it, with its source and the listener it came to
 owner's hand-off socket (one end of a unix datagram socket pair the supervisor made: no
 peer on the network can write there, so no one can claim a source address); the owner
 then handles it as if it had read it from its own socket on that listener, and answers
-from there. Responses are never handed over: each worker sends its requests from a
-private port of its own and names that port in its Via, so responses come straight back.
+from there.
+
+Responses mostly need no hand-off: each worker sends its requests from a private port of
+its own and names that port in its Via, so responses come straight back (RFC 3261
+§18.2.2). Some peers answer to where an earlier request of the dialog came from instead
+(sipp does): the branch of every request a worker sends is drawn so that its owner is
+that worker (`TransportLayer.new_branch`), so such a response is handed over as well.
 
 Finding the owner reads the raw datagram with two regular expressions (~1 µs) instead of
 parsing it: a handed-over request is then parsed once, by its owner.
@@ -35,6 +40,7 @@ from ._address import Address
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Mapping
 
     from ._statistics import Counters
 
@@ -59,17 +65,19 @@ def owner_of(data: bytes, count: int) -> int | None:
         count: how many workers there are (>= 1).
 
     Returns:
-        ``crc32(branch) % count`` for a request whose top Via has an RFC 3261 branch,
-        else ``crc32(Call-ID) % count``; None for a response, or for bytes with neither
-        (a keep-alive, garbage): those are handled where they arrive.
+        ``crc32(branch) % count`` for a message whose top Via has an RFC 3261 branch
+        (for a response, that branch is ours: `TransportLayer.new_branch` made it so
+        that its owner is the worker that sent the request); else for a request
+        ``crc32(Call-ID) % count``; else None (a response without such a branch, a
+        keep-alive, garbage): those are handled where they arrive.
     """
-    if data.startswith(_RESPONSE):
-        return None
     via = _TOP_VIA.search(data)
     if via is not None:
         branch = _BRANCH.search(via.group(1))
         if branch is not None and branch.group(1).startswith(_MAGIC_COOKIE):
             return zlib.crc32(branch.group(1)) % count
+    if data.startswith(_RESPONSE):
+        return None
     call_id = _CALL_ID.search(data)
     if call_id is not None:
         return zlib.crc32(call_id.group(1).strip()) % count
@@ -125,13 +133,18 @@ class HandOff:
     Args:
         worker: the hand-off sockets and this worker's index.
         counters: the transport's counters (``udp_handed_off``, ``udp_handoff_dropped``).
+        shared: each private socket's address -> its shared listener's: the owner has a
+            socket on the shared listener only.
     """
 
-    def __init__(self, worker: WorkerSockets, counters: Counters) -> None:
+    def __init__(
+        self, worker: WorkerSockets, counters: Counters, shared: Mapping[Address, Address]
+    ) -> None:
         self._index = worker.index
         self._count = worker.count
         self._outboxes = worker.outboxes
         self._counters = counters
+        self._shared = shared
 
     def __call__(self, data: bytes, source: tuple[str, int], local: Address) -> bool:
         """Hand `data` over to its owner if that is another worker.
@@ -144,6 +157,7 @@ class HandOff:
         if owner is None or owner == self._index:
             return False
         try:
+            local = self._shared.get(local, local)
             self._outboxes[owner].send(encode_handoff(data, source, local))
         except OSError as exc:
             # A full queue (the owner is overloaded, or dead and not yet replaced): drop,

@@ -70,13 +70,15 @@ def merge_tasks(documents: Mapping[int, Mapping[str, Any]], limit: int | None) -
         (``shown`` is what the merged document shows). A ``summary=1`` document stays a
         summary alone.
     """
-    summary: dict[str, Any] = {"shown": 0}
+    summary: dict[str, Any] = {}
+    shown = 0
     counts: dict[str, Counter[str]] = {}
     transactions: list[dict[str, Any]] = []
     launched: list[dict[str, Any]] = []
     has_entries = False
     for worker, document in sorted(documents.items()):
         part = document["summary"]
+        shown += part.get("shown", 0)
         for key in _SUMS:
             if key in part:
                 summary[key] = summary.get(key, 0) + part[key]
@@ -90,7 +92,7 @@ def merge_tasks(documents: Mapping[int, Mapping[str, Any]], limit: int | None) -
     transactions.sort(key=_age, reverse=True)
     if limit:
         transactions = transactions[:limit]
-    summary["shown"] = len(transactions)
+    summary["shown"] = len(transactions) if has_entries else shown
     for key, counter in counts.items():
         summary[key] = dict(counter.most_common())
     if not has_entries:

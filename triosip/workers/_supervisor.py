@@ -335,8 +335,10 @@ class Supervisor:
             return HttpResponse.json(200, {"endpoints": list(_PATHS[1:])})
         if path == "/reload":
             return await self._reload_response()
+        if path == "/version":
+            return HttpResponse.json(200, self._version())
         params = {name: values[-1] for name, values in request.query.items()}
-        answers = await self._ask_all(path, params)
+        answers = await self._ask_all("/stats" if path == "/metrics" else path, params)
         refused = [answer for answer in answers.values() if isinstance(answer, MIRefused)]
         if refused:
             # A bad filter: every worker says the same.
@@ -347,8 +349,6 @@ class Supervisor:
             merged = merge_tasks(documents, int(limit) if limit and limit.isdigit() else None)
             return HttpResponse.json(200, merged)
         statistics = self._statistics([documents.get(w.index) for w in self._workers])
-        if path == "/stats":
-            return HttpResponse.json(200, statistics)
         if path == "/metrics":
             text = prometheus_text(statistics) + worker_metrics(
                 [{**w.describe(), "stats": documents.get(w.index)} for w in self._workers],
@@ -357,7 +357,7 @@ class Supervisor:
             return HttpResponse(
                 status=200, body=text.encode(), content_type=PROMETHEUS_CONTENT_TYPE
             )
-        return HttpResponse.json(200, self._version())
+        return HttpResponse.json(200, statistics)
 
     def _statistics(self, documents: list[dict[str, Any] | None]) -> dict[str, Any]:
         merged = merge_statistics([d for d in documents if d is not None])
@@ -394,7 +394,7 @@ class Supervisor:
                 return
             try:
                 answers[worker.index] = await trio.to_thread.run_sync(ask, worker.mi)
-            except (MIUnavailable, MIRefused) as exc:
+            except (MIUnavailable, MIRefused, ValueError) as exc:
                 answers[worker.index] = exc
 
         async with trio.open_nursery() as nursery:

@@ -1,0 +1,294 @@
+"""``triosip run --workers 2`` as users run it: a supervisor and two worker processes
+sharing the listeners (docs/architecture.md, "Workers").
+
+What a proxy of one process does, two workers do as well: calls (UDP, TCP, serial
+forking), CANCEL, retransmissions absorbed; and what only workers can get wrong: a
+CANCEL or a retransmission that reaches the other worker (another source port, so
+another SO_REUSEPORT hash) must still find its transaction (the hand-off). A killed
+worker is replaced while the other's calls go on; SIGTERM stops them all; one MI shows
+both. Every process is killed by PID at the end of its test.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from triosip.sip import Request
+from triosip.testing.process import open_triosip
+from triosip.testing.proxy import UdpPeer, open_udp_peer
+from triosip.testing.sipp import UAC_RRS, UAS_BUSY, UAS_RECORD_ROUTE, open_uas, run_uac
+from triosip.transport import owner_of
+
+if TYPE_CHECKING:
+    from triosip.testing.process import TriosipProcess
+
+WORKERS = ("--workers", "2")
+ROUTES = Path(__file__).parents[1] / "proxy" / "routes"
+TRIOSIP = [sys.executable, "-m", "triosip"]
+
+
+async def ringing_callee(callee: UdpPeer) -> None:
+    """Ring on every INVITE; answer a CANCEL with 200 and its INVITE with 487."""
+    invites: dict[str, tuple[Request, Any]] = {}
+    while True:
+        request, source = await callee.receive_request()
+        branch = request.top_via.branch or ""
+        if request.method == "INVITE":
+            invites[branch] = (request, source)
+            await callee.respond(request, 180, source)
+        elif request.method == "CANCEL":
+            await callee.respond(request, 200, source)
+            invite, invite_source = invites[branch]
+            await callee.respond(invite, 487, invite_source)
+
+
+async def cancelled(caller: UdpPeer, invite: Request, proxy: TriosipProcess) -> None:
+    """Take the 200 to the CANCEL and the 487 to `invite`, in either order; ACK the 487."""
+    finals = {}
+    while len(finals) < 2:
+        response = await caller.receive_response()
+        finals[response.cseq.method] = response
+    assert {method: r.status for method, r in finals.items()} == {"CANCEL": 200, "INVITE": 487}
+    await caller.send(caller.ack(invite, finals["INVITE"]), proxy.udp)
+
+
+def invites_seen(callee: UdpPeer) -> set[str]:
+    """The branches of the INVITEs the callee got: one per time the proxy forwarded."""
+    return {
+        message.top_via.branch or ""
+        for message in callee.messages
+        if isinstance(message, Request) and message.method == "INVITE"
+    }
+
+
+async def test_calls_go_through_two_workers(tmp_path: Path) -> None:
+    calls = 50
+    with trio.fail_after(40):
+        async with open_uas(scenario=UAS_RECORD_ROUTE, stop_grace=0) as uas:
+            args = (*WORKERS, "--define", f"downstream=udp:{uas.address}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                result = await run_uac(
+                    uas.address,
+                    scenario=UAC_RRS,
+                    remote_sending_address=proxy.udp.host_port,
+                    rate=100,
+                    max_calls=calls,
+                    global_timeout=20,
+                )
+                stats = await proxy.mi_json("/stats")
+
+    assert (result.calls_successful, result.calls_failed) == (calls, 0), result.error_log
+    assert [worker["index"] for worker in stats["workers"]] == [0, 1]
+    # One sipp socket: the kernel gives all of it to one worker, which hands the
+    # transactions the other owns over to it, so both work.
+    assert stats["transport"]["udp_handed_off"] > 0
+    assert stats["transport"]["udp_handed_in"] == stats["transport"]["udp_handed_off"]
+    assert stats["proxy"]["requests_forwarded"]["INVITE"] == calls
+    assert "Traceback" not in proxy.text()
+
+
+async def test_a_cancel_from_another_port_cancels(tmp_path: Path) -> None:
+    # The CANCEL comes from another socket than its INVITE: SO_REUSEPORT hashes it to
+    # either worker. Without the hand-off, about half of these would find no transaction
+    # (481) and the INVITE would ring on.
+    with trio.fail_after(30):
+        async with (
+            open_udp_peer() as callee,
+            open_udp_peer() as caller,
+            open_udp_peer() as other,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(ringing_callee, callee)
+            args = (*WORKERS, "--define", f"downstream={callee.destination}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                for _ in range(8):
+                    invite = caller.request("INVITE")
+                    await caller.send(invite, proxy.udp)
+                    assert (await caller.receive_response(status=180)).status == 180
+                    # Its Via names the caller (a NAT rebound): the answers go there.
+                    await other.send(caller.cancel(invite), proxy.udp)
+                    await cancelled(caller, invite, proxy)
+                stats = await proxy.mi_json("/stats")
+            nursery.cancel_scope.cancel()
+
+    assert stats["proxy"]["requests_received"]["CANCEL"] == 8
+
+
+async def test_an_invite_retransmitted_from_another_port_is_absorbed(tmp_path: Path) -> None:
+    # A NAT rebinding between an INVITE and its retransmission: the retransmission may
+    # reach the other worker. It must be absorbed by the transaction, not forked again.
+    calls = 8
+    with trio.fail_after(30):
+        async with (
+            open_udp_peer() as callee,
+            open_udp_peer() as caller,
+            open_udp_peer() as rebound,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(ringing_callee, callee)
+            args = (*WORKERS, "--define", f"downstream={callee.destination}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                for _ in range(calls):
+                    invite = caller.request("INVITE")
+                    await caller.send(invite, proxy.udp)
+                    await caller.receive_response(status=180)
+                    await rebound.send(invite, proxy.udp)
+                    # The transaction answers the retransmission with its last response,
+                    # to the Via's port (the caller's).
+                    assert (await caller.receive_response(final=False)).status == 180
+                stats = await proxy.mi_json("/stats")
+            nursery.cancel_scope.cancel()
+
+    assert len(invites_seen(callee)) == calls
+    assert stats["proxy"]["requests_forwarded"]["INVITE"] == calls
+
+
+async def test_tcp_calls_go_through_two_workers(tmp_path: Path) -> None:
+    # A TCP connection belongs to the worker that accepted (or opened) it.
+    calls = 10
+    with trio.fail_after(40):
+        async with open_uas(scenario=UAS_RECORD_ROUTE, transport="tcp", stop_grace=0) as uas:
+            args = (*WORKERS, "--define", f"downstream=tcp:{uas.address}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                result = await run_uac(
+                    uas.address,
+                    scenario=UAC_RRS,
+                    transport="tcp",
+                    remote_sending_address=proxy.tcp.host_port,
+                    rate=50,
+                    max_calls=calls,
+                    global_timeout=20,
+                )
+
+    assert (result.calls_successful, result.calls_failed) == (calls, 0), result.error_log
+
+
+async def test_serial_forking_through_two_workers(tmp_path: Path) -> None:
+    # The failure route of the worker that holds the transaction relays to the second
+    # callee; the 486 came back to that worker's own port.
+    calls = 20
+    with trio.fail_after(40):
+        async with (
+            open_uas(scenario=UAS_BUSY) as busy,
+            open_uas(scenario=UAS_RECORD_ROUTE, stop_grace=0) as second,
+        ):
+            args = (*WORKERS, str(ROUTES / "serial_forking.py"))
+            args += ("--define", f"first=udp:{busy.address}")
+            args += ("--define", f"second=udp:{second.address}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                result = await run_uac(
+                    busy.address,
+                    scenario=UAC_RRS,
+                    remote_sending_address=proxy.udp.host_port,
+                    rate=100,
+                    max_calls=calls,
+                    global_timeout=20,
+                )
+                stats = await proxy.mi_json("/stats")
+
+    assert (result.calls_successful, result.calls_failed) == (calls, 0), result.error_log
+    assert (busy.result.calls_successful, busy.result.calls_failed) == (calls, 0)
+    assert second.result.calls_created == calls
+    assert stats["proxy"]["requests_forwarded"]["INVITE"] == 2 * calls
+
+
+async def invite_owned_by(caller: UdpPeer, worker: int) -> Request:
+    while True:
+        invite = caller.request("INVITE")
+        if owner_of(bytes(invite), 2) == worker:
+            return invite
+
+
+async def cli_json(tmp_path: Path, proxy: TriosipProcess, command: str) -> Any:
+    import json
+
+    assert proxy.mi is not None
+    host, port = proxy.mi
+    result = await trio.run_process(
+        [*TRIOSIP, command, "--mi", f"{host}:{port}", "--json"],
+        capture_stdout=True,
+        capture_stderr=True,
+        cwd=tmp_path,
+    )
+    return json.loads(result.stdout)
+
+
+async def test_one_mi_shows_both_workers_and_a_killed_worker_is_replaced(
+    tmp_path: Path,
+) -> None:
+    with trio.fail_after(40):
+        async with (
+            open_udp_peer() as callee,
+            open_udp_peer() as caller,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(ringing_callee, callee)
+            args = (*WORKERS, "--define", f"downstream={callee.destination}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                # A ringing call held by each worker.
+                invites = [await invite_owned_by(caller, worker) for worker in (0, 1)]
+                for invite in invites:
+                    await caller.send(invite, proxy.udp)
+                    await caller.receive_response(status=180)
+                tasks = await cli_json(tmp_path, proxy, "tasks")
+                stats = await cli_json(tmp_path, proxy, "stats")
+                held = {tx["call_id"]: tx["worker"] for tx in tasks["transactions"]}
+                assert held == {invite.call_id: w for w, invite in enumerate(invites)}
+                pids = [worker["pid"] for worker in stats["workers"]]
+                assert stats["workers_restarted"] == 0
+
+                os.kill(pids[1], signal.SIGKILL)
+                # Worker 1 is started again, and serves. (A datagram that reached its
+                # socket as it died is lost, as on any host: a UAC retransmits it.)
+                while True:
+                    stats = await proxy.mi_json("/stats")
+                    new_pid = stats["workers"][1]["pid"]
+                    if new_pid not in (None, pids[1]) and stats["workers"][1]["mi"]:
+                        break
+                    await trio.sleep(0.1)
+                assert stats["workers_restarted"] == 1
+                assert stats["workers"][0]["pid"] == pids[0]
+                # The call on worker 0 went on: a CANCEL, which worker 0 answers with
+                # 200, and the INVITE with 487.
+                await caller.send(caller.cancel(invites[0]), proxy.udp)
+                await cancelled(caller, invites[0], proxy)
+                invite = await invite_owned_by(caller, 1)
+                await caller.send(invite, proxy.udp)
+                assert (await caller.receive_response(status=180)).status == 180
+                metrics = await proxy.mi_text("/metrics")
+            nursery.cancel_scope.cancel()
+
+    assert "triosip_worker_restarts_total 1" in metrics
+    assert 'triosip_worker_up{worker="1"} 1' in metrics
+    assert "worker 1 (pid" in proxy.text() and "starting it again" in proxy.text()
+
+
+async def test_sigterm_stops_every_worker_and_exits_0(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with open_triosip(tmp_path, *WORKERS, "--grace", "1") as proxy:
+            stats = await proxy.mi_json("/stats")
+            pids = [worker["pid"] for worker in stats["workers"]]
+            started = trio.current_time()
+            proxy.process.send_signal(signal.SIGTERM)
+            status = await proxy.process.wait()
+            took = trio.current_time() - started
+
+    assert status == 0, proxy.text()
+    assert took < 1 + 2
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
+    assert "Traceback" not in proxy.text()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
