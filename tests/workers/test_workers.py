@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from triosip.sip import Request
+from tests.support.leaks import wait_until
+from triosip.sip import Request, Response
 from triosip.testing.process import open_triosip
 from triosip.testing.proxy import UdpPeer, open_udp_peer
 from triosip.testing.sipp import UAC_RRS, UAS_BUSY, UAS_RECORD_ROUTE, open_uas, run_uac
@@ -50,7 +52,7 @@ async def ringing_callee(callee: UdpPeer) -> None:
 
 async def cancelled(caller: UdpPeer, invite: Request, proxy: TriosipProcess) -> None:
     """Take the 200 to the CANCEL and the 487 to `invite`, in either order; ACK the 487."""
-    finals = {}
+    finals: dict[str, Response] = {}
     while len(finals) < 2:
         response = await caller.receive_response()
         finals[response.cseq.method] = response
@@ -178,9 +180,12 @@ async def test_serial_forking_through_two_workers(tmp_path: Path) -> None:
             open_uas(scenario=UAS_BUSY) as busy,
             open_uas(scenario=UAS_RECORD_ROUTE, stop_grace=0) as second,
         ):
-            args = (*WORKERS, str(ROUTES / "serial_forking.py"))
-            args += ("--define", f"first=udp:{busy.address}")
-            args += ("--define", f"second=udp:{second.address}")
+            args = (
+                *WORKERS,
+                str(ROUTES / "serial_forking.py"),
+                *("--define", f"first=udp:{busy.address}"),
+                *("--define", f"second=udp:{second.address}"),
+            )
             async with open_triosip(tmp_path, *args) as proxy:
                 result = await run_uac(
                     busy.address,
@@ -266,7 +271,8 @@ async def test_one_mi_shows_both_workers_and_a_killed_worker_is_replaced(
 
     assert "triosip_worker_restarts_total 1" in metrics
     assert 'triosip_worker_up{worker="1"} 1' in metrics
-    assert "worker 1 (pid" in proxy.text() and "starting it again" in proxy.text()
+    assert "worker 1 (pid" in proxy.text()
+    assert "starting it again" in proxy.text()
 
 
 async def test_sigterm_stops_every_worker_and_exits_0(tmp_path: Path) -> None:
@@ -282,13 +288,47 @@ async def test_sigterm_stops_every_worker_and_exits_0(tmp_path: Path) -> None:
     assert status == 0, proxy.text()
     assert took < 1 + 2
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
+        assert _is_gone(pid)
     assert "Traceback" not in proxy.text()
 
 
-def _is_zombie(pid: int) -> bool:
+def _has_text(path: Path) -> bool:
+    return path.exists() and bool(path.read_text().strip())
+
+
+def _is_gone(pid: int) -> bool:
+    """Whether process `pid` has exited (a zombie that its parent did not reap yet too)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+async def test_a_cancel_cancels_a_pending_op_in_its_worker(tmp_path: Path) -> None:
+    # Promise 1 of docs/cancellation.md, with workers: the CANCEL (from another port)
+    # reaches the worker whose route waits on an external program; the program's process
+    # is ended at once and the caller gets 487, not the program's routing.
+    program = tmp_path / "route-call"
+    program.write_text(f'#!/bin/sh\necho $$ > "{tmp_path}/$SIP_CALL_ID.pid"\nexec sleep 30\n')
+    program.chmod(0o755)
+    routes = Path(__file__).parents[2] / "routes" / "exec_example.py"
+    with trio.fail_after(30):
+        async with open_udp_peer() as caller, open_udp_peer() as other:
+            args = (*WORKERS, str(routes), "--define", f"program={program}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                for _ in range(4):
+                    invite = caller.request("INVITE")
+                    await caller.send(invite, proxy.udp)
+                    pid_file = tmp_path / f"{invite.call_id}.pid"
+                    await wait_until(partial(_has_text, pid_file))
+                    pid = int(pid_file.read_text())
+                    sent_at = trio.current_time()
+                    await other.send(caller.cancel(invite), proxy.udp)
+                    await cancelled(caller, invite, proxy)
+                    assert trio.current_time() - sent_at < 1.5
+                    await wait_until(partial(_is_gone, pid))
+                stats = await proxy.mi_json("/stats")
+
+    assert stats["ops"]["exec"]["cancelled"] == 4
+    assert stats["proxy"]["requests_forwarded"].get("INVITE", 0) == 0

@@ -144,8 +144,9 @@ class Supervisor:
                 async with trio.open_nursery() as nursery:
                     # Worker 0 binds first: the others bind the ports it got.
                     await nursery.start(self._keep, self._workers[0])
-                    for worker in self._workers[1:]:
-                        await nursery.start(self._keep, worker)
+                    async with trio.open_nursery() as starting:
+                        for worker in self._workers[1:]:
+                            starting.start_soon(nursery.start, self._keep, worker)
                     logger.info(
                         "%d workers serve %s (pids %s)",
                         self.count,
