@@ -24,8 +24,9 @@ its own and names that port in its Via, so responses come straight back (RFC 326
 (sipp does): the branch of every request a worker sends is drawn so that its owner is
 that worker (`TransportLayer.new_branch`), so such a response is handed over as well.
 
-Finding the owner reads the raw datagram with two regular expressions (~1 µs) instead of
-parsing it: a handed-over request is then parsed once, by its owner.
+Finding the owner reads the raw datagram with one regular expression instead of parsing
+it (a sipp INVITE: ~6 µs against ~65 µs for ``parse_message``, on this loaded 2-core
+machine), and a handed-over request is parsed once, by its owner.
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ __all__ = ["WorkerSockets", "owner_of"]
 logger = logging.getLogger(__name__)
 
 _MAGIC_COOKIE = b"z9hG4bK"
-# The first Via header line (RFC 3261 §7.3.3 compact form "v"), and the first branch
-# parameter on it: the top Via's, since values on one line are in order (§7.3.1).
-_TOP_VIA = re.compile(rb"\n[ \t]*(?:via|v)[ \t]*:([^\r\n]*)", re.IGNORECASE)
-_BRANCH = re.compile(rb";[ \t]*branch[ \t]*=[ \t]*([^;, \t\r\n]+)", re.IGNORECASE)
-_CALL_ID = re.compile(rb"\n[ \t]*(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+# The first Via header line (RFC 3261 §7.3.3 compact form "v"), up to its first branch
+# parameter (group 1), or to its end: the top Via's, since values on one line are in
+# order (§7.3.1). Case classes rather than IGNORECASE, and one search: ~1.5x faster.
+_TOP_VIA_BRANCH = re.compile(
+    rb"\n(?:[Vv][Ii][Aa]|[Vv])[ \t]*:[^\r\n]*?"
+    rb"(?:;[ \t]*[Bb][Rr][Aa][Nn][Cc][Hh][ \t]*=[ \t]*([^;, \t\r\n]+)|[\r\n])"
+)
+_CALL_ID = re.compile(rb"\n(?:[Cc][Aa][Ll][Ll]-[Ii][Dd]|[Ii])[ \t]*:[ \t]*([^\r\n]*)")
 _RESPONSE = b"SIP/"
 
 
@@ -71,11 +75,11 @@ def owner_of(data: bytes, count: int) -> int | None:
         ``crc32(Call-ID) % count``; else None (a response without such a branch, a
         keep-alive, garbage): those are handled where they arrive.
     """
-    via = _TOP_VIA.search(data)
+    via = _TOP_VIA_BRANCH.search(data)
     if via is not None:
-        branch = _BRANCH.search(via.group(1))
-        if branch is not None and branch.group(1).startswith(_MAGIC_COOKIE):
-            return zlib.crc32(branch.group(1)) % count
+        branch = via.group(1)
+        if branch is not None and branch.startswith(_MAGIC_COOKIE):
+            return zlib.crc32(branch) % count
     if data.startswith(_RESPONSE):
         return None
     call_id = _CALL_ID.search(data)
