@@ -32,7 +32,7 @@ from triosip.mi import (
 )
 from triosip.ops import DatabaseError
 from triosip.script import RoutesLoadError, load_routes
-from triosip.transport import Address, TransportError, parse_listen_spec
+from triosip.transport import Address, TransportError, check_free, parse_listen_spec
 from triosip.workers import Supervisor, WorkerFailed, WorkerLink
 
 if TYPE_CHECKING:
@@ -381,7 +381,8 @@ def _supervise(config: Config, argv: Sequence[str]) -> int:
     supervisor (`triosip.workers.Supervisor`)."""
     try:
         load_routes(config.routes_file, config.params)
-    except RoutesLoadError as exc:
+        check_free(config.listen)
+    except (RoutesLoadError, TransportError) as exc:
         raise UsageError(str(exc)) from None
     supervisor = Supervisor(config, argv, config.workers)
     try:

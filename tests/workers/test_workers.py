@@ -332,3 +332,60 @@ async def test_a_cancel_cancels_a_pending_op_in_its_worker(tmp_path: Path) -> No
 
     assert stats["ops"]["exec"]["cancelled"] == 4
     assert stats["proxy"]["requests_forwarded"].get("INVITE", 0) == 0
+
+
+async def test_the_tree_names_each_transaction_s_worker(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with (
+            open_udp_peer() as callee,
+            open_udp_peer() as caller,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(ringing_callee, callee)
+            args = (*WORKERS, "--define", f"downstream={callee.destination}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                invite = await invite_owned_by(caller, 1)
+                await caller.send(invite, proxy.udp)
+                await caller.receive_response(status=180)
+                assert proxy.mi is not None
+                result = await trio.run_process(
+                    [*TRIOSIP, "tasks", "--mi", "{}:{}".format(*proxy.mi)],
+                    capture_stdout=True,
+                    env={**os.environ, "COLUMNS": "200"},
+                )
+                reloaded = await proxy.mi_post("/reload")
+            nursery.cancel_scope.cancel()
+
+    tree = result.stdout.decode()
+    assert "1 of 1 transactions" in tree
+    assert "worker 1" in tree
+    assert invite.call_id in tree
+    # POST /reload reloads every worker.
+    assert reloaded == {"reloaded": True, "workers": 2}
+
+
+async def test_mistakes_get_one_line_and_exit_2(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        bad = await trio.run_process(
+            [*TRIOSIP, "run", "--workers", "two", "--mi", "off"],
+            capture_stderr=True,
+            check=False,
+            cwd=tmp_path,
+        )
+        async with open_triosip(tmp_path, *WORKERS) as proxy:
+            # The address is taken: the first worker says so, the supervisor exits 2.
+            taken = await trio.run_process(
+                [*TRIOSIP, "run", *WORKERS, "--mi", "off", "--listen", str(proxy.udp)],
+                capture_stderr=True,
+                check=False,
+                cwd=tmp_path,
+                env={**os.environ, "TRIOSIP_DATA_DIR": str(tmp_path / "data")},
+            )
+
+    assert bad.returncode == 2
+    assert (
+        bad.stderr.decode().strip() == "triosip: --workers two: give a number of processes, or auto"
+    )
+    assert taken.returncode == 2, taken.stderr.decode()
+    last = taken.stderr.decode().strip().splitlines()[-1]
+    assert last == f"triosip: cannot listen on {proxy.udp}: address already in use"

@@ -81,6 +81,15 @@ class TriosipProcess:
 
         return await trio.to_thread.run_sync(get)
 
+    async def mi_post(self, path: str) -> Any:
+        """``POST path`` on its MI (``/reload``), and its JSON."""
+
+        def post() -> Any:
+            with self.mi_client() as client:
+                return client.post_json(path)
+
+        return await trio.to_thread.run_sync(post)
+
     async def mi_text(self, path: str) -> str:
         """``GET path`` on its MI, as text (``/metrics``)."""
 

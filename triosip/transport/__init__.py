@@ -18,6 +18,7 @@ from ._handoff import WorkerSockets as WorkerSockets
 from ._handoff import owner_of as owner_of
 from ._layer import TransportLayer as TransportLayer
 from ._limits import TransportLimits as TransportLimits
+from ._sockets import check_free as check_free
 from ._statistics import TransportStatistics as TransportStatistics
 from .base import Inbound as Inbound
 
@@ -32,6 +33,7 @@ __all__ = [
     "TransportLimits",
     "TransportStatistics",
     "WorkerSockets",
+    "check_free",
     "owner_of",
     "parse_listen_spec",
     "response_destination",

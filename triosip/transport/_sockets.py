@@ -12,11 +12,15 @@ import errno
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import trio
 
 from ._address import Address
 from ._errors import TransportError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +141,28 @@ def bind_tcp(address: Address, *, reuse_port: bool = False) -> tuple[trio.Socket
         raise TransportError(f"cannot listen on {address}: {describe_os_error(exc)}") from exc
     bound = _bound_address(address, sock)
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock)), bound
+
+
+def check_free(addresses: Sequence[Address]) -> None:
+    """Bind each address (with a fixed port) alone for a moment, and close it again.
+
+    Worker processes bind with ``SO_REUSEPORT``, which lets any other process of the same
+    user that asks for it share their address: a second ``triosip run --workers N`` on the
+    same port would silently take half the traffic. Their supervisor checks first that no
+    one holds the addresses.
+
+    Raises:
+        TransportError: an address is in use (or cannot be bound).
+    """
+    for address in addresses:
+        if address.port == 0:
+            continue
+        if address.transport == "udp":
+            sock, _ = bind_udp(address, buffer_bytes=0)
+            sock.close()
+        else:
+            listener, _ = bind_tcp(address)
+            listener.socket.close()
 
 
 async def connect_tcp(destination: Address) -> trio.SocketStream:
