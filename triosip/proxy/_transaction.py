@@ -321,7 +321,7 @@ class ProxyTransaction:
         hop = target_of(request, destination)
         address = await self.proxy.resolve(hop)
         digest = loop_hash(self.server.request, self.server.request.top_via)
-        branch.branch = self.proxy.transport.new_branch(f"{BRANCH_PREFIX}{digest}.")
+        branch.branch = f"{BRANCH_PREFIX}{digest}.{secrets.token_hex(6)}"
         forwarded = self._forwarded_request(request, address, branch.branch)
         if (
             address.transport == "udp"

@@ -1,4 +1,4 @@
-"""Worker processes sharing UDP listeners: who owns a request, and handing it over.
+"""Worker processes sharing UDP listeners: who owns a message, and handing it over.
 
 Theory of operation
 -------------------
@@ -7,26 +7,27 @@ With ``triosip run --workers N``, N processes bind every listener with ``SO_REUS
 the kernel spreads datagrams over their sockets by a hash of the source address. A
 transaction must yet be handled by one process: a CANCEL, the ACK of a non-2xx response,
 or a retransmission that comes from another source port than its INVITE (a NAT that
-rebinds, a UAC with a socket per request) may reach another worker. So each request has
+rebinds, a UAC with a socket per request) may reach another worker. So each message has
 an **owner**, a pure function of its bytes that every worker computes alike:
-``crc32(top Via branch) % N`` for an RFC 3261 branch (§17.2.3: the branch names the
-transaction, and a CANCEL or non-2xx ACK carries its INVITE's), else ``crc32(Call-ID) % N``
-(RFC 2543 peers, whose requests of one transaction share the Call-ID). A worker that reads
-a request it does not own writes it, with its source and the listener it came to, to the
-owner's hand-off socket (one end of a unix datagram socket pair the supervisor made: no
-peer on the network can write there, so no one can claim a source address); the owner
-then handles it as if it had read it from its own socket on that listener, and answers
-from there.
+``crc32(Call-ID) % N``. Every request of a transaction has its Call-ID (RFC 3261 §9.1 for
+the CANCEL, §17.1.1.3 for the ACK), and so do the other transactions of its dialog and
+every response, so a whole call lives in one worker: its in-dialog requests find the
+worker that saw the INVITE, and a response that comes back to another worker (a peer
+that answers to where the dialog's first request came from rather than to the Via, as
+sipp does) belongs to the worker that sent the request, which owned the request it
+forwarded. A worker that reads a message it does not own writes it, with its source and
+the listener it came to, to the owner's hand-off socket (one end of a unix datagram
+socket pair the supervisor made: no peer on the network can write there, so no one can
+claim a source address); the owner then handles it as if it had read it from its own
+socket on that listener, and answers from there.
 
-Responses mostly need no hand-off: each worker sends its requests from a private port of
+Most responses need no hand-off: each worker sends its requests from a private port of
 its own and names that port in its Via, so responses come straight back (RFC 3261
-§18.2.2). Some peers answer to where an earlier request of the dialog came from instead
-(sipp does): the branch of every request a worker sends is drawn so that its owner is
-that worker (`TransportLayer.new_branch`), so such a response is handed over as well.
+§18.2.2).
 
 Finding the owner reads the raw datagram with one regular expression instead of parsing
-it (a sipp INVITE: ~6 µs against ~65 µs for ``parse_message``, on this loaded 2-core
-machine), and a handed-over request is parsed once, by its owner.
+it (a sipp INVITE: a few µs against ~65 µs for ``parse_message``, on this loaded 2-core
+machine), and a handed-over message is parsed once, by its owner.
 """
 
 from __future__ import annotations
@@ -49,43 +50,27 @@ __all__ = ["WorkerSockets", "owner_of"]
 
 logger = logging.getLogger(__name__)
 
-_MAGIC_COOKIE = b"z9hG4bK"
-# The first Via header line (RFC 3261 §7.3.3 compact form "v"), up to its first branch
-# parameter (group 1), or to its end: the top Via's, since values on one line are in
-# order (§7.3.1). Case classes rather than IGNORECASE, and one search: ~1.5x faster.
-_TOP_VIA_BRANCH = re.compile(
-    rb"\n(?:[Vv][Ii][Aa]|[Vv])[ \t]*:[^\r\n]*?"
-    rb"(?:;[ \t]*[Bb][Rr][Aa][Nn][Cc][Hh][ \t]*=[ \t]*([^;, \t\r\n]+)|[\r\n])"
-)
+# The first Call-ID header line (RFC 3261 §7.3.3 compact form "i"): its value, group 1.
+# Case classes rather than IGNORECASE: ~1.5x faster.
 _CALL_ID = re.compile(rb"\n(?:[Cc][Aa][Ll][Ll]-[Ii][Dd]|[Ii])[ \t]*:[ \t]*([^\r\n]*)")
-_RESPONSE = b"SIP/"
 
 
 def owner_of(data: bytes, count: int) -> int | None:
-    """The index of the worker that owns the request in `data` (module doc).
+    """The index of the worker that owns the message in `data` (module doc).
 
     Args:
         data: a raw datagram.
         count: how many workers there are (>= 1).
 
     Returns:
-        ``crc32(branch) % count`` for a message whose top Via has an RFC 3261 branch
-        (for a response, that branch is ours: `TransportLayer.new_branch` made it so
-        that its owner is the worker that sent the request); else for a request
-        ``crc32(Call-ID) % count``; else None (a response without such a branch, a
-        keep-alive, garbage): those are handled where they arrive.
+        ``crc32(Call-ID) % count`` (the value without surrounding blanks); None for
+        bytes without a Call-ID (a keep-alive, garbage): those are handled where they
+        arrive.
     """
-    via = _TOP_VIA_BRANCH.search(data)
-    if via is not None:
-        branch = via.group(1)
-        if branch is not None and branch.startswith(_MAGIC_COOKIE):
-            return zlib.crc32(branch) % count
-    if data.startswith(_RESPONSE):
-        return None
     call_id = _CALL_ID.search(data)
-    if call_id is not None:
-        return zlib.crc32(call_id.group(1).strip()) % count
-    return None
+    if call_id is None:
+        return None
+    return zlib.crc32(call_id.group(1).strip()) % count
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +117,7 @@ def decode_handoff(packet: bytes) -> tuple[bytes, Address, Address] | None:
 
 
 class HandOff:
-    """The shared-listener side of a worker: hands each request it does not own over.
+    """A worker's receive side: hands each message it does not own over to its owner.
 
     Args:
         worker: the hand-off sockets and this worker's index.

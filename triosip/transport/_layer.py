@@ -23,8 +23,6 @@ layer is a façade over two parts that each own their sockets and tables:
 from __future__ import annotations
 
 import logging
-import secrets
-import zlib
 from typing import TYPE_CHECKING
 
 import trio
@@ -230,20 +228,6 @@ class TransportLayer:
         `local` itself. Record-Route keeps `local`: later requests of the dialog may reach
         any worker."""
         return self._sent_by.get(local, local)
-
-    def new_branch(self, prefix: str) -> str:
-        """A fresh branch for a request this proxy sends: `prefix` and a random token.
-
-        For a worker process, the token is drawn until the branch's owner
-        (``_handoff.owner_of``) is this worker, so that a response that reaches another
-        worker (a peer that answers to the address of an earlier request rather than
-        to the Via) is handed over to this one.
-        """
-        worker = self._worker
-        while True:
-            branch = prefix + secrets.token_hex(6)
-            if worker is None or zlib.crc32(branch.encode()) % worker.count == worker.index:
-                return branch
 
     def statistics(self) -> TransportStatistics:
         """A snapshot of the counters."""
