@@ -307,6 +307,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         config = worker.configure(config)
+        worker.label_logs()
     elif config.workers > 1:
         return _supervise(config, argv)
     try:

@@ -280,6 +280,9 @@ async def test_sigterm_stops_every_worker_and_exits_0(tmp_path: Path) -> None:
         async with open_triosip(tmp_path, *WORKERS, "--grace", "1") as proxy:
             stats = await proxy.mi_json("/stats")
             pids = [worker["pid"] for worker in stats["workers"]]
+            # SIGHUP reloads every worker's routes.
+            proxy.process.send_signal(signal.SIGHUP)
+            await wait_until(lambda: proxy.text().count("reloaded its routes") == 2)
             started = trio.current_time()
             proxy.process.send_signal(signal.SIGTERM)
             status = await proxy.process.wait()

@@ -176,11 +176,7 @@ class TransportLayer:
                 self.listeners = tuple(bound)
                 logger.info("listening on %s", ", ".join(str(a) for a in bound))
                 if private:
-                    logger.info(
-                        "worker %d sends from %s",
-                        worker.index if worker is not None else 0,
-                        ", ".join(str(local) for _, local in private),
-                    )
+                    logger.info("sending from %s", ", ".join(str(a) for _, a in private))
                 task_status.started(bound)
                 await trio.sleep_forever()
         finally:

@@ -76,6 +76,20 @@ class WorkerLink:
         mi = MIConfig(host="127.0.0.1", port=0, token=public.token, limits=public.limits)
         return replace(config, listen=self.listen or config.listen, mi=mi)
 
+    def label_logs(self) -> None:
+        """Start each log line of this process with ``worker N:``: the workers and their
+        supervisor share one standard error."""
+        prefix = f"worker {self.sockets.index}: "
+
+        def label(record: logging.LogRecord) -> bool:
+            if not getattr(record, "worker_labelled", False):
+                record.msg = prefix + str(record.msg)
+                record.worker_labelled = True
+            return True
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(label)
+
     def report_ready(self, running: Running) -> None:
         """Tell the supervisor this worker serves: its PID, MI and listeners."""
         report = {
