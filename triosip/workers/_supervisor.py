@@ -135,9 +135,7 @@ class Supervisor:
             WorkerFailed: a worker's first start failed (an address in use, say).
             MIError: the MI cannot listen where asked.
         """
-        self._pairs = [
-            socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(self.count)
-        ]
+        self._pairs = [self._handoff_pair() for _ in range(self.count)]
         self._workers = [_Worker(index) for index in range(self.count)]
         try:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
@@ -169,6 +167,18 @@ class Supervisor:
                 for end in pair:
                     end.close()
         logger.info("stopped")
+
+    def _handoff_pair(self) -> tuple[socket.socket, socket.socket]:
+        """A worker's hand-off socket pair: (the end every worker writes, its inbox)."""
+        outbox, inbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # Between the two ends of a pair, only the writer's send buffer bounds the queue
+        # (net.unix.max_dgram_qlen does not apply): the default 208 KiB holds ~160
+        # datagrams, less than a burst that one receive batch can hand over. As large
+        # as a UDP listener's buffer, then.
+        outbox.setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.transport.udp_buffer_bytes
+        )
+        return outbox, inbox
 
     async def _stop_all(self, why: str) -> None:
         self.stopping = True
