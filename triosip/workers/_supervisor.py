@@ -25,6 +25,7 @@ starts first and binds the configured listeners; the others then bind the ports 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import logging
 import os
@@ -141,10 +142,14 @@ class Supervisor:
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async with trio.open_nursery() as nursery:
                     # Worker 0 binds first: the others bind the ports it got.
-                    await nursery.start(self._keep, self._workers[0])
+                    await nursery.start(self._keep, self._workers[0], name="worker 0")
                     async with trio.open_nursery() as starting:
                         for worker in self._workers[1:]:
-                            starting.start_soon(nursery.start, self._keep, worker)
+                            name = f"worker {worker.index}"
+                            starting.start_soon(
+                                functools.partial(nursery.start, self._keep, worker, name=name),
+                                name=f"start {name}",
+                            )
                     logger.info(
                         "%d workers serve %s (pids %s)",
                         self.count,
@@ -152,7 +157,7 @@ class Supervisor:
                         ", ".join(str(w.describe()["pid"]) for w in self._workers),
                     )
                     if self.config.mi is not None:
-                        await nursery.start(self._serve_mi, self.config.mi)
+                        await nursery.start(self._serve_mi, self.config.mi, name="MI")
                     async for received in signals:
                         if received == signal.SIGHUP:
                             nursery.start_soon(self._reload_all, name="reload workers")
