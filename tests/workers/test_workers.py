@@ -18,9 +18,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import trio
 
 from tests.support.leaks import wait_until
+from triosip.mi import MIRefused
 from triosip.sip import Request, Response
 from triosip.testing.process import open_triosip
 from triosip.testing.proxy import UdpPeer, open_udp_peer
@@ -357,6 +359,9 @@ async def test_the_tree_names_each_transaction_s_worker(tmp_path: Path) -> None:
                     env={**os.environ, "COLUMNS": "200"},
                 )
                 reloaded = await proxy.mi_post("/reload")
+                # A bad parameter gets the one 400 a worker would give.
+                with pytest.raises(MIRefused, match=r"answered 400: .*limit"):
+                    await proxy.mi_json("/tasks", {"limit": "many"})
             nursery.cancel_scope.cancel()
 
     tree = result.stdout.decode()
@@ -392,3 +397,30 @@ async def test_mistakes_get_one_line_and_exit_2(tmp_path: Path) -> None:
     assert taken.returncode == 2, taken.stderr.decode()
     last = taken.stderr.decode().strip().splitlines()[-1]
     assert last == f"triosip: cannot listen on {proxy.udp}: address already in use"
+
+
+async def test_a_worker_that_dies_at_once_is_started_again_after_a_pause(tmp_path: Path) -> None:
+    # Routes that exit the process on import while a marker file exists: a worker killed
+    # then dies again at each start, and the supervisor waits longer between starts.
+    marker = tmp_path / "broken"
+    routes = tmp_path / "routes.py"
+    routes.write_text(
+        "import os\n"
+        f"if os.path.exists({str(marker)!r}):\n"
+        "    os._exit(3)\n"
+        "from triosip.script.default_routes import routes\n"
+    )
+    with trio.fail_after(40):
+        async with open_triosip(tmp_path, *WORKERS, str(routes)) as proxy:
+            stats = await proxy.mi_json("/stats")
+            marker.touch()
+            os.kill(stats["workers"][1]["pid"], signal.SIGKILL)
+            await wait_until(lambda: "exited with 3" in proxy.text())
+            marker.unlink()
+            await wait_until(lambda: proxy.text().count("worker 1 started") == 2)
+            stats = await proxy.mi_json("/stats")
+
+    assert "starting it again in 1.00 s" in proxy.text()  # the pause grows
+    assert "did not report ready" not in proxy.text()
+    assert stats["workers_restarted"] >= 2
+    assert stats["workers"][1]["pid"] is not None

@@ -12,8 +12,8 @@ starts first and binds the configured listeners; the others then bind the ports 
 (port 0 in the options picks one port for all of them).
 
 * A worker that dies is started again with the same index (logged, counted in
-  ``/stats`` and ``/metrics``); one that dies within `QUICK_DEATH` seconds of its start
-  waits first, twice as long each time in a row (up to `MAX_BACKOFF`).
+  ``/stats`` and ``/metrics``); one that dies before serving, or within `QUICK_DEATH`
+  seconds of it, waits first, twice as long each time in a row (up to `MAX_BACKOFF`).
 * SIGTERM or SIGINT: every worker gets SIGTERM and shuts down gracefully (``--grace``);
   the supervisor waits for them (``grace`` + `STOP_MARGIN`, then kills) and exits 0.
   SIGHUP: every worker reloads its routes.
@@ -48,6 +48,8 @@ from triosip.mi import (
     MIError,
     MIRefused,
     MIUnavailable,
+    QueryError,
+    TaskQuery,
     is_authorized,
     mi_url,
     prometheus_text,
@@ -71,7 +73,8 @@ logger = logging.getLogger(__name__)
 READY_TIMEOUT = 30.0
 """Seconds a worker may take from its start to serving."""
 QUICK_DEATH = 2.0
-"""A worker that dies sooner than this after its start is started again only after a pause."""
+"""A worker that dies before serving, or sooner than this after, is started again only after
+a pause (twice as long each time in a row)."""
 MAX_BACKOFF = 8.0
 STOP_MARGIN = 5.0
 """Seconds the supervisor waits for its workers beyond ``--grace``, before killing them."""
@@ -92,7 +95,8 @@ class _Worker:
     process: trio.Process | None = None
     lifeline: int | None = None  # the write end of its lifeline pipe
     mi: tuple[str, int] | None = None
-    started: float = 0.0
+    started: float = 0.0  # when its process was started
+    startup: float = 0.0  # how long it took to serve
     starts: int = 0
     quick_deaths: int = 0
 
@@ -223,8 +227,10 @@ class Supervisor:
             if self.stopping:
                 return
             self.restarts += 1
+            # Served for less than QUICK_DEATH, or never: it may die again at once.
             lived = trio.current_time() - worker.started
-            worker.quick_deaths = worker.quick_deaths + 1 if lived < QUICK_DEATH else 0
+            served = lived - worker.startup if ready is not None else 0.0
+            worker.quick_deaths = worker.quick_deaths + 1 if served < QUICK_DEATH else 0
             pause = min(MAX_BACKOFF, 0.25 * 2**worker.quick_deaths) if worker.quick_deaths else 0
             logger.warning(
                 "worker %d (pid %d) exited with %s after %.1f s: starting it again%s (restart %d)",
@@ -274,10 +280,14 @@ class Supervisor:
                 while chunk := await ready.receive_some():
                     report += chunk
         if not report:
+            # The pipe closed: the worker exited (or is exiting); else it hangs.
+            with trio.move_on_after(STOP_MARGIN):
+                await worker.process.wait()
             if worker.process.returncode is None:
                 logger.warning("worker %d did not report ready in time: killed", worker.index)
                 worker.process.kill()
             return None
+        worker.startup = trio.current_time() - worker.started
         fields: dict[str, Any] = json.loads(report)
         mi = fields.get("mi")
         worker.mi = (str(mi[0]), int(mi[1])) if mi else None
@@ -353,16 +363,19 @@ class Supervisor:
             return await self._reload_response()
         if path == "/version":
             return HttpResponse.json(200, self._version())
+        # The parameters are checked here, as each worker would: a bad one is one 400.
+        listing = path in ("/tasks", "/transactions")
+        try:
+            query = TaskQuery.from_params(request.query)
+        except QueryError as exc:
+            return HttpResponse.error(400, str(exc))
+        if request.query and not listing:
+            return HttpResponse.error(400, f"{request.path} takes no parameters")
         params = {name: values[-1] for name, values in request.query.items()}
         answers = await self._ask_all("/stats" if path == "/metrics" else path, params)
-        refused = [answer for answer in answers.values() if isinstance(answer, MIRefused)]
-        if refused:
-            # A bad filter: every worker says the same.
-            return HttpResponse.error(400, str(refused[0]).rpartition(": ")[2])
         documents = {index: doc for index, doc in answers.items() if not isinstance(doc, Exception)}
-        if path in ("/tasks", "/transactions"):
-            limit = params.get("limit")
-            merged = merge_tasks(documents, int(limit) if limit and limit.isdigit() else None)
+        if listing:
+            merged = merge_tasks(documents, query.limit)
             return HttpResponse.json(200, merged)
         statistics = self._statistics([documents.get(w.index) for w in self._workers])
         if path == "/metrics":
