@@ -278,19 +278,36 @@ async def test_one_mi_shows_both_workers_and_a_killed_worker_is_replaced(
 
 
 async def test_sigterm_stops_every_worker_and_exits_0(tmp_path: Path) -> None:
+    # Promise 4 of docs/cancellation.md, with workers: each worker answers its ringing
+    # call 503 once the grace is over (the callee's branch is CANCELled), and all exit 0.
     with trio.fail_after(30):
-        async with open_triosip(tmp_path, *WORKERS, "--grace", "1") as proxy:
-            stats = await proxy.mi_json("/stats")
-            pids = [worker["pid"] for worker in stats["workers"]]
-            # SIGHUP reloads every worker's routes.
-            proxy.process.send_signal(signal.SIGHUP)
-            await wait_until(lambda: proxy.text().count("reloaded its routes") == 2)
-            started = trio.current_time()
-            proxy.process.send_signal(signal.SIGTERM)
-            status = await proxy.process.wait()
-            took = trio.current_time() - started
+        async with (
+            open_udp_peer() as callee,
+            open_udp_peer() as caller,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(ringing_callee, callee)
+            args = (*WORKERS, "--grace", "1", "--define", f"downstream={callee.destination}")
+            async with open_triosip(tmp_path, *args) as proxy:
+                stats = await proxy.mi_json("/stats")
+                pids = [worker["pid"] for worker in stats["workers"]]
+                # SIGHUP reloads every worker's routes.
+                proxy.process.send_signal(signal.SIGHUP)
+                await wait_until(lambda: proxy.text().count("reloaded its routes") == 2)
+                invites = [await invite_owned_by(caller, worker) for worker in (0, 1)]
+                for invite in invites:
+                    await caller.send(invite, proxy.udp)
+                    await caller.receive_response(status=180)
+                started = trio.current_time()
+                proxy.process.send_signal(signal.SIGTERM)
+                finals = [await caller.receive_response(method="INVITE") for _ in invites]
+                status = await proxy.process.wait()
+                took = trio.current_time() - started
+            nursery.cancel_scope.cancel()
 
     assert status == 0, proxy.text()
+    assert sorted(r.call_id for r in finals) == sorted(i.call_id for i in invites)
+    assert {r.status for r in finals} == {503}
     assert took < 1 + 2
     for pid in pids:
         assert _is_gone(pid)
