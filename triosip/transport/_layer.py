@@ -223,7 +223,9 @@ class TransportLayer:
         responses come back to this worker; RFC 3261 §18.2.2 sends them there), else
         `local` itself. Record-Route keeps `local`: later requests of the dialog may reach
         any worker."""
-        return self._sent_by.get(local, local)
+        sent_by = self._sent_by
+        # A single process has none: no hash of `local` (~0.2 µs) per forwarded request.
+        return sent_by.get(local, local) if sent_by else local
 
     def statistics(self) -> TransportStatistics:
         """A snapshot of the counters."""
