@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from triosip.transport.base import Address, Inbound, TcpConnection
 
     from ._keys import ClientKey, ServerKey
-    from ._port import Counted, Transport
+    from ._port import Counted, Timed, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +174,11 @@ class TransactionLayer:
         self._overloaded = False
         # The timers of held transactions: (deadline, seq, transaction); an entry whose
         # seq is no longer the transaction's is stale and skipped.
-        self._heap: list[tuple[float, int, ServerTransaction]] = []
+        self._heap: list[tuple[float, int, Timed]] = []
         self._seq = 0
         self._timers_wait: trio.CancelScope | None = None
         self._later: deque[
-            tuple[bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None]
+            tuple[bytes, Address, Address | None, TcpConnection | None, Timed | None]
         ] = deque()
         self._port = _Port(self)
 
@@ -369,6 +369,70 @@ class TransactionLayer:
         finally:
             client._close()
 
+    def start_client(
+        self,
+        request: Request,
+        destination: Address,
+        *,
+        on_response: Callable[[ClientTransaction, Response], None],
+        on_end: Callable[[ClientTransaction, BaseException | None], None],
+        wait_in_accepted: bool = True,
+    ) -> ClientTransaction:
+        """Start a client transaction over UDP that runs without a task of its own.
+
+        The same machine as :meth:`run_client`, run as a record: the request is sent now,
+        responses are passed to ``on_response`` from :meth:`receive`, and its timers (A, B,
+        D, E, F, K) are run by the layer's one timers loop, like those of a held server
+        transaction. A proxy's branch then costs no task, no cancel scope and no wake-up of
+        its own. Sends the socket cannot take at once go out from the timers loop.
+
+        Args:
+            request: as for :meth:`run_client`.
+            destination: a UDP destination (a stream's connect must be awaited by a task
+                that owns it: use :meth:`run_client`).
+            on_response: as for :meth:`run_client`.
+            on_end: called once when the transaction terminates by itself, with None, or
+                with the ``TransactionTimeout`` / ``TransportFailure`` /
+                ``on_response``'s exception that ended it; not after
+                ``ClientTransaction.stop``.
+            wait_in_accepted: as for :meth:`run_client`.
+
+        Returns:
+            The transaction, already sent. Whoever started it stops it with
+            ``ClientTransaction.stop`` when it no longer wants it (the layer stops those
+            left at shutdown).
+
+        Raises:
+            TransactionError: the request has no branch, its branch is in use, or the
+                destination is not UDP.
+        """
+        if destination.transport != "udp":
+            raise TransactionError(f"start_client is for UDP, not {destination.transport}")
+        key = client_key(request)
+        if key is None:
+            raise TransactionError(f"{request.method} has no branch in its top Via")
+        if key in self._clients:
+            raise TransactionError(f"{request.method} {key[0]}: branch already in use")
+        client = ClientTransaction(
+            self._port,
+            request,
+            destination,
+            key=key,
+            connection=None,
+            on_response=on_response,
+            wait_in_accepted=wait_in_accepted,
+            on_end=on_end,
+        )
+        self._clients[key] = client
+        counters = self._counters
+        if client.is_invite:
+            counters.ict_total += 1
+        else:
+            counters.nict_total += 1
+        logger.debug("%s Call-ID %s: sending to %s", client.name, request.call_id, destination)
+        client._start()
+        return client
+
     def new_branch(self) -> str:
         """A fresh branch: the RFC 3261 magic cookie and 64 random bits (§8.1.1.7)."""
         return MAGIC_COOKIE + secrets.token_hex(8)
@@ -496,20 +560,20 @@ class TransactionLayer:
         server._held = True
         self._schedule(server)
 
-    def _schedule(self, server: ServerTransaction) -> None:
-        """Have the timers loop wake for ``server``'s earliest deadline."""
-        deadlines = server._deadlines
+    def _schedule(self, timed: Timed) -> None:
+        """Have the timers loop wake for the earliest deadline of ``timed``."""
+        deadlines = timed._deadlines
         if not deadlines:
             return
         when = min(deadlines.values())
         # A later deadline needs no new entry: the one we have wakes us early, and
         # _fire_timers then schedules the real one.
-        if when >= server._heap_at:
+        if when >= timed._heap_at:
             return
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, server))
-        server._heap_at = when
-        server._heap_seq = self._seq
+        heapq.heappush(self._heap, (when, self._seq, timed))
+        timed._heap_at = when
+        timed._heap_seq = self._seq
         wait = self._timers_wait
         if wait is not None and when < wait.deadline:
             wait.deadline = when
@@ -520,12 +584,12 @@ class TransactionLayer:
         destination: Address,
         local: Address | None,
         connection: TcpConnection | None,
-        server: ServerTransaction | None,
+        timed: Timed | None,
     ) -> None:
         if len(self._later) >= SEND_LATER_CAPACITY:
             logger.debug("send queue full: a response to %s not sent", destination)
             return
-        self._later.append((data, destination, local, connection, server))
+        self._later.append((data, destination, local, connection, timed))
         wait = self._timers_wait
         if wait is not None:
             wait.deadline = -math.inf
@@ -535,16 +599,16 @@ class TransactionLayer:
         later = self._later
         while True:
             while later:
-                data, destination, local, connection, server = later.popleft()
-                if server is not None and server.state is ServerState.TERMINATED:
+                data, destination, local, connection, timed = later.popleft()
+                if timed is not None and timed._is_over():
                     continue
                 try:
                     await self._transport.send(
                         data, destination, connection=connection, local=local
                     )
                 except TransportError as exc:
-                    if server is not None:
-                        server._transport_error(exc)
+                    if timed is not None:
+                        timed._transport_error(exc)
                     else:
                         logger.info("stateless response to %s not sent: %s", destination, exc)
             deadline = heap[0][0] if heap else math.inf
@@ -554,10 +618,10 @@ class TransactionLayer:
                 self._timers_wait = None
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                _, seq, server = heapq.heappop(heap)
-                if seq == server._heap_seq:
-                    server._heap_at = math.inf
-                    server._fire_timers(now)
+                _, seq, timed = heapq.heappop(heap)
+                if seq == timed._heap_seq:
+                    timed._heap_at = math.inf
+                    timed._fire_timers(now)
 
     def _forget_held(self) -> None:
         # Shutdown: the held transactions are records, not tasks: forgetting them is a
@@ -566,6 +630,8 @@ class TransactionLayer:
         self._later.clear()
         for server in [server for server in self._live if server._held]:
             server._terminate()
+        for client in [client for client in self._clients.values() if client._on_end]:
+            client.stop()
 
     def _forget_client(self, key: ClientKey, client: ClientTransaction) -> None:
         if self._clients.get(key) is client:
@@ -618,9 +684,9 @@ class _Port:
         self.forget_server: Callable[[ServerTransaction], None] = layer._forget_server
         self.task_ended: Callable[[ServerTransaction], None] = layer._server_ended
         self.hold: Callable[[ServerTransaction], None] = layer._hold
-        self.schedule: Callable[[ServerTransaction], None] = layer._schedule
+        self.schedule: Callable[[Timed], None] = layer._schedule
         self.send_later: Callable[
-            [bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None],
+            [bytes, Address, Address | None, TcpConnection | None, Timed | None],
             None,
         ] = layer._send_later
         self.forget_client: Callable[[ClientKey, ClientTransaction], None] = layer._forget_client
