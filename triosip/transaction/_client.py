@@ -209,11 +209,8 @@ class ClientTransaction:
         proxy sends CANCEL as a transaction of its own, §9.1): ``on_end`` is not called."""
         if self.state is _TERMINATED:
             return
-        logger.debug(
-            "%s Call-ID %s: stopped in %s", self.name, self.request.call_id, self.state.name
-        )
         self._on_end = None
-        self._close()
+        self._close()  # logs it
 
     def _fire_timers(self, now: float) -> None:
         """The layer's timers loop woke for this transaction: fire what is due."""

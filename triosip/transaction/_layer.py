@@ -61,6 +61,16 @@ logger = logging.getLogger(__name__)
 # a lost datagram.
 SEND_LATER_CAPACITY = 1024
 
+# The timers loop wakes at the end of the TIMER_SLACK-long slot a deadline falls in, and
+# fires everything due by then: the timers of a busy proxy's transactions (a few per call,
+# hundreds a second) share wake-ups instead of costing one each (a wake is a cancel scope
+# and a trip through the scheduler, ~30 µs). RFC 3261's timers are no finer than T1/4.
+TIMER_SLACK = 0.01
+
+
+def _slot_end(when: float) -> float:
+    return math.ceil(when / TIMER_SLACK) * TIMER_SLACK if math.isfinite(when) else when
+
 
 @dataclass(frozen=True, slots=True)
 class TransactionStatistics:
@@ -576,7 +586,9 @@ class TransactionLayer:
         timed._heap_seq = self._seq
         wait = self._timers_wait
         if wait is not None and when < wait.deadline:
-            wait.deadline = when
+            wake = _slot_end(when)
+            if wake < wait.deadline:
+                wait.deadline = wake
 
     def _send_later(
         self,
@@ -611,7 +623,7 @@ class TransactionLayer:
                         timed._transport_error(exc)
                     else:
                         logger.info("stateless response to %s not sent: %s", destination, exc)
-            deadline = heap[0][0] if heap else math.inf
+            deadline = _slot_end(heap[0][0]) if heap else math.inf
             if deadline > trio.current_time():
                 with trio.move_on_at(deadline) as self._timers_wait:
                     await trio.sleep_forever()
