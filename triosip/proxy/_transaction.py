@@ -155,6 +155,7 @@ class ProxyTransaction:
         self._parked: trio.lowlevel.Task | None = None
         self._wait: trio.CancelScope | None = None
         self._live_branches = 0
+        self._log_prefix: str | None = None
 
     # -- what routes see ------------------------------------------------------------
 
@@ -177,8 +178,12 @@ class ProxyTransaction:
         return tuple(self._routes)
 
     def log_prefix(self) -> str:
-        # Both come from the wire: cut, so that a 60 KB Call-ID is not in every line.
-        return f"{shown(self.request.call_id, 64)} {shown(self.server.branch, 64)}"
+        prefix = self._log_prefix
+        if prefix is None:
+            # Both come from the wire: cut, so that a 60 KB Call-ID is not in every line.
+            prefix = f"{shown(self.request.call_id, 64)} {shown(self.server.branch, 64)}"
+            self._log_prefix = prefix
+        return prefix
 
     def set_fr_timeout(self, seconds: float) -> None:
         """tm's fr_timeout for this transaction: how long a branch may wait for any reply,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import trio
 
+from triosip.log import shown
 from triosip.ops import Database, Op, OpError, RestClient
 from triosip.proxy import (
     Branch,
@@ -48,12 +49,14 @@ logger = logging.getLogger("triosip.script")
 class _RouteLog(logging.LoggerAdapter[logging.Logger]):
     """The routes' logger: each line starts with the Call-ID and branch it is about."""
 
-    def __init__(self, prefix: str) -> None:
-        super().__init__(logger, {"prefix": prefix})
+    def __init__(self, prefix: Callable[[], str]) -> None:
+        # The prefix is made when a line is logged: most routes log nothing, and making it
+        # (two escaped fields) costs more than the rest of a context.
+        super().__init__(logger, {})
+        self._prefix = prefix
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        assert self.extra is not None
-        return f"{self.extra['prefix']} {msg}", kwargs
+        return f"{self._prefix()} {msg}", kwargs
 
 
 class _RouteContext:
@@ -72,7 +75,7 @@ class _RouteContext:
         params: Mapping[str, str],
         environment: ScriptEnvironment,
         ops: trio.Nursery | None,
-        log_prefix: str,
+        log_prefix: Callable[[], str],
     ) -> None:
         self.params = params
         self.log = _RouteLog(log_prefix)
@@ -241,7 +244,7 @@ class RequestContext(MessageView, _RouteContext):
         transaction: ProxyTransaction | None,
         source: Address,
     ) -> None:
-        super().__init__(params, environment, ops, target.log_prefix())
+        super().__init__(params, environment, ops, target.log_prefix)
         self._target = target
         self._tx = transaction
         self._source = source
@@ -474,7 +477,9 @@ class ReplyContext(_RouteContext):
         branch: Branch,
         response: Response,
     ) -> None:
-        super().__init__(params, environment, ops, f"{response.call_id} {branch.branch}")
+        super().__init__(
+            params, environment, ops, lambda: f"{shown(response.call_id, 64)} {branch.branch}"
+        )
         self._tx = tx
         self.branch_index = branch.index
         self.response = response
@@ -520,7 +525,7 @@ class BranchContext(MessageView, _RouteContext):
         ops: trio.Nursery,
         branch: Branch,
     ) -> None:
-        super().__init__(params, environment, ops, tx.log_prefix())
+        super().__init__(params, environment, ops, tx.log_prefix)
         self._tx = tx
         self._branch = branch
         self.branch_index = branch.index
@@ -549,7 +554,7 @@ class ReportContext(_RouteContext):
         variables: dict[str, Any],
         log: _RouteLog,
     ) -> None:
-        super().__init__(params, environment, None, "")
+        super().__init__(params, environment, None, str)
         self.log = log
         self._vars = variables
 
@@ -568,7 +573,7 @@ class ErrorContext:
         self._bad = bad
         self.params = params
         self.replied = False
-        self.log = _RouteLog(f"from {bad.source}")
+        self.log = _RouteLog(lambda: f"from {bad.source}")
 
     @property
     def error(self) -> ParseError:
