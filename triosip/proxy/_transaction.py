@@ -360,8 +360,8 @@ class ProxyTransaction:
         forwarded = self._forwarded_request(request, address, branch.branch)
         if (
             address.transport == "udp"
-            and len(bytes(forwarded)) > UDP_SIZE_LIMIT
             and any(a.transport == "tcp" for a in self.proxy.transport.listeners)
+            and len(bytes(forwarded)) > UDP_SIZE_LIMIT
         ):
             # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1300 bytes when
             # the MTU is unknown) goes over a congestion-controlled transport instead.

@@ -3,8 +3,12 @@
 Theory of operation
 -------------------
 ``TransactionLayer.run_client`` runs one client transaction from start to end inside the
-task that calls it (the proxy's branch task), so cancelling that task stops the transaction
-at once and leaves nothing behind.
+task that calls it (the proxy's branch task over TCP), so cancelling that task stops the
+transaction at once and leaves nothing behind. ``TransactionLayer.start_client`` runs the
+same machine as a record with no task (UDP): its timers are run by the layer's one timers
+loop (``_fire_timers``), a send the socket cannot take goes from that loop
+(``send_later``), its end is reported to ``on_end``, and whoever started it stops it with
+``stop()``.
 
 Two parties feed the machine:
 
