@@ -125,8 +125,11 @@ _HOSTNAME = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def parse_destination(text: str) -> NextHop:
     """A destination as scripts and ``--define`` write it.
+
+    Cached (bounded): a routes file names the same few destinations on every call.
 
     Accepts ``udp:127.0.0.1:5080``, ``tcp:[::1]:5080``, ``127.0.0.1:5080``, ``host``, or a
     SIP URI (``sip:proxy.example.com:5060;transport=tcp``).
