@@ -30,7 +30,6 @@ import pytest
 import trio
 import trio.testing
 
-from tests.support.http import HttpAnswer, HttpRequest, HttpServer, start_http_server
 from tests.support.ops import LONG_QUERY, wait_until
 from triosip.app import Running, serve_triosip
 from triosip.ops import open_database, open_rest_client
@@ -38,6 +37,7 @@ from triosip.script import ScriptEnvironment
 from triosip.script.api import Op, Routes, exec_, in_thread, sleep
 from triosip.sip import Request, Response, build_response, parse_message
 from triosip.testing import postgres
+from triosip.testing.http import HttpAnswer, HttpRequest, HttpServer, start_http_server
 from triosip.testing.leaks import (
     Resources,
     busy_threads,
