@@ -39,12 +39,13 @@ def process_exists(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def task_names() -> Counter[str]:
-    """The names of every task of this trio run, from the root task down."""
+def task_names(root: trio.lowlevel.Task | None = None) -> Counter[str]:
+    """The names of every task of this trio run, from the root task down (or from `root`,
+    itself included)."""
     names: Counter[str] = Counter()
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    stack = [root]
+    top = root or trio.lowlevel.current_root_task()
+    assert top is not None
+    stack = [top]
     while stack:
         task = stack.pop()
         names[task.name] += 1
