@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--db", metavar="URL", help="the database req.db queries (default: a fresh sqlite file)"
     )
+    check.add_argument(
+        "--fault", action="append", default=[], metavar="NAME", help="only this fault (repeatable)"
+    )
 
     tasks = commands.add_parser("tasks", help="draw the live task tree of a running proxy")
     _add_mi_client_arguments(tasks)
@@ -317,8 +320,8 @@ def _check(args: argparse.Namespace) -> int:
     from triosip.drill import check_routes  # the drill runs peers: only for this command
 
     try:
-        return check_routes(args.routes, _defines(args.define), db_url=args.db)
-    except RoutesLoadError as exc:
+        return check_routes(args.routes, _defines(args.define), db_url=args.db, faults=args.fault)
+    except (RoutesLoadError, ValueError) as exc:
         raise UsageError(str(exc)) from None
 
 

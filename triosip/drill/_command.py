@@ -22,6 +22,7 @@ from triosip.script import load_routes
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from triosip.drill._faults import Fault
     from triosip.drill._run import Observed
 
 EXIT_OK = 0
@@ -42,6 +43,7 @@ def check_routes(
     short_fr: float = 0.2,
     long_fr: float = 10.0,
     stall: float = 0.1,
+    faults: Sequence[str] = (),
     console: Console | None = None,
 ) -> int:
     """Check and drill each routes file of `paths`, print a table per file.
@@ -55,6 +57,7 @@ def check_routes(
         short_fr: the fr_timeout of the faults that let it fire, seconds.
         long_fr: the fr_timeout of the others, seconds.
         stall: the longest task step allowed, seconds.
+        faults: the names of the faults to inject (`FAULTS`); all when empty.
         console: where the tables go; standard output when None.
 
     Returns:
@@ -62,7 +65,13 @@ def check_routes(
 
     Raises:
         RoutesLoadError: a file does not load (the static checks), with one line.
+        ValueError: `faults` names no fault of the drill.
     """
+    known = {fault.name: fault for fault in FAULTS}
+    unknown = [name for name in faults if name not in known]
+    if unknown:
+        raise ValueError(f"no fault {unknown[0]!r}; the faults are {', '.join(known)}")
+    chosen = tuple(known[name] for name in faults) or FAULTS
     # The static part first, for every file: a file that can't load is exit 2, drilled
     # or not. The stand-ins are values like any other here.
     for path in paths:
@@ -81,19 +90,19 @@ def check_routes(
             # A clock at the rate of the real one, that the drill jumps to end what only
             # lingers on a timer (a branch's Timer D) instead of waiting for it.
             clock = trio.testing.MockClock(rate=1.0)
-            lines = trio.run(_drill, Path(path), defines, settings, clock=clock)
+            lines = trio.run(_drill, Path(path), defines, chosen, settings, clock=clock)
             console.print(drill_table(Path(path), lines))
             failed = failed or any(verdict.failed for _, verdict in lines)
     return EXIT_FAILED if failed else EXIT_OK
 
 
 async def _drill(
-    path: Path, defines: Mapping[str, str], settings: DrillSettings
+    path: Path, defines: Mapping[str, str], faults: Sequence[Fault], settings: DrillSettings
 ) -> list[tuple[Observed, Verdict]]:
     # The routes log what they do under faults (timeouts, failures): the table says it.
     logging.getLogger("triosip").setLevel(logging.CRITICAL)
     lines = []
-    for fault in FAULTS:
+    for fault in faults:
         # A call is answered, ended and cleaned up well within this, on the drill's clock
         # (which jumps over the lingering Timer D: a few times 33 s).
         with trio.fail_after(settings.long_fr + GUARD):
