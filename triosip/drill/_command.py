@@ -77,30 +77,44 @@ def check_routes(
     for path in paths:
         load_routes(path, defines)
     console = console or Console()
-    failed = False
-    with tempfile.TemporaryDirectory(prefix="triosip-check-") as work:
-        settings = DrillSettings(
-            short_fr=short_fr,
-            long_fr=long_fr,
-            stall=stall,
-            db_url=db_url or f"sqlite:///{Path(work) / 'drill.sqlite'}",
-            work=Path(work),
-        )
-        for path in paths:
-            # A clock at the rate of the real one, that the drill jumps to end what only
-            # lingers on a timer (a branch's Timer D) instead of waiting for it.
-            clock = trio.testing.MockClock(rate=1.0)
-            lines = trio.run(_drill, Path(path), defines, chosen, settings, clock=clock)
-            console.print(drill_table(Path(path), lines))
-            failed = failed or any(verdict.failed for _, verdict in lines)
-    return EXIT_FAILED if failed else EXIT_OK
+    # The routes log what they do under the faults (timeouts, failures): the table says it.
+    quiet = logging.getLogger("triosip")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        with tempfile.TemporaryDirectory(prefix="triosip-check-") as work:
+            settings = DrillSettings(
+                short_fr=short_fr,
+                long_fr=long_fr,
+                stall=stall,
+                db_url=db_url or f"sqlite:///{Path(work) / 'drill.sqlite'}",
+                work=Path(work),
+            )
+            failed = [_drill_file(Path(path), defines, chosen, settings, console) for path in paths]
+    finally:
+        quiet.setLevel(level)
+    return EXIT_FAILED if any(failed) else EXIT_OK
+
+
+def _drill_file(
+    path: Path,
+    defines: Mapping[str, str],
+    faults: Sequence[Fault],
+    settings: DrillSettings,
+    console: Console,
+) -> bool:
+    """Drill one file and print its table; whether a line failed."""
+    # A clock at the rate of the real one, that the drill jumps to end what only lingers
+    # on a timer (a branch's Timer D) instead of waiting for it.
+    clock = trio.testing.MockClock(rate=1.0)
+    lines = trio.run(_drill, path, defines, faults, settings, clock=clock)
+    console.print(drill_table(path, lines))
+    return any(verdict.failed for _, verdict in lines)
 
 
 async def _drill(
     path: Path, defines: Mapping[str, str], faults: Sequence[Fault], settings: DrillSettings
 ) -> list[tuple[Observed, Verdict]]:
-    # The routes log what they do under faults (timeouts, failures): the table says it.
-    logging.getLogger("triosip").setLevel(logging.CRITICAL)
     lines = []
     for fault in faults:
         # A call is answered, ended and cleaned up well within this, on the drill's clock
