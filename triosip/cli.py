@@ -1,5 +1,6 @@
-"""The ``triosip`` command line: ``triosip run`` (the proxy), and ``triosip tasks`` and
-``triosip stats``, which ask a running proxy's management interface."""
+"""The ``triosip`` command line: ``triosip run`` (the proxy), ``triosip check`` (a routes
+file's checks and drill), and ``triosip tasks`` and ``triosip stats``, which ask a running
+proxy's management interface."""
 
 from __future__ import annotations
 
