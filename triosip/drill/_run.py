@@ -1,12 +1,19 @@
 """One line of the drill: one call through a proxy running the routes file, with one fault
 injected, and what came of it (`Observed`).
 
-Everything is real but the op fault: the proxy starts through `serve_triosip` (as
-``triosip run`` starts it) on a UDP socket of 127.0.0.1, the caller and the callee are
-`UdpPeer`s, the database is a real one (``--db``, else a fresh sqlite file), REST ops
-reach the drill's own HTTP server (``@http``), exec ops run the drill's own program
-(``@program``). Ops pend or fail through `triosip.ops.op_faults`, in the op's own task, so
-that the fr timer, a CANCEL or the op's own timeout cancel them as they would the work.
+The proxy starts through `serve_triosip` (as ``triosip run`` starts it) on a UDP socket
+of 127.0.0.1; the caller and the callee are `UdpPeer`s; the database is a real one
+(``--db``, else a fresh sqlite file).
+
+How an op is made to pend or fail: for real where the drill owns what the op talks to —
+a REST op to the drill's HTTP server (``@http``) waits on a server that never answers, or
+is refused by a closed port; an exec op of the drill's program (``@program``) runs a
+program that sleeps a minute, or one that does not exist — so that the op's own
+cancellation (the connection closed, the process group killed and reaped) is what the
+leak checks see. Any other op (a query, whose SQL the drill can't slow down; a plain
+function; a sleep) pends or fails at its boundary, through `triosip.ops.op_faults`, in
+its own task, where the fr timer, a CANCEL or its own timeout cancel it as they would its
+work.
 """
 
 from __future__ import annotations
@@ -108,14 +115,22 @@ async def drill_fault(
     async with trio.open_nursery() as nursery:
         async with open_udp_peer() as caller, open_udp_peer() as callee:
             http = await start_http_server(nursery, {"/drill": _destination(callee)})
-            params = _stand_ins(defines, callee, http.url, settings.work)
-            routes = load_routes(path, params)
-            instrument(routes, observed.journal)
-            nursery.start_soon(serve_callee, callee, fault.answer, name="drill callee")
-            async with _environment(settings.db_url) as environment:
-                with op_faults(functools.partial(_inject, fault.ops, observed)):
-                    await _call(nursery, routes, environment, caller, callee, observed, settings)
-            observed.pools = _pools_left(environment)
+            with trio.socket.socket() as closed:  # bound, never listening: refuses
+                await closed.bind(("127.0.0.1", 0))
+                refused = f"http://127.0.0.1:{closed.getsockname()[1]}"
+                stand_ins = _stand_ins(fault.ops, callee, http.url, refused, settings.work)
+                params = {name: stand_ins.get(value, value) for name, value in defines.items()}
+                routes = load_routes(path, params)
+                instrument(routes, observed.journal)
+                nursery.start_soon(serve_callee, callee, fault.answer, name="drill callee")
+                real = tuple(v for k, v in stand_ins.items() if k != "@callee")
+                inject = functools.partial(_inject, fault.ops, observed, real)
+                async with _environment(settings.db_url) as environment:
+                    with op_faults(inject):
+                        await _call(
+                            nursery, routes, environment, caller, callee, observed, settings
+                        )
+                observed.pools = _pools_left(environment)
         nursery.cancel_scope.cancel()
     # Everything the drill opened is closed now: what differs was left by the routes (a
     # process being reaped, a thread returning, may take a moment).
@@ -232,7 +247,11 @@ def _ended(running: RunningProxy) -> bool:
     return proxy.transactions.statistics().server_active == 0 and not proxy.live
 
 
-async def _inject(mode: OpMode, observed: Observed, op: Op[Any]) -> None:
+async def _inject(mode: OpMode, observed: Observed, real: tuple[str, ...], op: Op[Any]) -> None:
+    if op.kind in ("rest", "exec") and any(target in op.description for target in real):
+        # It talks to a stand-in, which pends or fails for real (`_stand_ins`).
+        observed.ops.append(f"{op.kind} (real)")
+        return
     observed.ops.append(op.kind)
     if mode is OpMode.PEND:
         await trio.sleep_forever()
@@ -270,12 +289,16 @@ def _destination(callee: UdpPeer) -> Any:
 
 
 def _stand_ins(
-    defines: Mapping[str, str], callee: UdpPeer, http: str, work: Path
+    mode: OpMode, callee: UdpPeer, http: str, refused: str, work: Path
 ) -> dict[str, str]:
-    """The defines with the drill's stand-ins in place of ``@callee``, ``@http`` and
-    ``@program``."""
-    program = work / "drill-program"
-    program.write_text(f"#!/bin/sh\necho {callee.destination}\n")
-    os.chmod(program, 0o755)
-    roles = {"@callee": callee.destination, "@http": f"{http}/drill", "@program": str(program)}
-    return {name: roles.get(value, value) for name, value in defines.items()}
+    """What ``@callee``, ``@http`` and ``@program`` stand for under ops of `mode`: the
+    callee; the HTTP server's answer (``/drill``), its ``/hang`` (it never answers) or a
+    closed port; a program that prints the callee's destination, sleeps a minute, or
+    does not exist."""
+    http_url = {OpMode.RUN: f"{http}/drill", OpMode.PEND: f"{http}/hang", OpMode.FAIL: refused}
+    program = work / f"drill-program-{mode.value}"
+    body = {OpMode.RUN: f"echo {callee.destination}", OpMode.PEND: "exec sleep 60"}
+    if mode in body:
+        program.write_text(f"#!/bin/sh\n{body[mode]}\n")
+        os.chmod(program, 0o755)
+    return {"@callee": callee.destination, "@http": http_url[mode], "@program": str(program)}
