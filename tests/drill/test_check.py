@@ -109,6 +109,25 @@ def test_a_route_that_leaks_fails_the_drill(tmp_path: Path, leak: str, says: str
     assert table.count(says) == 2, table
 
 
+LAUNCHING = """
+from triosip.script.api import Routes, sleep
+
+routes = Routes()
+
+@routes.request
+async def main(req):
+    req.launch(sleep(0.5))  # a CDR write, say: it outlives the call by design
+    await req.relay(req.params["downstream"])
+"""
+
+
+def test_launched_work_is_not_left_behind(tmp_path: Path) -> None:
+    path = tmp_path / "launching.py"
+    path.write_text(LAUNCHING)
+    code, table = _check([path], {"downstream": "@callee"}, faults=["answered"])
+    assert code == 0, table
+
+
 def test_the_command_exits_1_on_a_failed_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

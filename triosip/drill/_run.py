@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from triosip.ops import Op
+    from triosip.script.api import Routes
     from triosip.testing.proxy import RunningProxy, UdpPeer
 
 # Short RFC 3261 timers, so that a transaction ends soon after its call: a CANCEL's server
@@ -144,7 +145,7 @@ async def drill_fault(
 
 async def _call(
     nursery: trio.Nursery,
-    routes: Any,
+    routes: Routes,
     environment: ScriptEnvironment,
     caller: UdpPeer,
     callee: UdpPeer,
@@ -192,7 +193,11 @@ async def _call(
     if not _ended(running):
         active = running.proxy.transactions.statistics().server_active
         observed.unended = [f"{active} server transactions"]
-    left = Resources(task_names(proxy_task), busy_threads(), child_pids(), {})
+    # Launched work outlives its transaction by design (and ends with the proxy).
+    tasks = task_names(proxy_task)
+    for launched in running.running.environment.launched_tasks():
+        tasks -= task_names(launched)
+    left = Resources(tasks, busy_threads(), child_pids(), {})
     observed.left = left.left_since(Resources(proxy_tasks, threads, children, {}))
     running.stop()
 
@@ -276,8 +281,6 @@ def _pools_left(environment: ScriptEnvironment) -> list[str]:
         problems.append(f"{rest.statistics().requests_in_flight} REST requests in flight")
     if db is not None and db.statistics().readers_busy:
         problems.append(f"{db.statistics().readers_busy} DB connections busy")
-    if environment.launched:
-        problems.append(f"{environment.launched} launched ops running")
     return problems
 
 
