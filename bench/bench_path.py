@@ -26,6 +26,7 @@ import time
 import trio
 
 from triosip.testing.proxy import start_proxy
+from triosip.transport import Address
 
 _INVITE = (
     "{method} sip:callee@{callee} SIP/2.0\r\n"
@@ -52,14 +53,19 @@ def _answer(request: bytes, status: str) -> bytes:
     return "\r\n".join(lines).encode()
 
 
-def _peers(proxy: tuple[str, int], calls: int, concurrency: int, ready: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _peers(
+    proxy: tuple[str, int],
+    calls: int,
+    concurrency: int,
+    ready: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
     caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for sock in (caller, callee):
         sock.bind(("127.0.0.1", 0))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     port = caller.getsockname()[1]
-    callee_at = "127.0.0.1:%d" % callee.getsockname()[1]
+    callee_at = f"127.0.0.1:{callee.getsockname()[1]}"
     ready.put(callee_at)
     ready.get()  # the proxy knows where the callee is: go
 
@@ -107,8 +113,6 @@ async def _run(calls: int, concurrency: int, profile: cProfile.Profile | None) -
         with proxy_port:  # only to learn a free port
             await proxy_port.bind(("127.0.0.1", 0))
             port = proxy_port.getsockname()[1]
-        from triosip.transport import Address  # noqa: PLC0415 - the bench's only use
-
         peers = context.Process(
             target=_peers, args=(("127.0.0.1", port), calls, concurrency, ready)
         )
