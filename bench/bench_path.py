@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import multiprocessing
+import os
 import select
 import socket
 import time
@@ -124,18 +125,21 @@ async def _run(calls: int, concurrency: int, profile: cProfile.Profile | None) -
             params={"downstream": f"udp:{callee}"},
             listen=[Address("udp", "127.0.0.1", port)],
         )
-        cpu, wall = time.process_time(), time.perf_counter()
+        times, wall = os.times(), time.perf_counter()
         if profile is not None:
             profile.enable()
         ready.put("go")
         done = await trio.to_thread.run_sync(ready.get)
         if profile is not None:
             profile.disable()
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        end, wall = os.times(), time.perf_counter() - wall
+        user, system = end.user - times.user, end.system - times.system
         await trio.to_thread.run_sync(peers.join)
+        per_call = 1000 / max(done, 1)
         print(
             f"{done} of {calls} calls, {concurrency} at a time: proxy CPU"
-            f" {1000 * cpu / max(done, 1):.3f} ms per call, {done / wall:.0f} calls/s"
+            f" {(user + system) * per_call:.3f} ms per call (user {user * per_call:.3f},"
+            f" system {system * per_call:.3f}), {done / wall:.0f} calls/s"
         )
         running.stop()
 
