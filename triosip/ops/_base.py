@@ -106,7 +106,10 @@ class OpAccounting:
 
     def started(self, op: Op[Any], task: trio.lowlevel.Task) -> None:
         self.running[task] = op
-        self.kinds.setdefault(op.kind, OpKindStatistics()).started += 1
+        kind = self.kinds.get(op.kind)
+        if kind is None:  # not setdefault: it would build the statistics for every op
+            kind = self.kinds[op.kind] = OpKindStatistics()
+        kind.started += 1
 
     def ended(self, op: Op[Any], task: trio.lowlevel.Task, outcome: Outcome) -> None:
         self.running.pop(task, None)
