@@ -22,7 +22,7 @@ import trio
 
 from triosip.app import serve_triosip
 from triosip.mi import MIConfig
-from triosip.ops._http import HttpPool, default_ssl_context
+from triosip.ops._http import HttpPool, rest_ssl_context
 from triosip.testing.proxy import UdpPeer, local_config
 from triosip.transport import Address
 
@@ -157,7 +157,7 @@ async def run_proxy(
         )
         assert running.mi is not None
         base_url = f"http://{running.mi[0]}:{running.mi[1]}"
-        pool = HttpPool(max_connections=4, timeout=10.0, ssl_context=default_ssl_context())
+        pool = HttpPool(max_connections=4, timeout=10.0, ssl_context=rest_ssl_context())
         try:
             yield Running(running.proxy, running.listeners[0], MIHttp(pool, base_url), running.mi)
         finally:

@@ -497,6 +497,16 @@ class HttpPool:
         connection.close()
 
 
-def default_ssl_context() -> ssl.SSLContext:
-    """TLS as a browser would: the system's CA store, the certificate and host name checked."""
-    return ssl.create_default_context()
+def rest_ssl_context(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """TLS as a browser would: the system's CA store, the certificate and host name checked.
+
+    Args:
+        ca_file: a PEM file of CA certificates to trust as well (a private CA's).
+
+    Raises:
+        OSError: `ca_file` can't be read, or holds no certificate (`ssl.SSLError`).
+    """
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
