@@ -6,7 +6,7 @@ to a local HTTP/1.1 service (bench_async.py's, in a process of its own, answerin
 The clients alternate, run after run (``--runs``, best of), so that the shared machine's noise
 hits both alike:
 
-- ``triosip``: ``RestClient.get`` as a route awaits it (triosip.ops, h11 on trio streams);
+- ``triosip``: ``RestClient.get`` as a route awaits it (triosip.ops: httptools on trio sockets);
 - ``async_``: the same GET as a route in the proxy runs it: the transaction's ops nursery
   (as ``ScriptHandlers.request`` opens it), ``req.async_(req.rest.get(url), resume=...,
   timeout=5)``, and the resume route (empty): the script machinery's share of a REST op;
