@@ -422,9 +422,11 @@ class HttpPool:
         response.reset()
         deadline = trio.current_time() + self._timeout
         # The client's own limit is a safety net: where a tighter deadline holds already (the
-        # script's timeout=, a transaction timer), it bounds every phase of this exchange
-        # (a phase's limit only ever moves later), so the net is left out: a cancel scope
-        # and a deadline move per read cost more than the parsing of the response does.
+        # script's timeout=, a transaction timer), that deadline ends the exchange before any
+        # phase could pass the limit (each phase's limit only moves later), so the net is left
+        # out: its cancel scope, and a deadline move per read, cost more than the parsing of
+        # the response does. (Should that deadline move later meanwhile, as a transaction's
+        # does from fr_timeout to fr_inv_timeout, it still bounds the exchange.)
         scope = (
             None
             if trio.current_effective_deadline() <= deadline
