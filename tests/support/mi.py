@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ import trio
 
 from triosip.app import serve_triosip
 from triosip.mi import MIConfig
-from triosip.ops._http import HttpPool, rest_ssl_context
+from triosip.ops._http import HttpPool
 from triosip.testing.proxy import UdpPeer, local_config
 from triosip.transport import Address
 
@@ -157,7 +158,10 @@ async def run_proxy(
         )
         assert running.mi is not None
         base_url = f"http://{running.mi[0]}:{running.mi[1]}"
-        pool = HttpPool(max_connections=4, timeout=10.0, ssl_context=rest_ssl_context())
+        # The MI speaks plain HTTP: a bare TLS context, without the system's CA store to load.
+        pool = HttpPool(
+            max_connections=4, timeout=10.0, ssl_context=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        )
         try:
             yield Running(running.proxy, running.listeners[0], MIHttp(pool, base_url), running.mi)
         finally:
