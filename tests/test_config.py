@@ -3,7 +3,10 @@ refused with a message naming the ``triosip run`` option to fix."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
+import trustme
 
 from triosip.cli import build_config, build_parser
 from triosip.config import Config, ConfigError
@@ -11,6 +14,9 @@ from triosip.mi import MIConfig
 from triosip.proxy import ProxyConfig
 from triosip.transaction import LoadLimits, TimerConfig
 from triosip.transport import TransportLimits
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # Valid for the parser; --db given so that no default data folder is created.
 ARGV = ["run", "--db", "sqlite:///unused.db"]
@@ -95,6 +101,17 @@ def test_a_setting_out_of_range_names_its_option(argv: list[str], says: str) -> 
     with pytest.raises(ConfigError) as caught:
         config_of(*argv)
     assert str(caught.value).startswith(says)
+
+
+def test_a_rest_ca_file_is_checked_at_start(tmp_path: Path) -> None:
+    good = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(good))
+    assert config_of("--rest-ca-file", str(good)).rest_ca_file == str(good)
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    for name in ("missing.pem", "bad.pem"):
+        with pytest.raises(ConfigError) as caught:
+            config_of("--rest-ca-file", str(tmp_path / name))
+        assert str(caught.value).startswith(f"--rest-ca-file {tmp_path / name}: ")
 
 
 def test_a_config_needs_somewhere_to_listen() -> None:

@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULTS.rest_connections})",
     )
     run.add_argument(
+        "--rest-ca-file",
+        metavar="PEM",
+        help="CA certificates (PEM) that https:// REST ops trust as well as the system's, "
+        "e.g. a private CA's",
+    )
+    run.add_argument(
         "--max-launched",
         type=int,
         default=DEFAULTS.max_launched,
@@ -290,6 +296,7 @@ def build_config(args: argparse.Namespace) -> Config:
         db_url=args.db or _default_db_url(),
         db_pool=args.db_pool,
         rest_connections=args.rest_connections,
+        rest_ca_file=args.rest_ca_file,
         max_launched=args.max_launched,
         grace=args.grace,
         mi=_mi_config(args),

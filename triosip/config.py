@@ -11,6 +11,7 @@ sets, with those configs' defaults, and builds them.
 from __future__ import annotations
 
 import math
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,8 @@ class Config:
         db_pool: how many queries may run at once (a connection each).
         rest_connections: the most HTTP connections REST ops keep open at once; None for
             no REST client (``req.rest`` then raises).
+        rest_ca_file: a PEM file of CA certificates that https:// REST ops trust as well as
+            the system's CA store (a private CA's); None for the system's alone.
         max_launched: the most ``launch()``ed ops running at once.
         grace: on shutdown, how long live transactions may take to end, in seconds.
         mi: where the management interface listens and whom it lets in; None for none.
@@ -96,6 +99,7 @@ class Config:
     db_url: str | None = None
     db_pool: int = 4
     rest_connections: int | None = 100
+    rest_ca_file: str | Path | None = None
     max_launched: int = 1000
     # The process
     grace: float = 10.0
@@ -133,6 +137,11 @@ class Config:
         if not (self.grace >= 0 and math.isfinite(self.grace)):
             # This used to be taken, and SIGTERM then ended the proxy with a traceback.
             raise ConfigError(f"--grace must be a number of seconds >= 0, not {self.grace:g}")
+        if self.rest_ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=self.rest_ca_file)
+            except OSError as exc:  # ssl.SSLError too: no certificate in the file
+                raise ConfigError(f"--rest-ca-file {self.rest_ca_file}: {exc}") from None
         if self.db_url is not None:
             try:
                 database_path(self.db_url)

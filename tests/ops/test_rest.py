@@ -123,6 +123,20 @@ async def test_the_client_timeout_is_op_timeout(server: HttpServer) -> None:
             assert rest.statistics().requests_timed_out == 1
 
 
+async def test_the_client_timeout_holds_under_a_looser_op_timeout(server: HttpServer) -> None:
+    # The client leaves its own limit out only where a tighter deadline holds already: under
+    # an op timeout of 5 s, its 0.1 s still ends the request.
+    with trio.fail_after(2):
+        async with open_rest_client(timeout=0.1) as rest:
+            started = trio.current_time()
+            with pytest.raises(OpTimeout, match=r"timed out after 0\.1 s"):
+                await run_with_timeout(rest.get(f"{server.url}/hang"), 5)
+            assert trio.current_time() - started < 1
+            assert rest.statistics().requests_timed_out == 1
+            with trio.fail_after(1):
+                await server.hang_closed.wait()
+
+
 async def test_a_refused_connection_is_op_failed(rest: RestClient) -> None:
     # A bound TCP socket that does not listen refuses connections.
     with socket.socket() as closed_port:

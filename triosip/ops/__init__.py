@@ -31,6 +31,7 @@ from triosip.ops._exec import DEFAULT_MAX_OUTPUT as DEFAULT_MAX_OUTPUT
 from triosip.ops._exec import TERMINATE_GRACE as TERMINATE_GRACE
 from triosip.ops._exec import ExecResult as ExecResult
 from triosip.ops._exec import exec_ as exec_
+from triosip.ops._http import rest_ssl_context as rest_ssl_context
 from triosip.ops._rest import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from triosip.ops._rest import RestClient as RestClient
 from triosip.ops._rest import RestResponse as RestResponse
@@ -69,6 +70,7 @@ __all__ = [
     "op_faults",
     "open_database",
     "open_rest_client",
+    "rest_ssl_context",
     "run_with_timeout",
     "sleep",
 ]

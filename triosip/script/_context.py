@@ -10,7 +10,6 @@ ACK of a 2xx) has none of. `ReplyContext`, `BranchContext`, `ReportContext` and
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,7 +137,9 @@ class _RouteContext:
         resume: Callable[[Self], Awaitable[None]],
         timeout: float | None,
     ) -> None:
-        resumed = copy.copy(self)
+        # A shallow copy, as copy.copy makes, without its reduce protocol (µs per resume).
+        resumed = object.__new__(type(self))
+        resumed.__dict__.update(self.__dict__)
         try:
             results = await run_ops(ops, timeout)
         except OpError as exc:
