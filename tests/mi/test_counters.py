@@ -69,13 +69,16 @@ async def test_counters_equal_what_sipp_sent_and_received() -> None:
     assert sum(proxy["replies_received"].values()) == 3 * CALLS + uas.result.retransmissions
     assert proxy["replies_received"]["1xx"] == CALLS
     assert proxy["replies_forwarded"] == {"1xx": CALLS, "2xx": 2 * CALLS}
-    assert proxy["replies_generated"] == {}
+    # The 100 Trying of each INVITE, and nothing else.
+    assert proxy["replies_generated"] == {"1xx": CALLS}
+    assert proxy["replies_sent"] == {"100": CALLS, "180": CALLS, "200": 2 * CALLS}
     assert proxy["parse_errors"] == {}
     assert (proxy["transactions_total"], proxy["transactions_active"]) == (2 * CALLS, 0)
     layer = stats["transactions"]
     assert (layer["ist_total"], layer["nist_total"]) == (CALLS, CALLS)
     assert (layer["ict_total"], layer["nict_total"]) == (CALLS, CALLS)
     assert (layer["server_active"], layer["client_active"]) == (0, 0)
+    assert layer["strays"] <= uas.result.retransmissions  # the ACKs were relayed, no strays
     # Every INVITE waited for one sleep op.
     sleeps = stats["ops"]["sleep"]
     assert (sleeps["started"], sleeps["done"], sleeps["running"]) == (CALLS, CALLS, 0)
@@ -89,6 +92,7 @@ async def test_counters_equal_what_sipp_sent_and_received() -> None:
         assert metric(text, "triosip_requests_received_total", method=method) == count
     assert metric(text, "triosip_replies_forwarded_total", **{"class": "2xx"}) == 2 * CALLS
     assert metric(text, "triosip_transactions_total") == 2 * CALLS
+    assert metric(text, "triosip_replies_sent_total", code="200") == 2 * CALLS
     assert metric(text, "triosip_op_duration_seconds_count", kind="sleep") == CALLS
     assert metric(text, "triosip_op_duration_seconds_bucket", kind="sleep", le="+Inf") == CALLS
     assert metric(text, "triosip_ops_ended_total", kind="sleep", outcome="done") == CALLS

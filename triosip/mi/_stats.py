@@ -198,6 +198,12 @@ def prometheus_text(document: Mapping[str, Any]) -> str:
         "class",
         proxy["replies_generated"],
     )
+    out.family(
+        "triosip_replies_sent_total",
+        "counter",
+        "SIP responses sent upstream, generated or relayed, by status code.",
+        [({"code": str(code)}, n) for code, n in sorted(proxy.get("replies_sent", {}).items())],
+    )
     out.by(
         "triosip_parse_errors_total",
         "counter",

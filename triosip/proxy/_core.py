@@ -343,6 +343,9 @@ class Proxy:
         if request.method == "CANCEL":
             await self._on_cancel(server)
             return
+        if request.method == "INVITE":
+            # The transaction layer sent it its 100 Trying already (RFC 3261 §17.2.1).
+            self.counters.generated(100)
         tx = ProxyTransaction(self, server)
         if self.closing and request.to.tag is None:
             # Shutting down: no new dialog, but the requests of established ones (a BYE,
@@ -372,7 +375,7 @@ class Proxy:
         self, server: ServerTransaction, status: int, reason: str | None, *, to_tag: str
     ) -> None:
         """Answer a request the proxy handles itself (a bad Request-URI, a CANCEL)."""
-        self.counters.replies_generated[status_class(status)] += 1
+        self.counters.generated(status)
         try:
             await server.respond(build_response(server.request, status, reason, to_tag=to_tag))
         except TransactionError as exc:
@@ -445,7 +448,7 @@ class Proxy:
                 logger.exception("error route raised")
             answer = build_error_response(bad.error, to_tag=_local_tag())
             if answer is not None:
-                self.counters.replies_generated[status_class(bad.error.status)] += 1
+                self.counters.generated(bad.error.status)
                 try:
                     await self.transport.send(answer, bad.source)
                 except TransportError as exc:

@@ -538,6 +538,7 @@ class ProxyTransaction:
         counters = self.proxy.counters
         sent = counters.replies_generated if generated else counters.replies_forwarded
         sent[status_class(response.status)] += 1
+        counters.replies_sent[response.status] += 1
         try:
             await self.server.respond(response)
         except TransactionError as exc:
