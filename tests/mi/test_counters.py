@@ -9,6 +9,7 @@ proxy's "received" counters are sipp's "sent" ones.
 from __future__ import annotations
 
 import re
+import time
 
 import trio
 
@@ -96,3 +97,18 @@ async def test_counters_equal_what_sipp_sent_and_received() -> None:
     assert metric(text, "triosip_op_duration_seconds_count", kind="sleep") == CALLS
     assert metric(text, "triosip_op_duration_seconds_bucket", kind="sleep", le="+Inf") == CALLS
     assert metric(text, "triosip_ops_ended_total", kind="sleep", outcome="done") == CALLS
+
+
+async def test_metrics_show_the_process() -> None:
+    # As prometheus-client's process collector: CPU, memory, files, start time.
+    with trio.fail_after(10):
+        async with run_proxy(relaying_routes()) as running:
+            text = (await running.mi.get("/metrics")).text
+            stats = await running.stats()
+    assert 0 < metric(text, "process_cpu_seconds_total") < 3600
+    assert metric(text, "process_resident_memory_bytes") > 10_000_000  # a Python with trio
+    # This process's files: at least the SIP socket, the MI's listener and its connection.
+    assert 3 <= metric(text, "process_open_fds") <= metric(text, "process_max_fds")
+    started = metric(text, "process_start_time_seconds")
+    assert time.time() - 3600 < started <= time.time()
+    assert stats["process"]["max_fds"] == metric(text, "process_max_fds")

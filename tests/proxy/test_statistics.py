@@ -66,9 +66,11 @@ async def test_a_stray_response_is_counted() -> None:
     with trio.fail_after(5):
         async with open_udp_peer() as peer, trio.open_nursery() as nursery:
             running = await start_proxy(nursery, relay_to(peer.destination))
-            # A 200 to an INVITE the proxy never forwarded (its Via names the peer).
-            invite = peer.request("INVITE")
-            await peer.respond(invite, 486, running.udp)
-            while running.proxy.transactions.statistics().strays == 0:
-                await trio.sleep(0.01)
+            # A 486 to an INVITE the proxy never forwarded (its Via names the peer).
+            await peer.respond(peer.request("INVITE"), 486, running.udp)
+            # Then a request the proxy answers: read in order, so the 486 was counted.
+            await peer.send(peer.request("INFO"), running.udp)
+            await peer.receive_response(status=403)
+            strays = running.proxy.transactions.statistics().strays
             running.stop()
+    assert strays == 1
