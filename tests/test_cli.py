@@ -299,3 +299,38 @@ async def test_a_t1_beyond_t2_is_refused_in_one_line(tmp_path: Path) -> None:
     # This used to end in a traceback (the timers' own check, unhandled) and exit code 1.
     line = problem(await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--t1", "5"))
     assert line == "triosip: --t1 must be at most --t2 (4), not 5"
+
+
+def test_advertise_names_the_listen_before_it() -> None:
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--listen",
+            "udp:0.0.0.0:5060",
+            "--advertise",
+            "203.0.113.5",
+            "--listen",
+            "tcp:0.0.0.0:5060",
+            "--advertise",
+            "sip.example.com:5080",
+            "--alias",
+            "proxy.example.com",
+        ]
+    )
+    config = build_config(args)
+    assert config.advertised_names == {
+        Address("udp", "0.0.0.0", 5060): ("203.0.113.5", None),
+        Address("tcp", "0.0.0.0", 5060): ("sip.example.com", 5080),
+    }
+    assert config.alias_names == (("proxy.example.com", None),)
+
+
+async def test_advertise_before_any_listen_is_refused(tmp_path: Path) -> None:
+    result = await triosip(tmp_path, "run", "--advertise", "203.0.113.5")
+    assert result.returncode == 2
+    assert "--advertise 203.0.113.5: put it after the --listen it names" in result.stderr.decode()
+
+
+async def test_a_bad_alias_is_one_line(tmp_path: Path) -> None:
+    line = problem(await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--alias", "a b"))
+    assert line == "triosip: --alias 'a b': 'a b' is not a host name or IP address"

@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -73,6 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROTO:HOST:PORT",
         help="an address to listen on, e.g. udp:127.0.0.1:5060 or tcp:[::1]:5060 "
         "(repeatable; default: UDP and TCP on 127.0.0.1:5060)",
+    )
+    run.add_argument(
+        "--advertise",
+        action=_AdvertiseAction,
+        default=[],
+        metavar="HOST[:PORT]",
+        help="the name that Via and Record-Route give the --listen just before it, instead "
+        "of its address: behind NAT, or a DNS name (default: the listener's address; on "
+        "0.0.0.0 or [::], the address each message is sent from)",
+    )
+    run.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another name of this proxy, which Route and Request-URI may use (repeatable; "
+        "without a port, on every listener's port)",
     )
     run.add_argument(
         "--define",
@@ -212,6 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _AdvertiseAction(argparse.Action):
+    """``--advertise``: for the ``--listen`` given just before it (its index)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        listens = getattr(namespace, "listen", None) or []
+        if not listens:
+            parser.error(f"--advertise {values}: put it after the --listen it names")
+        advertised = [*getattr(namespace, self.dest), (len(listens) - 1, str(values))]
+        setattr(namespace, self.dest, advertised)
+
+
 def _add_mi_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mi",
@@ -253,8 +287,11 @@ def build_config(args: argparse.Namespace) -> Config:
         UsageError: an option that does not parse (``--listen``, ``--define``, ``--mi``).
         ConfigError: a setting out of range.
     """
+    listen = _listen_addresses(args.listen) if args.listen else DEFAULTS.listen
     return Config(
-        listen=_listen_addresses(args.listen) if args.listen else DEFAULTS.listen,
+        listen=listen,
+        advertise={listen[index]: name for index, name in args.advertise},
+        aliases=tuple(args.alias),
         routes_file=args.routes,
         params=_defines(args.define),
         fr_timeout=args.fr_timeout,

@@ -18,7 +18,7 @@ from triosip.errors import TriosipError
 from triosip.ops import database_path
 from triosip.proxy import ProxyConfig
 from triosip.transaction import LoadLimits, TimerConfig
-from triosip.transport import Address, TransportLimits
+from triosip.transport import Address, TransportLimits, parse_host_port
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -50,6 +50,10 @@ class Config:
 
     Attributes:
         listen: the addresses to listen on (``--listen``); port 0 picks a free one.
+        advertise: for some `listen` addresses, the ``HOST[:PORT]`` their Via and
+            Record-Route name instead (``--advertise``: behind NAT, or a DNS name).
+        aliases: other ``HOST[:PORT]`` names of this proxy (``--alias``), "myself" like
+            its listeners; without a port, on every listener's port.
         routes_file: the routes file (``ROUTES``); None for the default routes.
         params: the script parameters (``--define``), read by routes as ``req.params``.
         fr_timeout: tm's fr_timeout: how long to wait for any reply, in seconds.
@@ -80,6 +84,8 @@ class Config:
 
     # SIP
     listen: tuple[Address, ...] = DEFAULT_LISTEN
+    advertise: Mapping[Address, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
     routes_file: str | Path | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     # Timers
@@ -106,6 +112,11 @@ class Config:
     def __post_init__(self) -> None:
         if not self.listen:
             raise ConfigError("--listen: give at least one address to listen on")
+        for address, name in self.advertise.items():
+            if address not in self.listen:
+                raise ConfigError(f"--advertise {name}: {address} is not a --listen address")
+        self.advertised_names  # noqa: B018 (each parses, or raises ConfigError)
+        self.alias_names  # noqa: B018
         for option, seconds in (
             ("--fr-timeout", self.fr_timeout),
             ("--fr-inv-timeout", self.fr_inv_timeout),
@@ -144,6 +155,16 @@ class Config:
             )
 
     @property
+    def advertised_names(self) -> dict[Address, tuple[str, int | None]]:
+        """`advertise`, parsed: host and port (None: the listener's) by listen address."""
+        return {address: _host_port("--advertise", n) for address, n in self.advertise.items()}
+
+    @property
+    def alias_names(self) -> tuple[tuple[str, int | None], ...]:
+        """`aliases`, parsed: host and port (None: every listener's)."""
+        return tuple(_host_port("--alias", name) for name in self.aliases)
+
+    @property
     def proxy(self) -> ProxyConfig:
         """The proxy's fr timers."""
         return ProxyConfig(fr_timeout=self.fr_timeout, fr_inv_timeout=self.fr_inv_timeout)
@@ -162,3 +183,10 @@ class Config:
     def transport(self) -> TransportLimits:
         """The transport layer's limits and response policy."""
         return TransportLimits(reply_to_via=self.reply_to_via)
+
+
+def _host_port(option: str, text: str) -> tuple[str, int | None]:
+    try:
+        return parse_host_port(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option} {exc}") from None

@@ -43,7 +43,7 @@ from triosip.transaction import ServerTransaction, TransactionError
 from triosip.transport import Address, Inbound, TransportError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Container
 
     from triosip.transaction import TransactionLayer
     from triosip.transport import TransportLayer
@@ -97,8 +97,10 @@ class StatelessRequest:
         if address.reliable:
             forwarded = forwarded.with_body(forwarded.body)  # a stream needs Content-Length
         try:
-            local = self.proxy.transport.local_address(address.transport, family_of=address.host)
-            forwarded = forwarded.with_header_first("via", via_value(local, BRANCH_PREFIX + digest))
+            transport = self.proxy.transport
+            local = transport.local_address(address.transport, family_of=address.host)
+            named = transport.advertised(local, address.host)
+            forwarded = forwarded.with_header_first("via", via_value(named, BRANCH_PREFIX + digest))
             await self.proxy.transport.send(bytes(forwarded), address)
             self.proxy.counters.requests_forwarded[request.method] += 1
         except TransportError as exc:
@@ -188,7 +190,7 @@ class Proxy:
         self.config = config or ProxyConfig()
         self.transport = transport
         self.transactions = transactions
-        self.own_addresses: set[tuple[str, int]] = set()
+        self.own_addresses: Container[tuple[str, int]] = frozenset()
         self.counters = ProxyCounters()
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
@@ -218,7 +220,8 @@ class Proxy:
             # sockets are bound, and what arrives before it serves would be dropped.
             await nursery.start(self.transactions.serve)
             listeners: list[Address] = await nursery.start(self.transport.serve)
-            self.own_addresses = {(normalise_host(a.host), a.port) for a in listeners}
+            # Its listeners, their advertised names and its aliases (Kamailio's myself).
+            self.own_addresses = self.transport.names
             task_status.started(listeners)
 
     def statistics(self) -> ProxyStatistics:

@@ -340,23 +340,28 @@ class ProxyTransaction:
 
     def _forwarded_request(self, request: Request, address: Address, branch: str) -> Request:
         """The request as it leaves for `address`: Max-Forwards, Record-Route, our Via."""
+        transport = self.proxy.transport
         try:
-            local = self.proxy.transport.local_address(address.transport, family_of=address.host)
+            local = transport.local_address(address.transport, family_of=address.host)
         except TransportError as exc:
             raise RoutingError(f"cannot send to {address}: {exc}") from None
+        named = transport.advertised(local, address.host)
         record_route: tuple[str, ...] = ()
         if self.record_route_requested:
-            inbound = self.server.inbound.local
+            inbound = self.server.inbound
             record_route = (
-                (record_route_value(local),)
-                if local == inbound
-                else (record_route_value(local), record_route_value(inbound))
+                (record_route_value(named),)
+                if local == inbound.local
+                else (
+                    record_route_value(named),
+                    record_route_value(transport.advertised(inbound.local, inbound.source.host)),
+                )
             )
         forwarded = prepare_forward(request, record_route=record_route)
         if address.reliable:
             # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
             forwarded = forwarded.with_body(forwarded.body)
-        return forwarded.with_header_first("via", via_value(local, branch))
+        return forwarded.with_header_first("via", via_value(named, branch))
 
     async def _run_branch(self, branch: Branch) -> None:
         branch.task = trio.lowlevel.current_task()
