@@ -17,6 +17,7 @@ import trio
 from triosip import __version__
 from triosip.app import serve_triosip
 from triosip.config import LOG_LEVELS, Config, ConfigError
+from triosip.log import LOG_FORMATS, LogTargetError, configure_logging
 from triosip.mi import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -42,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULTS = Config()
 """Where the defaults of ``triosip run``'s options come from."""
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEFAULT_MI = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -175,11 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, how long live transactions may take to end "
         f"(default {DEFAULTS.grace:g})",
     )
+    # -- logging (triosip.log) --
     run.add_argument(
         "--log-level",
         default=DEFAULTS.log_level,
+        type=str.upper,
         choices=LOG_LEVELS,
-        help=f"default {DEFAULTS.log_level}",
+        help=f"the least severe lines logged, in any case (default {DEFAULTS.log_level})",
+    )
+    run.add_argument(
+        "--log-target",
+        default=DEFAULTS.log_target,
+        metavar="stderr|syslog|FILE",
+        help="where the log goes: stderr, the local syslog (/dev/log, facility daemon), or "
+        f"a file to append to, reopened when rotated (default {DEFAULTS.log_target})",
+    )
+    run.add_argument(
+        "--log-format",
+        default=DEFAULTS.log_format,
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line with call_id and branch fields "
+        f"(default {DEFAULTS.log_format})",
     )
     run.add_argument(
         "--mi",
@@ -309,12 +325,17 @@ def build_config(args: argparse.Namespace) -> Config:
         grace=args.grace,
         mi=_mi_config(args),
         log_level=args.log_level,
+        log_target=args.log_target,
+        log_format=args.log_format,
     )
 
 
 def _run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        configure_logging(config.log_level, config.log_target, config.log_format)
+    except LogTargetError as exc:
+        raise UsageError(str(exc)) from None
     startup_errors = (TransportError, sqlite3.Error, DatabaseError, MIError, RoutesLoadError)
     try:
         trio.run(_serve, config)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from triosip.errors import TriosipError
+from triosip.log import LOG_FORMATS
 from triosip.ops import database_path
 from triosip.proxy import ProxyConfig
 from triosip.transaction import LoadLimits, TimerConfig
@@ -74,7 +75,10 @@ class Config:
         max_launched: the most ``launch()``ed ops running at once.
         grace: on shutdown, how long live transactions may take to end, in seconds.
         mi: where the management interface listens and whom it lets in; None for none.
-        log_level: the level of the log, one of `LOG_LEVELS`.
+        log_level: the level of the log, one of `LOG_LEVELS` (in any case).
+        log_target: where the log goes: ``stderr``, ``syslog``, or a file's path.
+        log_format: ``text``, or ``json`` (one object per line, with ``call_id`` and
+            ``branch`` fields).
         freeze_gc: whether to keep long-lived objects out of the garbage collector's
             full collections (`triosip.app.freeze_survivors`), as a production proxy does.
 
@@ -107,6 +111,8 @@ class Config:
     grace: float = 10.0
     mi: MIConfig | None = None
     log_level: str = "INFO"
+    log_target: str = "stderr"
+    log_format: str = "text"
     freeze_gc: bool = True
 
     def __post_init__(self) -> None:
@@ -149,7 +155,13 @@ class Config:
                 database_path(self.db_url)
             except ValueError as exc:
                 raise ConfigError(f"--db: {exc}") from None
-        if self.log_level not in LOG_LEVELS:
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format}"
+            )
+        if not self.log_target:
+            raise ConfigError("--log-target: give stderr, syslog or a file's path")
+        if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(
                 f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level}"
             )

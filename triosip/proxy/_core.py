@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
-from triosip.log import LogThrottle, shown
+from triosip.log import LogPrefix, LogThrottle, describe_failure, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
@@ -69,9 +69,10 @@ class StatelessRequest:
         self.request = request
         self.vars: dict[str, Any] = {}
         self.record_route_requested = False
+        self.relayed = False
 
     def log_prefix(self) -> str:
-        return f"{shown(self.request.call_id, 64)} {shown(self.request.top_via.branch or '', 64)}"
+        return LogPrefix(self.request.call_id, self.request.top_via.branch or "")
 
     def loose_route(self) -> bool:
         """As `ProxyTransaction.loose_route`."""
@@ -103,6 +104,7 @@ class StatelessRequest:
             forwarded = forwarded.with_header_first("via", via_value(named, BRANCH_PREFIX + digest))
             await self.proxy.transport.send(bytes(forwarded), address)
             self.proxy.counters.requests_forwarded[request.method] += 1
+            self.relayed = True
         except TransportError as exc:
             logger.info("%s %s not sent: %s", self.log_prefix(), request.method, exc)
             return False
@@ -273,7 +275,14 @@ class Proxy:
         return is_ours(uri, self.own_addresses)
 
     def has_looped(self, request: Request) -> bool:
-        return has_looped(request, self.own_addresses)
+        looped = has_looped(request, self.own_addresses)
+        if looped:
+            logger.info(
+                "%s %s dropped: it came back with a Via of ours (a loop, RFC 3261 §16.3)",
+                LogPrefix(request.call_id, request.top_via.branch or ""),
+                request.method,
+            )
+        return looped
 
     async def resolve(self, hop: NextHop) -> Address:
         """The transport address of a next hop: an IP literal as it is, a name by DNS
@@ -295,13 +304,15 @@ class Proxy:
         raise RoutingError(f"{hop.host} has no address we can reach", status=503)
 
     async def run_route(self, tx: Any, route: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run a route, isolating the proxy from its bugs: an exception is
-        logged with its traceback and, if the transaction has no answer yet, answered 500.
+        """Run a route, isolating the proxy from its bugs: an exception is logged in one
+        line that names the route, its file and line (its traceback at DEBUG) and, if the
+        transaction has no answer yet, answered 500.
         """
         try:
             return await route(*args)
-        except Exception:
-            logger.exception("%s route %s raised", tx.log_prefix(), route_name(route))
+        except Exception as exc:
+            logger.error("%s %s", tx.log_prefix(), describe_failure(exc))
+            logger.debug("%s %s: the traceback", tx.log_prefix(), route_name(route), exc_info=True)
             if isinstance(tx, ProxyTransaction) and not tx.final_sent:
                 await tx.reply(500, "Server Internal Error")
             return None
@@ -406,9 +417,12 @@ class Proxy:
         assert isinstance(inbound.message, Request)
         stateless = StatelessRequest(self, inbound, inbound.message)
         if stateless.request.max_forwards == 0:
+            logger.info("%s ACK dropped: Max-Forwards 0", stateless.log_prefix())
             return
         with trio.move_on_after(self.config.fr_timeout):
             await self.run_route(stateless, self.handlers.request, stateless)
+        if not stateless.relayed:
+            logger.info("%s ACK dropped: the route relayed it nowhere", stateless.log_prefix())
 
     async def _forward_stray_response(self, response: Response) -> None:
         vias = response.via

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
-from triosip.log import shown
+from triosip.log import LogPrefix, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
@@ -163,7 +163,7 @@ class ProxyTransaction:
 
     def log_prefix(self) -> str:
         # Both come from the wire: cut, so that a 60 KB Call-ID is not in every line.
-        return f"{shown(self.request.call_id, 64)} {shown(self.server.branch, 64)}"
+        return LogPrefix(self.request.call_id, self.server.branch)
 
     def set_fr_timeout(self, seconds: float) -> None:
         """tm's fr_timeout for this transaction: how long a branch may wait for any reply,

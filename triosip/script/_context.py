@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast, overload
 
 import trio
 
+from triosip.log import LogPrefix
 from triosip.ops import Database, Op, OpError, RestClient
 from triosip.proxy import (
     Branch,
@@ -57,8 +58,12 @@ class _RouteLog(logging.LoggerAdapter[logging.Logger]):
         super().__init__(logger, {"prefix": prefix})
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        # Only called for a line the level lets through: the fields cost nothing else.
         assert self.extra is not None
-        return f"{self.extra['prefix']} {msg}", kwargs
+        prefix = self.extra["prefix"]
+        if isinstance(prefix, LogPrefix):
+            kwargs["extra"] = {"call_id": prefix.call_id, "branch": prefix.branch}
+        return f"{prefix} {msg}", kwargs
 
 
 class _RouteContext:
@@ -148,12 +153,8 @@ class _RouteContext:
             resumed.result, resumed.error = None, exc
         else:
             resumed.result, resumed.error = (results if several else results[0]), None
-        try:
-            await resume(resumed)
-        except Exception:
-            # Name the resume route here: above, only the route that started the op shows.
-            self.log.warning("resume route %s raised", route_name(resume))
-            raise
+        # What it raises goes up to the proxy, whose one line names the resume route.
+        await resume(resumed)
 
     async def call(self, work: Op[T] | Callable[[], T], *, timeout: float | None = None) -> T:
         """Run `work` and return its result; the route waits, keeping its locals.
