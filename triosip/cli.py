@@ -1,9 +1,11 @@
-"""The ``triosip`` command line: ``triosip run`` (the proxy), and ``triosip tasks`` and
-``triosip stats``, which ask a running proxy's management interface."""
+"""The ``triosip`` command line: ``triosip run`` (the proxy), and ``triosip tasks``,
+``triosip stats`` and ``triosip reload``, which ask a running proxy's management
+interface."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -31,6 +33,7 @@ from triosip.mi import (
     print_tasks,
 )
 from triosip.ops import DatabaseError
+from triosip.pidfile import PidFileError, remove_pid_file, write_pid_file
 from triosip.script import RoutesLoadError
 from triosip.transport import Address, TransportError, parse_listen_spec
 
@@ -215,12 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--mi-token", metavar="TOKEN", help="the token MI clients not on loopback must show"
     )
     token.add_argument("--mi-token-file", metavar="PATH", help="read --mi-token from a file")
+    run.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the proxy's PID to PATH, and remove it on exit (default: none)",
+    )
 
     tasks = commands.add_parser("tasks", help="draw the live task tree of a running proxy")
     _add_mi_client_arguments(tasks)
     tasks.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     tasks.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="--watch's period"
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="--watch's period (default 1)",
     )
     tasks.add_argument("--call-id", metavar="CALL-ID", help="only this call's transactions")
     tasks.add_argument(
@@ -242,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", help="show the counters of a running proxy")
     _add_mi_client_arguments(stats)
+
+    reload = commands.add_parser(
+        "reload",
+        help="load a running proxy's routes file again: new transactions get the new routes",
+    )
+    _add_mi_client_arguments(reload)
     return parser
 
 
@@ -334,8 +352,18 @@ def _run(args: argparse.Namespace) -> int:
     config = build_config(args)
     try:
         configure_logging(config.log_level, config.log_target, config.log_format)
-    except LogTargetError as exc:
+        if args.pid_file:
+            write_pid_file(args.pid_file)
+    except (LogTargetError, PidFileError) as exc:
         raise UsageError(str(exc)) from None
+    try:
+        return _run_config(config)
+    finally:
+        if args.pid_file:
+            remove_pid_file(args.pid_file)
+
+
+def _run_config(config: Config) -> int:
     startup_errors = (TransportError, sqlite3.Error, DatabaseError, MIError, RoutesLoadError)
     try:
         trio.run(_serve, config)
@@ -427,6 +455,8 @@ def _query_mi(args: argparse.Namespace) -> int:
             if args.command == "stats":
                 print_stats(client, as_json=args.json)
                 return 0
+            if args.command == "reload":
+                return _reload(client, as_json=args.json)
             if args.watch and args.json:
                 raise UsageError("--watch draws the tree; --json prints it once: pick one")
             if not args.interval > 0:
@@ -453,6 +483,17 @@ def _query_mi(args: argparse.Namespace) -> int:
     except (MIUnavailable, MIRefused) as exc:
         print(f"triosip: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    return 0
+
+
+def _reload(client: MIClient, *, as_json: bool) -> int:
+    """``triosip reload``: ``POST /reload``; a routes file that does not load is one line
+    (the old routes keep running) and exit code 1."""
+    answer = client.post_json("/reload")
+    if as_json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(f"reloaded {answer['routes']} (reload {answer['reloads']})")
     return 0
 
 
