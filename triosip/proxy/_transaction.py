@@ -349,13 +349,11 @@ class ProxyTransaction:
         record_route: tuple[str, ...] = ()
         if self.record_route_requested:
             inbound = self.server.inbound
+            came_to = transport.advertised(inbound.local, inbound.source.host)
             record_route = (
                 (record_route_value(named),)
-                if local == inbound.local
-                else (
-                    record_route_value(named),
-                    record_route_value(transport.advertised(inbound.local, inbound.source.host)),
-                )
+                if named == came_to
+                else (record_route_value(named), record_route_value(came_to))
             )
         forwarded = prepare_forward(request, record_route=record_route)
         if address.reliable:

@@ -92,6 +92,7 @@ class LocalNames:
     ) -> None:
         listeners = tuple(listeners)
         self._advertised: dict[Address, Address] = {}
+        self._wildcard_advertised: dict[tuple[str, int, bool], Address] = {}
         self._exact: set[tuple[str, int]] = set()
         # Ports of wildcard listeners, by whether they are IPv6.
         self._wildcard_ports: dict[bool, set[int]] = {False: set(), True: set()}
@@ -106,6 +107,10 @@ class LocalNames:
             if name is not None:
                 named = Address(listener.transport, name[0], name[1] or listener.port)
                 self._advertised[listener] = named
+                if listener.host in _WILDCARDS:
+                    # A TCP connection it accepted names its real local address.
+                    key = (listener.transport, listener.port, listener.is_ipv6)
+                    self._wildcard_advertised[key] = named
                 self._exact.add((named.host, named.port))
                 ports.add(named.port)
         for alias, alias_port in aliases:
@@ -144,6 +149,10 @@ class LocalNames:
         name = self._advertised.get(local)
         if name is not None:
             return name
+        if self._wildcard_advertised:
+            name = self._wildcard_advertised.get((local.transport, local.port, local.is_ipv6))
+            if name is not None:
+                return name
         if local.host not in _WILDCARDS:
             return local
         source = self._source.get(toward)
