@@ -71,7 +71,7 @@ class StatelessRequest:
         self.record_route_requested = False
         self.relayed = False
 
-    def log_prefix(self) -> str:
+    def log_prefix(self) -> LogPrefix:
         return LogPrefix(self.request.call_id, self.request.top_via.branch or "")
 
     def loose_route(self) -> bool:
@@ -223,7 +223,7 @@ class Proxy:
             await nursery.start(self.transactions.serve)
             listeners: list[Address] = await nursery.start(self.transport.serve)
             # Its listeners, their advertised names and its aliases (Kamailio's myself).
-            self.own_addresses = self.transport.names
+            self.own_addresses = self.transport.names.myself
             task_status.started(listeners)
 
     def statistics(self) -> ProxyStatistics:

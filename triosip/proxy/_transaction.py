@@ -161,7 +161,7 @@ class ProxyTransaction:
         route's `relay()`), each with the cancel scope it runs in."""
         return tuple(self._routes)
 
-    def log_prefix(self) -> str:
+    def log_prefix(self) -> LogPrefix:
         # Both come from the wire: cut, so that a 60 KB Call-ID is not in every line.
         return LogPrefix(self.request.call_id, self.server.branch)
 

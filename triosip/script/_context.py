@@ -54,7 +54,7 @@ T4 = TypeVar("T4")
 class _RouteLog(logging.LoggerAdapter[logging.Logger]):
     """The routes' logger: each line starts with the Call-ID and branch it is about."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: LogPrefix | str) -> None:
         super().__init__(logger, {"prefix": prefix})
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
@@ -82,7 +82,7 @@ class _RouteContext:
         params: Mapping[str, str],
         environment: ScriptEnvironment,
         ops: trio.Nursery | None,
-        log_prefix: str,
+        log_prefix: LogPrefix | str,
     ) -> None:
         self.params = params
         self.log = _RouteLog(log_prefix)
