@@ -206,3 +206,19 @@ def test_syslog_lines_reach_the_daemon_socket(
     # RFC 3164: <facility daemon (3) * 8 + severity warning (4)>, then the JSON object.
     assert datagram.startswith("<28>{")
     assert json.loads(datagram[4:].rstrip("\x00"))["message"] == "hi"
+
+
+async def test_route_exceptions_a_peer_causes_at_will_are_throttled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    routes_file = tmp_path / "raising.py"
+    routes_file.write_text(ROUTES_THAT_RAISE)
+    with trio.fail_after(5):
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
+            running = await start_proxy(nursery, routes_file)
+            for _ in range(12):
+                await caller.send(caller.request("OPTIONS"), running.udp)
+                assert (await caller.receive_response()).status == 500  # each answered
+            running.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 5  # the rest are counted for the summary line

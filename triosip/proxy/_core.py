@@ -201,6 +201,8 @@ class Proxy:
         # What a remote peer can make us log at will is throttled (per source host).
         self._bad_message_log = LogThrottle(logger, what="bad messages")
         self._failure_log = LogThrottle(logger, what="messages whose handling raised")
+        self._dropped_log = LogThrottle(logger, what="requests dropped (loops, ACKs)")
+        self._route_error_log = LogThrottle(logger, what="route exceptions")
         inbox._proxy = self
 
     async def serve(
@@ -218,6 +220,8 @@ class Proxy:
             self._nursery = nursery
             nursery.start_soon(self._bad_message_log.serve, name="log summaries: bad messages")
             nursery.start_soon(self._failure_log.serve, name="log summaries: handling failures")
+            nursery.start_soon(self._dropped_log.serve, name="log summaries: dropped requests")
+            nursery.start_soon(self._route_error_log.serve, name="log summaries: route exceptions")
             # The transaction layer first: the transport hands it requests as soon as the
             # sockets are bound, and what arrives before it serves would be dropped.
             await nursery.start(self.transactions.serve)
@@ -276,7 +280,7 @@ class Proxy:
 
     def has_looped(self, request: Request) -> bool:
         looped = has_looped(request, self.own_addresses)
-        if looped:
+        if looped and self._dropped_log.allow(request.top_via.host, "loop"):
             logger.info(
                 "%s %s dropped: it came back with a Via of ours (a loop, RFC 3261 §16.3)",
                 LogPrefix(request.call_id, request.top_via.branch or ""),
@@ -311,8 +315,12 @@ class Proxy:
         try:
             return await route(*args)
         except Exception as exc:
-            logger.error("%s %s", tx.log_prefix(), describe_failure(exc))
-            logger.debug("%s %s: the traceback", tx.log_prefix(), route_name(route), exc_info=True)
+            # A route may fail on what a peer sends, at will: a few lines per route and
+            # exception type in each window, then a summary.
+            name = route_name(route)
+            if self._route_error_log.allow(f"route {name}", type(exc).__name__):
+                logger.error("%s %s", tx.log_prefix(), describe_failure(exc))
+                logger.debug("%s %s: the traceback", tx.log_prefix(), name, exc_info=True)
             if isinstance(tx, ProxyTransaction) and not tx.final_sent:
                 await tx.reply(500, "Server Internal Error")
             return None
@@ -417,12 +425,15 @@ class Proxy:
         assert isinstance(inbound.message, Request)
         stateless = StatelessRequest(self, inbound, inbound.message)
         if stateless.request.max_forwards == 0:
-            logger.info("%s ACK dropped: Max-Forwards 0", stateless.log_prefix())
-            return
-        with trio.move_on_after(self.config.fr_timeout):
-            await self.run_route(stateless, self.handlers.request, stateless)
-        if not stateless.relayed:
-            logger.info("%s ACK dropped: the route relayed it nowhere", stateless.log_prefix())
+            why = "Max-Forwards 0"
+        else:
+            with trio.move_on_after(self.config.fr_timeout):
+                await self.run_route(stateless, self.handlers.request, stateless)
+            if stateless.relayed:
+                return
+            why = "the route relayed it nowhere"
+        if self._dropped_log.allow(inbound.source.host, why):
+            logger.info("%s ACK dropped: %s", stateless.log_prefix(), why)
 
     async def _forward_stray_response(self, response: Response) -> None:
         vias = response.via
