@@ -7,13 +7,22 @@ Real UDP peers on 127.0.0.1 talk to a proxy listening on 0.0.0.0.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import trio
 
 from triosip.script.api import RequestContext, Routes
 from triosip.testing.proxy import UdpPeer, local_config, open_udp_peer, start_proxy
 from triosip.transport import Address
 
+if TYPE_CHECKING:
+    from triosip.sip import Request
+
 WILDCARD = Address("udp", "0.0.0.0", 0)
+
+
+def via_host_port(request: Request) -> str:
+    return request.header_lines("via")[0].split(";")[0]
 
 
 async def call_and_bye(caller: UdpPeer, callee: UdpPeer, proxy: Address) -> tuple[str, str]:
@@ -27,6 +36,16 @@ async def call_and_bye(caller: UdpPeer, callee: UdpPeer, proxy: Address) -> tupl
     assert ok.status == 200, ok  # this used to be 482 Loop Detected
     [record_route] = forwarded.header_lines("record-route")
     route = record_route
+    ack = caller.request(
+        "ACK",
+        f"sip:bob@{callee.address.host_port}",
+        call_id=invite.call_id,
+        to_tag=ok.to.tag,
+        headers=[("Route", route)],
+    )
+    await caller.send(ack, proxy)
+    relayed_ack, _ = await callee.receive_request("ACK")  # statelessly, with a Via like ours
+    assert relayed_ack.header_lines("via")[0].split(";")[0] == via_host_port(forwarded)
     bye = caller.request(
         "BYE",
         f"sip:bob@{callee.address.host_port}",
