@@ -327,14 +327,15 @@ def describe_failure(exc: BaseException) -> str:
 
     The route is the first function of the traceback outside triosip and the libraries
     (the route triosip called); the line, the last one there (the line that raised, or
-    that called into triosip or a library that did).
+    that called into triosip or a library that did). Without such a frame (routes
+    installed as a package), the frames outside triosip.
     """
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]  # a route's task raised in a nursery: the first leaf
-    user = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith(_OURS) and not frame.filename.startswith(_LIBRARIES)
+    frames = traceback.extract_tb(exc.__traceback__)
+    # Routes installed as a package live among the libraries: then anything not ours.
+    user = [f for f in frames if not f.filename.startswith((_OURS, *_LIBRARIES))] or [
+        f for f in frames if not f.filename.startswith(_OURS)
     ]
     what = shown(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, 300)
     if not user:
