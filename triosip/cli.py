@@ -1,6 +1,6 @@
-"""The ``triosip`` command line: ``triosip run`` (the proxy), and ``triosip tasks``,
-``triosip stats`` and ``triosip reload``, which ask a running proxy's management
-interface."""
+"""The ``triosip`` command line: ``triosip run`` (the proxy), ``triosip check`` (a routes
+file's checks and drill), and ``triosip tasks``, ``triosip stats`` and ``triosip reload``,
+which ask a running proxy's management interface."""
 
 from __future__ import annotations
 
@@ -224,6 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the proxy's PID to PATH, and remove it on exit (default: none)",
     )
 
+    check = commands.add_parser(
+        "check", help="check routes files: load them, then drill each route with faults"
+    )
+    check.add_argument("routes", nargs="+", metavar="ROUTES", help="the routes files")
+    check.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a script parameter, as for run; @callee, @http and @program stand for the "
+        "drill's own callee, HTTP server and program (repeatable)",
+    )
+    check.add_argument(
+        "--db", metavar="URL", help="the database req.db queries (default: a fresh sqlite file)"
+    )
+    check.add_argument(
+        "--fault", action="append", default=[], metavar="NAME", help="only this fault (repeatable)"
+    )
+
     tasks = commands.add_parser("tasks", help="draw the live task tree of a running proxy")
     _add_mi_client_arguments(tasks)
     tasks.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
@@ -308,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.command == "check":
+            return _check(args)
         return _run(args) if args.command == "run" else _query_mi(args)
     except (UsageError, ConfigError) as exc:
         print(f"triosip: {exc}", file=sys.stderr)
@@ -378,6 +399,16 @@ def _run_config(config: Config) -> int:
     except startup_errors as exc:
         raise UsageError(_startup_problem(exc, config)) from None
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``triosip check``: exit 0 when every line of the drill passed, 1 when one failed."""
+    from triosip.drill import check_routes  # the drill runs peers: only for this command
+
+    try:
+        return check_routes(args.routes, _defines(args.define), db_url=args.db, faults=args.fault)
+    except (RoutesLoadError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _first_leaf(

@@ -1,6 +1,6 @@
 """The rest op's own HTTP/1.1 client: TLS, framing, redirects, the pool's bound and reuse.
 
-Real servers on 127.0.0.1: `tests.support.http.HttpServer` (under TLS too, with a test CA
+Real servers on 127.0.0.1: `triosip.testing.http.HttpServer` (under TLS too, with a test CA
 from trustme) and small raw ones written here for what it can't say (chunked bodies,
 closes).
 """
@@ -15,8 +15,8 @@ import pytest
 import trio
 import trustme
 
-from tests.support.http import HttpServer
 from triosip.ops import OpFailed, open_rest_client
+from triosip.testing.http import HttpServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -1,4 +1,5 @@
-"""The ``rest`` op against a real HTTP/1.1 server on 127.0.0.1 (`tests.support.http.HttpServer`)."""
+"""The ``rest`` op against a real HTTP/1.1 server on 127.0.0.1
+(`triosip.testing.http.HttpServer`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from tests.support.http import HttpServer, start_http_server
 from triosip.ops import OpFailed, OpTimeout, RestClient, open_rest_client, run_with_timeout
+from triosip.testing.http import HttpServer, start_http_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

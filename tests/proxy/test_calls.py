@@ -26,11 +26,9 @@ from triosip.testing.sipp import (
     UAS_RECORD_ROUTE,
     UAS_RINGING,
     UAS_SILENT,
-    find_free_port,
     open_uas,
     run_uac,
 )
-from triosip.transport import Address
 
 ROUTES = Path(__file__).parent / "routes"
 
@@ -309,28 +307,32 @@ async def test_proxy_s_own_answers() -> None:
 
 
 async def test_loop_gets_482() -> None:
-    # The downstream is the proxy itself: the request comes back with our Via, unchanged,
-    # and is refused as a loop (§16.3 step 4) rather than relayed 70 times until 483.
+    # The downstream bounces what it gets back to the proxy: the request comes back with
+    # our Via, unchanged, and is refused as a loop (§16.3 step 4) rather than relayed 70
+    # times until 483. (The downstream was the proxy itself; relay() now refuses that
+    # before sending, tests/script/test_api.py.)
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            async with open_udp_peer() as caller:
-                port = find_free_port("udp")
+            async with open_udp_peer() as caller, open_udp_peer() as mirror:
                 running = await start_proxy(
-                    nursery,
-                    None,
-                    params={"downstream": f"udp:127.0.0.1:{port}"},
-                    listen=[Address("udp", "127.0.0.1", port)],
+                    nursery, None, params={"downstream": mirror.destination}
                 )
+
+                async def bounce() -> None:
+                    while True:
+                        await mirror.send((await mirror.receive()).message, running.udp)
+
+                nursery.start_soon(bounce)
                 invite = caller.request("INVITE", "sip:bob@example.com")
                 await caller.send(invite, running.udp)
                 response = await caller.receive_response()
                 await caller.send(caller.ack(invite, response), running.udp)
             stats = running.proxy.statistics()
             transactions = running.proxy.transactions.statistics()
-            running.stop()
+            nursery.cancel_scope.cancel()
 
     assert (response.status, response.reason) == (482, "Loop Detected")
-    # Forwarded once (to itself), refused the second time round.
+    # Forwarded once (to the mirror), refused the second time round.
     assert stats.requests_forwarded.get("INVITE") == 1
     assert transactions.ist_total == 2
 

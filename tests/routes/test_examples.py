@@ -28,12 +28,12 @@ from urllib.parse import parse_qs
 import pytest
 import trio
 
-from tests.support.http import HttpAnswer, HttpRequest, HttpServer, start_http_server
-from tests.support.leaks import process_exists
 from triosip.ops import open_database, open_rest_client
 from triosip.script import ScriptEnvironment
 from triosip.sip import Request, Response
 from triosip.testing import proxy as harness
+from triosip.testing.http import HttpAnswer, HttpRequest, HttpServer, start_http_server
+from triosip.testing.leaks import process_exists
 from triosip.testing.postgres import NoPostgres, shared_server
 from triosip.testing.proxy import RunningProxy, UdpPeer, open_udp_peer
 from triosip.testing.sipp import UAC_RRS, UAS_RECORD_ROUTE, find_free_port, open_uas, run_uac

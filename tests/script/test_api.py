@@ -668,6 +668,37 @@ async def test_a_request_to_this_proxy_with_no_way_forward_is_refused_not_looped
         assert request.method in line
 
 
+@pytest.mark.parametrize("spelling", ["udp:{host}:{port}", "sip:{host}:{port}", "{host}:{port}"])
+async def test_relay_to_an_address_of_this_proxy_is_refused_not_looped(
+    environment: ScriptEnvironment, caplog: pytest.LogCaptureFixture, spelling: str
+) -> None:
+    # A destination that names the proxy's own listener (a --define pointing at
+    # ourselves). This used to send the request to the proxy itself: it came back as a
+    # loop, and was answered 482 Loop Detected.
+    caplog.set_level(logging.INFO)
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        if not await req.relay(req.params["downstream"]):
+            await req.reply(503, "Not To Myself")
+
+    with trio.fail_after(5):
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
+            server, proxy = await start_proxy(nursery, routes, environment)
+            routes.params = {"downstream": spelling.format(host=proxy.host, port=proxy.port)}
+            message = caller.request("MESSAGE", "sip:bob@example.org")
+            await caller.send(message, proxy)
+            response = await caller.receive_response()
+            statistics = server.statistics()
+            nursery.cancel_scope.cancel()
+
+    assert (response.status, response.reason) == (503, "Not To Myself")
+    assert statistics.requests_forwarded == {}
+    [line] = [m for m in caplog.messages if message.call_id in m and "this proxy" in m]
+    assert "MESSAGE" in line
+
+
 async def test_relay_in_dialog_of_a_request_without_to_tag_is_a_script_error(
     environment: ScriptEnvironment,
 ) -> None:

@@ -19,6 +19,7 @@ from triosip.ops._base import OpFailed as OpFailed
 from triosip.ops._base import OpKindStatistics as OpKindStatistics
 from triosip.ops._base import OpTimeout as OpTimeout
 from triosip.ops._base import op_accounting as op_accounting
+from triosip.ops._base import op_faults as op_faults
 from triosip.ops._base import run_with_timeout as run_with_timeout
 from triosip.ops._db import BUSY_TIMEOUT as BUSY_TIMEOUT
 from triosip.ops._db import Database as Database
@@ -65,6 +66,7 @@ __all__ = [
     "in_thread",
     "in_thread_limiter",
     "op_accounting",
+    "op_faults",
     "open_database",
     "open_rest_client",
     "run_with_timeout",

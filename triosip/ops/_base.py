@@ -13,6 +13,8 @@ its expiry becomes an `OpTimeout` the script can see (docs/cancellation.md, prom
 from __future__ import annotations
 
 import bisect
+import contextlib
+import contextvars
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
@@ -21,7 +23,7 @@ import trio
 from triosip.errors import TriosipError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator
+    from collections.abc import Awaitable, Callable, Generator, Iterator
 
 T = TypeVar("T")
 
@@ -131,6 +133,32 @@ def op_accounting() -> OpAccounting:
         return accounting
 
 
+# What `op_faults` installs: awaited before each op's work, in the op's task.
+_fault_hook: contextvars.ContextVar[Callable[[Op[Any]], Awaitable[None]] | None] = (
+    contextvars.ContextVar("triosip_op_fault_hook", default=None)
+)
+
+
+@contextlib.contextmanager
+def op_faults(hook: Callable[[Op[Any]], Awaitable[None]]) -> Iterator[None]:
+    """Make every op started within the block (in this task, or in tasks started from it)
+    await `hook` before its work: ``triosip check``'s drill injects faults at this boundary.
+
+    The hook runs in the op's task, inside `Op.run`: it may wait (the op then pends, and a
+    CANCEL, the fr timer or the op's own timeout cancel it as they would the work), raise
+    `OpFailed` (the route sees a failed op), or return at once (the work runs for real).
+    Outside such a block, an op costs one context-variable read more.
+
+    Args:
+        hook: the async function each op awaits, given the op.
+    """
+    token = _fault_hook.set(hook)
+    try:
+        yield
+    finally:
+        _fault_hook.reset(token)
+
+
 class Op(Generic[T]):
     """A description of work that runs at most once, cancellable at any await.
 
@@ -182,6 +210,9 @@ class Op(Generic[T]):
         accounting.started(self, task)
         outcome: Outcome | None = None  # None: cancelled, by some scope or other
         try:
+            hook = _fault_hook.get()
+            if hook is not None:
+                await hook(self)
             result = await self._function()
             outcome = "done"
         except OpTimeout:

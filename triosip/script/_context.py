@@ -351,7 +351,8 @@ class RequestContext(MessageView, _RouteContext):
 
         A request with no `destination` and no Route whose Request-URI names this proxy
         has nowhere to go but back to the proxy itself: it is not sent (it would come back
-        as a loop, RFC 3261 §16.3 step 4), and a line says why.
+        as a loop, RFC 3261 §16.3 step 4), and a line says why; nor is one whose
+        `destination` is an address the proxy listens on.
 
         Returns:
             True once the request is on its way; False if it can't be forwarded (no route
@@ -367,6 +368,15 @@ class RequestContext(MessageView, _RouteContext):
                 hop = parse_destination(destination)
             except RoutingError as exc:
                 raise ScriptError(exc.reason) from None
+            if (hop.host, hop.port) in self._target.proxy.own_addresses:
+                # RFC 3261 §16.3 step 4: sent to ourselves it would come back as a loop
+                # (482), or spiral until Max-Forwards ran out: say so, and send nothing.
+                self.log.info(
+                    "cannot relay %s to %s: that is an address of this proxy",
+                    self.method,
+                    destination,
+                )
+                return False
         elif not self._request.route and self.ruri_is_myself:
             self.log.info(
                 "cannot relay %s: it has no Route and its Request-URI names this proxy",
