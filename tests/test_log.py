@@ -130,12 +130,12 @@ async def test_a_route_that_raises_is_one_line_naming_the_route_file_and_line(
     assert debug.getMessage().startswith(f"{invite.call_id} {branch}")
 
 
-def relay_to_itself() -> Routes:
+def relay_to(downstream: str) -> Routes:
     routes = Routes()
 
     @routes.request
     async def main(req: RequestContext) -> None:
-        await req.relay(req.params["itself"])
+        await req.relay(downstream)
 
     return routes
 
@@ -143,15 +143,22 @@ def relay_to_itself() -> Routes:
 async def test_a_loop_is_one_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="triosip.proxy")
     with trio.fail_after(5):
-        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
-            routes = relay_to_itself()
-            running = await start_proxy(nursery, routes)
-            routes.params = {"itself": f"udp:{running.udp.host_port}"}
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as mirror,
+            trio.open_nursery() as nursery,
+        ):
+            running = await start_proxy(nursery, relay_to(mirror.destination))
+
+            async def bounce() -> None:  # the downstream sends it back: a loop
+                await mirror.send((await mirror.receive()).message, running.udp)
+
+            nursery.start_soon(bounce)
             await caller.send(caller.request("MESSAGE"), running.udp)
             answer = await caller.receive_response()
             running.stop()
     assert answer.status == 482
-    # This used to be silent: the 482 went back to the proxy itself, and no line said why.
+    # This used to be silent: no line said why the request was refused.
     loops = [r.getMessage() for r in caplog.records if "a loop" in r.getMessage()]
     assert len(loops) == 1, loops
     assert "MESSAGE dropped: it came back with a Via of ours" in loops[0]
