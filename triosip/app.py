@@ -144,6 +144,8 @@ async def serve_triosip(
                 on_message=inbox.message,
                 on_parse_error=inbox.parse_error,
                 limits=config.transport,
+                advertise=config.advertised_names,
+                aliases=config.alias_names,
             )
             transactions = TransactionLayer(
                 transport,

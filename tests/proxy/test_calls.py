@@ -73,8 +73,8 @@ async def test_calls_over_udp() -> None:
     assert stats.requests_forwarded.get("INVITE") == calls
     assert stats.requests_forwarded.get("ACK") == calls
     assert stats.requests_forwarded.get("BYE") == calls
-    # Nothing answered by the proxy itself: every reply came from the uas.
-    assert stats.replies_generated == {}
+    # Nothing answered by the proxy itself but the 100 Trying: every reply came from the uas.
+    assert stats.replies_generated == {"1xx": calls}
     assert stats.parse_errors == {}
 
 
@@ -108,7 +108,7 @@ async def test_calls_to_a_tcp_callee(caller: Literal["udp", "tcp"]) -> None:
     assert uas.result.calls_created == calls
     assert uas.result.calls_failed == 0
     assert stats.requests_forwarded.get("BYE") == calls
-    assert stats.replies_generated == {}
+    assert stats.replies_generated == {"1xx": calls}  # the 100 Trying
     # One connection to the callee, reused for every call (and one from a TCP caller).
     assert transport.tcp_connections_connected == 1
     assert transport.tcp_connections_accepted == (1 if caller == "tcp" else 0)
@@ -141,8 +141,8 @@ async def test_cancel_of_a_ringing_call() -> None:
         uas.result.error_log
     )
     assert (transactions.ist_total, transactions.nist_total) == (calls, calls)  # the CANCELs
-    # The 200 to each CANCEL is the proxy's own; the 487 is the callee's, relayed.
-    assert stats.replies_generated == {"2xx": calls}
+    # The 100 and the 200 to each CANCEL are the proxy's own; the 487 is the callee's.
+    assert stats.replies_generated == {"1xx": calls, "2xx": calls}
     assert stats.replies_forwarded.get("4xx") == calls
 
 

@@ -12,9 +12,13 @@ import ipaddress
 import itertools
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from triosip.sip import MAGIC_COOKIE, URI, ParseError, Request, Via
 from triosip.transport import Address
+
+if TYPE_CHECKING:
+    from collections.abc import Container
 
 # RFC 3261 §16.6 step 3: a proxy adds Max-Forwards: 70 to a request that lacks one.
 DEFAULT_MAX_FORWARDS = 70
@@ -68,7 +72,7 @@ def loop_hash(request: Request, received_via: Via) -> str:
     ).hexdigest()
 
 
-def has_looped(request: Request, ours: set[tuple[str, int]]) -> bool:
+def has_looped(request: Request, ours: Container[tuple[str, int]]) -> bool:
     """Whether a Via of ours carries the loop hash this request has now (RFC 3261 §16.3 step 4)."""
     vias = request.via
     for via, received_via in itertools.pairwise(vias):
@@ -180,7 +184,8 @@ def _split_host_port(text: str) -> tuple[str, int | None]:
 
 
 def via_value(local: Address, branch: str) -> str:
-    """Our Via for a request sent from `local` (RFC 3261 §16.6 step 8)."""
+    """Our Via for a request sent from `local` (RFC 3261 §16.6 step 8): give it the
+    listener's advertised name (`TransportLayer.advertised`)."""
     return f"SIP/2.0/{local.transport.upper()} {local.host_for_uri}:{local.port};branch={branch}"
 
 
@@ -190,14 +195,14 @@ def record_route_value(local: Address) -> str:
     return f"<sip:{local.host_for_uri}:{local.port}{transport};lr>"
 
 
-def is_ours(uri: URI, ours: set[tuple[str, int]]) -> bool:
+def is_ours(uri: URI, ours: Container[tuple[str, int]]) -> bool:
     """Whether a Route / Request-URI names one of our listeners."""
     if uri.scheme not in ("sip", "sips") or not uri.host:
         return False
     return (normalise_host(uri.host), uri.port or 5060) in ours
 
 
-def strip_own_routes(request: Request, ours: set[tuple[str, int]]) -> tuple[Request, bool]:
+def strip_own_routes(request: Request, ours: Container[tuple[str, int]]) -> tuple[Request, bool]:
     """Remove the Route entries that name us from the top (RFC 3261 §16.4).
 
     With double record-routing (in and out on different listeners) we meet two of our

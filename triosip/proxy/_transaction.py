@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
-from triosip.log import shown
+from triosip.log import LogPrefix, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
@@ -155,7 +155,6 @@ class ProxyTransaction:
         self._parked: trio.lowlevel.Task | None = None
         self._wait: trio.CancelScope | None = None
         self._live_branches = 0
-        self._log_prefix: str | None = None
 
     # -- what routes see ------------------------------------------------------------
 
@@ -177,13 +176,10 @@ class ProxyTransaction:
         route's `relay()`), each with the cancel scope it runs in."""
         return tuple(self._routes)
 
-    def log_prefix(self) -> str:
-        prefix = self._log_prefix
-        if prefix is None:
-            # Both come from the wire: cut, so that a 60 KB Call-ID is not in every line.
-            prefix = f"{shown(self.request.call_id, 64)} {shown(self.server.branch, 64)}"
-            self._log_prefix = prefix
-        return prefix
+    def log_prefix(self) -> LogPrefix:
+        # Both come from the wire: cut (when a line is written), so that a 60 KB Call-ID
+        # is not in every line.
+        return LogPrefix(self.request.call_id, self.server.branch)
 
     def set_fr_timeout(self, seconds: float) -> None:
         """tm's fr_timeout for this transaction: how long a branch may wait for any reply,
@@ -375,23 +371,26 @@ class ProxyTransaction:
 
     def _forwarded_request(self, request: Request, address: Address, branch: str) -> Request:
         """The request as it leaves for `address`: Max-Forwards, Record-Route, our Via."""
+        transport = self.proxy.transport
         try:
-            local = self.proxy.transport.local_address(address.transport, family_of=address.host)
+            local = transport.local_address(address.transport, family_of=address.host)
         except TransportError as exc:
             raise RoutingError(f"cannot send to {address}: {exc}") from None
+        named = transport.advertised(local, address.host)
         record_route: tuple[str, ...] = ()
         if self.record_route_requested:
-            inbound = self.server.inbound.local
+            inbound = self.server.inbound
+            came_to = transport.advertised(inbound.local, inbound.source.host)
             record_route = (
-                (record_route_value(local),)
-                if local == inbound
-                else (record_route_value(local), record_route_value(inbound))
+                (record_route_value(named),)
+                if named == came_to
+                else (record_route_value(named), record_route_value(came_to))
             )
         forwarded = prepare_forward(request, record_route=record_route)
         if address.reliable:
             # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
             forwarded = forwarded.with_body(forwarded.body)
-        return forwarded.with_header_first("via", via_value(local, branch))
+        return forwarded.with_header_first("via", via_value(named, branch))
 
     async def _run_branch(self, branch: Branch) -> None:
         branch.task = trio.lowlevel.current_task()
@@ -697,6 +696,7 @@ class ProxyTransaction:
         counters = self.proxy.counters
         sent = counters.replies_generated if generated else counters.replies_forwarded
         sent[status_class(response.status)] += 1
+        counters.replies_sent[response.status] += 1
         try:
             # Not awaited: a response that cannot go out at once (TCP, a full socket) goes
             # from the server transaction's loop, and its failure ends that transaction

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast, overload
 
 import trio
 
-from triosip.log import shown
+from triosip.log import LogPrefix
 from triosip.ops import Database, Op, OpError, RestClient
 from triosip.proxy import (
     Branch,
@@ -44,18 +44,25 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("triosip.script")
 
+T = TypeVar("T")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+
 
 class _RouteLog(logging.LoggerAdapter[logging.Logger]):
     """The routes' logger: each line starts with the Call-ID and branch it is about."""
 
-    def __init__(self, prefix: Callable[[], str]) -> None:
-        # The prefix is made when a line is logged: most routes log nothing, and making it
-        # (two escaped fields) costs more than the rest of a context.
-        super().__init__(logger, {})
-        self._prefix = prefix
+    def __init__(self, prefix: LogPrefix | str) -> None:
+        super().__init__(logger, {"prefix": prefix})
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"{self._prefix()} {msg}", kwargs
+        # Only called for a line the level lets through: the fields cost nothing else.
+        assert self.extra is not None
+        prefix = self.extra["prefix"]
+        if isinstance(prefix, LogPrefix):
+            kwargs["extra"] = {"call_id": prefix.call_id, "branch": prefix.branch}
+        return f"{prefix} {msg}", kwargs
 
 
 class _RouteContext:
@@ -74,7 +81,7 @@ class _RouteContext:
         params: Mapping[str, str],
         environment: ScriptEnvironment,
         ops: trio.Nursery | None,
-        log_prefix: Callable[[], str],
+        log_prefix: LogPrefix | str,
     ) -> None:
         self.params = params
         self.log = _RouteLog(log_prefix)
@@ -147,32 +154,78 @@ class _RouteContext:
             resumed.result, resumed.error = None, exc
         else:
             resumed.result, resumed.error = (results if several else results[0]), None
-        try:
-            await resume(resumed)
-        except Exception:
-            # Name the resume route here: above, only the route that started the op shows.
-            self.log.warning("resume route %s raised", route_name(resume))
-            raise
+        # What it raises goes up to the proxy, whose one line names the resume route.
+        await resume(resumed)
 
-    async def call(self, work: OpLike, *, timeout: float | None = None) -> Any:
+    async def call(self, work: Op[T] | Callable[[], T], *, timeout: float | None = None) -> T:
         """Run `work` and return its result; the route waits, keeping its locals.
 
-        The same as ``await op``, plus a timeout and plain functions.
+        The same as ``await op``, plus a timeout and plain functions. The result has the
+        op's type (``req.db.query`` gives rows, ``req.rest.get`` a `RestResponse`), so an
+        editor completes it.
 
         Raises:
             OpError: the work failed (`OpFailed`) or passed `timeout` (`OpTimeout`).
         """
         [result] = await run_ops([as_op(work)], timeout)
-        return result
+        return cast("T", result)
 
-    async def gather(self, *work: OpLike, timeout: float | None = None) -> list[Any]:
-        """Run several ops at once and return their results, in order.
+    @overload
+    async def gather(
+        self, first: Op[T] | Callable[[], T], /, *, timeout: float | None = None
+    ) -> tuple[T]: ...
+    @overload
+    async def gather(
+        self,
+        first: Op[T] | Callable[[], T],
+        second: Op[T2] | Callable[[], T2],
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[T, T2]: ...
+    @overload
+    async def gather(
+        self,
+        first: Op[T] | Callable[[], T],
+        second: Op[T2] | Callable[[], T2],
+        third: Op[T3] | Callable[[], T3],
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[T, T2, T3]: ...
+    @overload
+    async def gather(
+        self,
+        first: Op[T] | Callable[[], T],
+        second: Op[T2] | Callable[[], T2],
+        third: Op[T3] | Callable[[], T3],
+        fourth: Op[T4] | Callable[[], T4],
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[T, T2, T3, T4]: ...
+    @overload
+    async def gather(  # five or more: untyped
+        self,
+        first: OpLike,
+        second: OpLike,
+        third: OpLike,
+        fourth: OpLike,
+        fifth: OpLike,
+        /,
+        *more: OpLike,
+        timeout: float | None = None,
+    ) -> tuple[Any, ...]: ...
+    async def gather(self, *work: OpLike, timeout: float | None = None) -> tuple[Any, ...]:
+        """Run several ops at once and return their results, in order, as a tuple typed
+        op by op (``rows, answer = await req.gather(query, request)``: a list of rows and
+        a `RestResponse`).
 
         Raises:
             OpError: the first op that failed (the others were cancelled first), or
                 `OpTimeout` when `timeout` passed.
         """
-        return await run_ops([as_op(w) for w in work], timeout)
+        return tuple(await run_ops([as_op(w) for w in work], timeout))
 
     def launch(
         self,
@@ -245,7 +298,7 @@ class RequestContext(MessageView, _RouteContext):
         transaction: ProxyTransaction | None,
         source: Address,
     ) -> None:
-        super().__init__(params, environment, ops, target.log_prefix)
+        super().__init__(params, environment, ops, target.log_prefix())
         self._target = target
         self._tx = transaction
         self._source = source
@@ -488,9 +541,7 @@ class ReplyContext(_RouteContext):
         branch: Branch,
         response: Response,
     ) -> None:
-        super().__init__(
-            params, environment, ops, lambda: f"{shown(response.call_id, 64)} {branch.branch}"
-        )
+        super().__init__(params, environment, ops, f"{response.call_id} {branch.branch}")
         self._tx = tx
         self.branch_index = branch.index
         self.response = response
@@ -536,7 +587,7 @@ class BranchContext(MessageView, _RouteContext):
         ops: trio.Nursery,
         branch: Branch,
     ) -> None:
-        super().__init__(params, environment, ops, tx.log_prefix)
+        super().__init__(params, environment, ops, tx.log_prefix())
         self._tx = tx
         self._branch = branch
         self.branch_index = branch.index
@@ -565,7 +616,7 @@ class ReportContext(_RouteContext):
         variables: dict[str, Any],
         log: _RouteLog,
     ) -> None:
-        super().__init__(params, environment, None, str)
+        super().__init__(params, environment, None, "")
         self.log = log
         self._vars = variables
 
@@ -584,7 +635,7 @@ class ErrorContext:
         self._bad = bad
         self.params = params
         self.replied = False
-        self.log = _RouteLog(lambda: f"from {bad.source}")
+        self.log = _RouteLog(f"from {bad.source}")
 
     @property
     def error(self) -> ParseError:

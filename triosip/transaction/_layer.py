@@ -91,7 +91,8 @@ class TransactionStatistics:
             retransmitted request) sent again, and ACKs re-sent for retransmitted finals.
         retransmissions_absorbed: retransmitted requests, ACKs and final responses absorbed.
         timeouts: Timer B, F and H firings.
-        strays: messages passed to ``on_stray`` (ACK for 2xx, unmatched responses).
+        strays: responses that matched no client transaction (passed to ``on_stray``);
+            the ACKs of 2xx passed there too are no strays: a proxy relays them.
         handler_errors: exceptions from ``on_request`` or from tasks in a transaction's
             nursery.
         dropped: requests for which nothing produced a final response.
@@ -655,7 +656,8 @@ class TransactionLayer:
         setattr(counters, name, getattr(counters, name) + 1)
 
     def _pass_stray(self, inbound: Inbound) -> None:
-        self._counters.strays += 1
+        if isinstance(inbound.message, Response):
+            self._counters.strays += 1
         try:
             self._on_stray(inbound)
         except Exception:
