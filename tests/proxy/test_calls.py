@@ -177,7 +177,7 @@ async def test_busy_callee_fails_over_to_the_second(caplog: pytest.LogCaptureFix
     # Each 486 was ACKed by the proxy, hop by hop.
     assert (busy.result.calls_successful, busy.result.calls_failed) == (calls, 0)
     assert second.result.calls_created == calls
-    assert second.result.calls_failed == 0
+    assert second.result.calls_failed == 0, second.result.error_log
     failures = [r.getMessage() for r in caplog.records if "failure route" in r.getMessage()]
     assert len(failures) == calls
     assert all(f"failure route: 486 from udp:{busy.address}" in line for line in failures)

@@ -8,6 +8,7 @@ parse).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -203,6 +204,9 @@ class Proxy:
         self._failure_log = LogThrottle(logger, what="messages whose handling raised")
         self._dropped_log = LogThrottle(logger, what="requests dropped (loops, ACKs)")
         self._route_error_log = LogThrottle(logger, what="route exceptions")
+        # The ACKs whose stateless route runs now, by Call-ID: a later request of the
+        # dialog waits for its ACK to be relayed first (see _on_request).
+        self._acks_in_flight: dict[str, trio.Event] = {}
         inbox._proxy = self
 
     async def serve(
@@ -362,6 +366,12 @@ class Proxy:
 
     async def _on_request(self, server: ServerTransaction) -> None:
         request = server.request
+        ack = self._acks_in_flight.get(request.call_id)
+        if ack is not None:
+            # The ACK came first: it is relayed first. Each message runs in a task of its
+            # own, and trio starts tasks in no promised order; a UA that sends its ACK
+            # and then its BYE expects them in that order (sipp's uas aborts otherwise).
+            await ack.wait()
         if request.method == "CANCEL":
             await self._on_cancel(server)
             return
@@ -414,26 +424,37 @@ class Proxy:
         message = inbound.message
         if isinstance(message, Request):
             if message.method == "ACK":
-                self._start_guarded(self._run_stateless, inbound, f"ACK {message.call_id}")
+                done = self._acks_in_flight[message.call_id] = trio.Event()
+                self._start_guarded(
+                    functools.partial(self._run_stateless, done=done),
+                    inbound,
+                    f"ACK {message.call_id}",
+                )
             return
         if message.status // 100 == 2:
             # RFC 6026 §8.4: a 2xx that matches no client transaction is forwarded
             # statelessly, so that the caller's retransmitted 2xx still get through.
             self._start_guarded(self._forward_stray_response, message, f"2xx {message.call_id}")
 
-    async def _run_stateless(self, inbound: Inbound) -> None:
-        assert isinstance(inbound.message, Request)
-        stateless = StatelessRequest(self, inbound, inbound.message)
-        if stateless.request.max_forwards == 0:
-            why = "Max-Forwards 0"
-        else:
-            with trio.move_on_after(self.config.fr_timeout):
-                await self.run_route(stateless, self.handlers.request, stateless)
-            if stateless.relayed:
-                return
-            why = "the route relayed it nowhere"
-        if self._dropped_log.allow(inbound.source.host, why):
-            logger.info("%s ACK dropped: %s", stateless.log_prefix(), why)
+    async def _run_stateless(self, inbound: Inbound, *, done: trio.Event) -> None:
+        request = inbound.message
+        assert isinstance(request, Request)
+        try:
+            stateless = StatelessRequest(self, inbound, request)
+            if stateless.request.max_forwards == 0:
+                why = "Max-Forwards 0"
+            else:
+                with trio.move_on_after(self.config.fr_timeout):
+                    await self.run_route(stateless, self.handlers.request, stateless)
+                if stateless.relayed:
+                    return
+                why = "the route relayed it nowhere"
+            if self._dropped_log.allow(inbound.source.host, why):
+                logger.info("%s ACK dropped: %s", stateless.log_prefix(), why)
+        finally:
+            done.set()
+            if self._acks_in_flight.get(request.call_id) is done:
+                del self._acks_in_flight[request.call_id]
 
     async def _forward_stray_response(self, response: Response) -> None:
         vias = response.via

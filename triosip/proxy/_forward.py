@@ -6,6 +6,7 @@ tested with messages alone; `_transaction.py` calls them and does the sending.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -90,7 +91,12 @@ def normalise_host(host: str) -> str:
     return host[1:-1].lower() if host.startswith("[") else host.lower()
 
 
+@functools.lru_cache(maxsize=1024)
 def is_ip_literal(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address (brackets allowed), not a name.
+
+    Cached: the same few next hops are asked about on every request, and the parse costs
+    ~10 µs; hostile hosts only churn the bounded cache."""
     try:
         ipaddress.ip_address(normalise_host(host))
     except ValueError:
@@ -123,8 +129,11 @@ _HOSTNAME = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=256)
 def parse_destination(text: str) -> NextHop:
     """A destination as scripts and ``--define`` write it.
+
+    Cached (bounded): a routes file names the same few destinations on every call.
 
     Accepts ``udp:127.0.0.1:5080``, ``tcp:[::1]:5080``, ``127.0.0.1:5080``, ``host``, or a
     SIP URI (``sip:proxy.example.com:5060;transport=tcp``).
