@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import multiprocessing
 import os
 import select
@@ -125,6 +126,7 @@ async def _run(calls: int, concurrency: int, profile: cProfile.Profile | None) -
             params={"downstream": f"udp:{callee}"},
             listen=[Address("udp", "127.0.0.1", port)],
         )
+        collections = [generation["collections"] for generation in gc.get_stats()]
         times, wall = os.times(), time.perf_counter()
         if profile is not None:
             profile.enable()
@@ -136,10 +138,12 @@ async def _run(calls: int, concurrency: int, profile: cProfile.Profile | None) -
         user, system = end.user - times.user, end.system - times.system
         await trio.to_thread.run_sync(peers.join)
         per_call = 1000 / max(done, 1)
+        collected = [g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)]
         print(
             f"{done} of {calls} calls, {concurrency} at a time: proxy CPU"
             f" {(user + system) * per_call:.3f} ms per call (user {user * per_call:.3f},"
-            f" system {system * per_call:.3f}), {done / wall:.0f} calls/s"
+            f" system {system * per_call:.3f}), {done / wall:.0f} calls/s;"
+            f" garbage collections (generations 0/1/2): {'/'.join(map(str, collected))}"
         )
         running.stop()
 
