@@ -13,6 +13,7 @@ def stats(received: int, active: int, uptime: float) -> dict[str, object]:
         "transport": {"udp_handed_off": received // 2, "tcp_connections_open": 1},
         "ops": {"sleep": {"latency": {"buckets": {"0.1": 1, "+Inf": received}}}},
         "db": None,
+        "process": {"open_fds": 10, "max_fds": 1024, "start_time_seconds": uptime},
     }
 
 
@@ -25,6 +26,7 @@ def test_statistics_are_summed_key_by_key() -> None:
     # A histogram stays cumulative when summed bucket by bucket.
     assert merged["ops"]["sleep"]["latency"]["buckets"] == {"0.1": 2, "+Inf": 14}
     assert merged["db"] is None
+    assert merged["process"] == {"open_fds": 20, "max_fds": 1024, "start_time_seconds": 5.0}
 
 
 def entry(name: str, age: float) -> dict[str, object]:

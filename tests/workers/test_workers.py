@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from tests.support.leaks import wait_until
 from triosip.mi import MIRefused
 from triosip.sip import Request, Response
+from triosip.testing.callee import Answer, serve_callee
+from triosip.testing.leaks import wait_until
 from triosip.testing.process import open_triosip
 from triosip.testing.proxy import UdpPeer, open_udp_peer
 from triosip.testing.sipp import UAC_RRS, UAS_BUSY, UAS_RECORD_ROUTE, open_uas, run_uac
@@ -33,23 +34,9 @@ if TYPE_CHECKING:
     from triosip.testing.process import TriosipProcess
 
 WORKERS = ("--workers", "2")
+RINGING = Answer(status=None, ring=True)
 ROUTES = Path(__file__).parents[1] / "proxy" / "routes"
 TRIOSIP = [sys.executable, "-m", "triosip"]
-
-
-async def ringing_callee(callee: UdpPeer) -> None:
-    """Ring on every INVITE; answer a CANCEL with 200 and its INVITE with 487."""
-    invites: dict[str, tuple[Request, Any]] = {}
-    while True:
-        request, source = await callee.receive_request()
-        branch = request.top_via.branch or ""
-        if request.method == "INVITE":
-            invites[branch] = (request, source)
-            await callee.respond(request, 180, source)
-        elif request.method == "CANCEL":
-            await callee.respond(request, 200, source)
-            invite, invite_source = invites[branch]
-            await callee.respond(invite, 487, invite_source)
 
 
 async def cancelled(caller: UdpPeer, invite: Request, proxy: TriosipProcess) -> None:
@@ -108,7 +95,7 @@ async def test_a_cancel_from_another_port_cancels(tmp_path: Path) -> None:
             open_udp_peer() as other,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(ringing_callee, callee)
+            nursery.start_soon(serve_callee, callee, RINGING)
             args = (*WORKERS, "--define", f"downstream={callee.destination}")
             async with open_triosip(tmp_path, *args) as proxy:
                 for _ in range(8):
@@ -135,7 +122,7 @@ async def test_an_invite_retransmitted_from_another_port_is_absorbed(tmp_path: P
             open_udp_peer() as rebound,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(ringing_callee, callee)
+            nursery.start_soon(serve_callee, callee, RINGING)
             args = (*WORKERS, "--define", f"downstream={callee.destination}")
             async with open_triosip(tmp_path, *args) as proxy:
                 for _ in range(calls):
@@ -235,7 +222,7 @@ async def test_one_mi_shows_both_workers_and_a_killed_worker_is_replaced(
             open_udp_peer() as caller,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(ringing_callee, callee)
+            nursery.start_soon(serve_callee, callee, RINGING)
             args = (*WORKERS, "--define", f"downstream={callee.destination}")
             async with open_triosip(tmp_path, *args) as proxy:
                 # A ringing call held by each worker.
@@ -286,7 +273,7 @@ async def test_sigterm_stops_every_worker_and_exits_0(tmp_path: Path) -> None:
             open_udp_peer() as caller,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(ringing_callee, callee)
+            nursery.start_soon(serve_callee, callee, RINGING)
             args = (*WORKERS, "--grace", "1", "--define", f"downstream={callee.destination}")
             async with open_triosip(tmp_path, *args) as proxy:
                 stats = await proxy.mi_json("/stats")
@@ -363,7 +350,7 @@ async def test_the_tree_names_each_transaction_s_worker(tmp_path: Path) -> None:
             open_udp_peer() as caller,
             trio.open_nursery() as nursery,
         ):
-            nursery.start_soon(ringing_callee, callee)
+            nursery.start_soon(serve_callee, callee, RINGING)
             args = (*WORKERS, "--define", f"downstream={callee.destination}")
             async with open_triosip(tmp_path, *args) as proxy:
                 invite = await invite_owned_by(caller, 1)

@@ -18,6 +18,8 @@ from ._handoff import WorkerSockets as WorkerSockets
 from ._handoff import owner_of as owner_of
 from ._layer import TransportLayer as TransportLayer
 from ._limits import TransportLimits as TransportLimits
+from ._names import LocalNames as LocalNames
+from ._names import parse_host_port as parse_host_port
 from ._sockets import check_free as check_free
 from ._statistics import TransportStatistics as TransportStatistics
 from .base import Inbound as Inbound
@@ -27,6 +29,7 @@ __all__ = [
     "Address",
     "Inbound",
     "ListenSpec",
+    "LocalNames",
     "TcpConnection",
     "TransportError",
     "TransportLayer",
@@ -35,6 +38,7 @@ __all__ = [
     "WorkerSockets",
     "check_free",
     "owner_of",
+    "parse_host_port",
     "parse_listen_spec",
     "response_destination",
 ]

@@ -31,6 +31,7 @@ from ._address import TRANSPORTS, Address
 from ._errors import TransportError
 from ._handoff import HandOff, WorkerSockets
 from ._limits import DEFAULT_LIMITS, TransportLimits
+from ._names import LocalNames
 from ._sockets import bind_tcp, bind_udp
 from ._statistics import Counters, TransportStatistics
 from ._tcp import TcpTransport
@@ -38,7 +39,7 @@ from ._udp import UdpTransport
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from triosip.sip import ParseError
 
@@ -64,6 +65,10 @@ class TransportLayer:
             UDP listener gets a private socket of this worker on the same host, which
             sends the requests (`sent_by`), and requests another worker owns are handed
             over to it (``_handoff.py``). None for a proxy of one process.
+        advertise: for some `listen` addresses, the host and port (None: the bound one)
+            their Via and Record-Route name (``--advertise``).
+        aliases: other names of this proxy, with a port or None for every port
+            (``--alias``).
 
     Raises:
         ValueError: a listen address has a transport other than udp or tcp.
@@ -77,6 +82,8 @@ class TransportLayer:
         on_parse_error: Callable[[ParseError, bytes, Address, Address], None],
         limits: TransportLimits = DEFAULT_LIMITS,
         worker: WorkerSockets | None = None,
+        advertise: Mapping[Address, tuple[str, int | None]] | None = None,
+        aliases: Iterable[tuple[str, int | None]] = (),
     ) -> None:
         for address in listen:
             if address.transport not in TRANSPORTS:
@@ -89,6 +96,11 @@ class TransportLayer:
         self._nursery: trio.Nursery | None = None
         self.listeners: tuple[Address, ...] = ()
         """The bound addresses (the real ports when 0 was asked), once `serve` started."""
+        self._advertise = dict(advertise or {})
+        self._aliases = tuple(aliases)
+        self.names = LocalNames((), {}, ())
+        """This proxy's names ("myself", and what Via and Record-Route say), once `serve`
+        started."""
         self._udp = UdpTransport(
             on_message=on_message, on_parse_error=on_parse_error, limits=limits, counters=counters
         )
@@ -174,6 +186,15 @@ class TransportLayer:
                     )
                 self._nursery = self._tcp.nursery = nursery
                 self.listeners = tuple(bound)
+                advertised = {
+                    local: self._advertise[asked]
+                    for asked, local in zip(self._listen, bound, strict=True)
+                    if asked in self._advertise
+                }
+                for advertised_local in advertised:
+                    self._sent_by.pop(advertised_local, None)  # see sent_by
+                privates = [own for _, own in private]  # a worker's own ports are ours too
+                self.names = LocalNames((*bound, *privates), advertised, self._aliases)
                 logger.info("listening on %s", ", ".join(str(a) for a in bound))
                 if private:
                     logger.info("sending from %s", ", ".join(str(a) for _, a in private))
@@ -217,15 +238,26 @@ class TransportLayer:
             raise TransportError(f"no {transport} listener")
         return fallback
 
-    def sent_by(self, local: Address) -> Address:
-        """The address to name in the Via of a request sent on `local`'s transport: for a
-        worker process, its private UDP port beside the shared listener `local` (so that
-        responses come back to this worker; RFC 3261 §18.2.2 sends them there), else
-        `local` itself. Record-Route keeps `local`: later requests of the dialog may reach
-        any worker."""
+    def advertised(self, local: Address, toward: str) -> Address:
+        """What a Via or a Record-Route names for `local` sending toward the IP `toward`:
+        its ``--advertise`` name, the address the kernel sends from for a wildcard
+        listener, else `local` itself (`LocalNames.advertised`)."""
+        return self.names.advertised(local, toward)
+
+    def sent_by(self, local: Address, named: Address) -> Address:
+        """What the Via of a request sent on `local` names: `named` (`advertised`), with
+        the port of this worker's private socket beside the shared UDP listener `local`
+        when it has one (``triosip run --workers N``: responses then come back to this
+        worker, RFC 3261 §18.2.2). Record-Route keeps `named`: later requests of the
+        dialog may reach any worker. A listener with an ``--advertise`` name keeps it in
+        the Via too (what is behind it is not ours to guess): its responses reach a
+        worker, which hands them to the right one (``_handoff.py``)."""
         sent_by = self._sent_by
         # A single process has none: no hash of `local` (~0.2 µs) per forwarded request.
-        return sent_by.get(local, local) if sent_by else local
+        if not sent_by:
+            return named
+        own = sent_by.get(local)
+        return named if own is None else Address(named.transport, named.host, own.port)
 
     def statistics(self) -> TransportStatistics:
         """A snapshot of the counters."""

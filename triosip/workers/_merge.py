@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["merge_statistics", "merge_tasks", "worker_metrics"]
 
 _COUNTS = ("methods", "states", "ops")
+# Not sums: the fd limit every worker has, and the start of the oldest.
+_LEAST = (("process", "max_fds"), ("process", "start_time_seconds"))
 _SUMS = ("transactions", "matched", "ops_running", "launched")
 
 
@@ -30,12 +32,16 @@ def merge_statistics(documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     Returns:
         A document of the same shape. Strings (the version) come from the first;
-        ``uptime`` is the longest; a part that is None in every worker (no database)
-        stays None.
+        ``uptime`` is the longest, the process's ``max_fds`` and ``start_time_seconds``
+        the least; a part that is None in every worker (no database) stays None.
     """
     merged: dict[str, Any] = _sum(list(documents))
     if documents:
         merged["uptime"] = max(float(document["uptime"]) for document in documents)
+    for section, key in _LEAST:
+        values = [d[section][key] for d in documents if isinstance(d.get(section), dict)]
+        if values:
+            merged[section][key] = min(values)
     return merged
 
 
