@@ -22,6 +22,7 @@ import pytest
 import trio
 
 from triosip.mi import MIRefused
+from triosip.script import DEFAULT_ROUTES
 from triosip.sip import Request, Response
 from triosip.testing.callee import Answer, serve_callee
 from triosip.testing.leaks import wait_until
@@ -363,6 +364,9 @@ async def test_the_tree_names_each_transaction_s_worker(tmp_path: Path) -> None:
                     env={**os.environ, "COLUMNS": "200"},
                 )
                 reloaded = await proxy.mi_post("/reload")
+                again = await trio.run_process(
+                    [*TRIOSIP, "reload", "--mi", "{}:{}".format(*proxy.mi)], capture_stdout=True
+                )
                 # A bad parameter gets the one 400 a worker would give.
                 with pytest.raises(MIRefused, match=r"answered 400: .*limit"):
                     await proxy.mi_json("/tasks", {"limit": "many"})
@@ -373,7 +377,13 @@ async def test_the_tree_names_each_transaction_s_worker(tmp_path: Path) -> None:
     assert "worker 1" in tree
     assert invite.call_id in tree
     # POST /reload reloads every worker.
-    assert reloaded == {"reloaded": True, "workers": 2}
+    assert reloaded == {
+        "reloaded": True,
+        "routes": str(DEFAULT_ROUTES),
+        "reloads": 1,
+        "workers": 2,
+    }
+    assert again.stdout.decode() == f"reloaded {DEFAULT_ROUTES} (reload 2)\n"
 
 
 async def test_mistakes_get_one_line_and_exit_2(tmp_path: Path) -> None:

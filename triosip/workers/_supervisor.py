@@ -124,6 +124,7 @@ class Supervisor:
     argv: Sequence[str]
     count: int
     restarts: int = 0
+    reloads: int = 0
     stopping: bool = False
     listen: tuple[Address, ...] | None = None
     _workers: list[_Worker] = field(default_factory=list)
@@ -441,11 +442,24 @@ class Supervisor:
         return answers
 
     async def _reload_response(self) -> HttpResponse:
+        """``POST /reload`` of one proxy's MI, for all workers: ``reloads`` counts the
+        reloads every worker took; 422 with the first worker's reason if one did not."""
         answers = await self._reload_all()
         failed = {index: str(a) for index, a in answers.items() if isinstance(a, Exception)}
         if failed:
-            return HttpResponse.json(422, {"reloaded": False, "errors": failed, "status": 422})
-        return HttpResponse.json(200, {"reloaded": True, "workers": len(answers)})
+            document = {
+                "reloaded": False,
+                "error": next(iter(failed.values())),
+                "errors": failed,
+                "status": 422,
+            }
+            return HttpResponse.json(422, document)
+        self.reloads += 1
+        routes = next(iter(answers.values()))["routes"]
+        return HttpResponse.json(
+            200,
+            {"reloaded": True, "routes": routes, "reloads": self.reloads, "workers": len(answers)},
+        )
 
 
 _PATHS = ("/", "/tasks", "/transactions", "/stats", "/metrics", "/version", "/reload")
