@@ -408,6 +408,10 @@ class open_proxy:  # an async context manager, named like trio's open_* ones
         try:
             with trio.fail_after(self.args.startup_timeout):
                 await wait_tree_listening(self.process, port)
+                if "--workers" in command:
+                    # Worker 0 binds first; the calls must not start before the others
+                    # serve (what they own would wait in their hand-off queues).
+                    await wait_for_line(self.process, log, "workers serve")
         except (HarnessError, trio.TooSlowError) as exc:
             reason = (
                 f"did not bind udp:127.0.0.1:{port} within {self.args.startup_timeout}s"
@@ -477,6 +481,18 @@ async def wait_tree_listening(process: trio.Process, port: int) -> None:
         if process.poll() is not None:
             raise HarnessError(f"process {process.pid} exited with status {process.returncode}")
         await trio.sleep(0.02)
+
+
+async def wait_for_line(process: trio.Process, log: Path, text: str) -> None:
+    """Wait until `text` appears in the `log` file of ``process``."""
+    while not _has_line(log, text):
+        if process.poll() is not None:
+            raise HarnessError(f"process {process.pid} exited with status {process.returncode}")
+        await trio.sleep(0.05)
+
+
+def _has_line(log: Path, text: str) -> bool:
+    return text in log.read_text(errors="replace")
 
 
 def _process_tree(pid: int) -> tuple[set[int], dict[int, int]]:
