@@ -47,10 +47,10 @@ from triosip.testing.sipp import (
     HarnessError,
     SippResult,
     find_free_port,
+    is_listening,
     open_uas,
     run_uac,
     stop_process,
-    wait_listening,
 )
 
 BENCH = Path(__file__).resolve().parent
@@ -407,7 +407,11 @@ class open_proxy:  # an async context manager, named like trio's open_* ones
             os.close(output)
         try:
             with trio.fail_after(self.args.startup_timeout):
-                await wait_listening(self.process, port)
+                await wait_tree_listening(self.process, port)
+                if "--workers" in command:
+                    # Worker 0 binds first; the calls must not start before the others
+                    # serve (what they own would wait in their hand-off queues).
+                    await wait_for_line(self.process, log, "workers serve")
         except (HarnessError, trio.TooSlowError) as exc:
             reason = (
                 f"did not bind udp:127.0.0.1:{port} within {self.args.startup_timeout}s"
@@ -464,7 +468,35 @@ class open_proxy:  # an async context manager, named like trio's open_* ones
 
 
 def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and all its descendants, reaped ones included."""
+    """CPU seconds (user + system) of ``pid`` and all its descendants, reaped ones included
+    (``triosip run --workers N``: the supervisor and its workers)."""
+    tree, times = _process_tree(pid)
+    return sum(times.get(p, 0) for p in tree) / CLK_TCK
+
+
+async def wait_tree_listening(process: trio.Process, port: int) -> None:
+    """`wait_listening`, for a socket owned by ``process`` or one of its descendants (the
+    workers of ``triosip run --workers N`` bind the port, not their supervisor)."""
+    while not any(is_listening(pid, port) for pid in _process_tree(process.pid)[0]):
+        if process.poll() is not None:
+            raise HarnessError(f"process {process.pid} exited with status {process.returncode}")
+        await trio.sleep(0.02)
+
+
+async def wait_for_line(process: trio.Process, log: Path, text: str) -> None:
+    """Wait until `text` appears in the `log` file of ``process``."""
+    while not _has_line(log, text):
+        if process.poll() is not None:
+            raise HarnessError(f"process {process.pid} exited with status {process.returncode}")
+        await trio.sleep(0.05)
+
+
+def _has_line(log: Path, text: str) -> bool:
+    return text in log.read_text(errors="replace")
+
+
+def _process_tree(pid: int) -> tuple[set[int], dict[int, int]]:
+    """``pid`` and its descendants, and the CPU clock ticks of every process."""
     parents: dict[int, int] = {}
     times: dict[int, int] = {}
     for entry in os.listdir("/proc"):
@@ -486,7 +518,7 @@ def tree_cpu(pid: int) -> float:
             if parent in tree and child not in tree:
                 tree.add(child)
                 grew = True
-    return sum(times.get(p, 0) for p in tree) / CLK_TCK
+    return tree, times
 
 
 def udp_receive_drops() -> int:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from triosip.config import Config
     from triosip.proxy import RouteHandlers
     from triosip.script.api import Routes
-    from triosip.transport import Address
+    from triosip.transport import Address, WorkerSockets
 
 __all__ = ["Running", "freeze_survivors", "serve_triosip"]
 
@@ -91,6 +91,7 @@ async def serve_triosip(
     *,
     routes: Routes | None = None,
     environment: ScriptEnvironment | None = None,
+    worker: WorkerSockets | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run a triosip until cancelled (or `Running.shut_down`).
@@ -109,6 +110,9 @@ async def serve_triosip(
         environment: the routes' environment, when the caller opened its resources
             itself (tests); else one is built from ``config`` (``db_url``,
             ``rest_connections``, ``max_launched``).
+        worker: for one worker process of ``triosip run --workers N``, its hand-off
+            sockets (`triosip.transport.WorkerSockets`): the listeners are then shared
+            with the other workers. Its launched work and database pool are its own.
         task_status: ``started(Running)`` once the listeners are bound.
 
     Raises:
@@ -144,6 +148,7 @@ async def serve_triosip(
                 on_message=inbox.message,
                 on_parse_error=inbox.parse_error,
                 limits=config.transport,
+                worker=worker,
                 advertise=config.advertised_names,
                 aliases=config.alias_names,
             )

@@ -5,6 +5,7 @@ which ask a running proxy's management interface."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -34,11 +35,12 @@ from triosip.mi import (
 )
 from triosip.ops import DatabaseError
 from triosip.pidfile import PidFileError, remove_pid_file, write_pid_file
-from triosip.script import RoutesLoadError
-from triosip.transport import Address, TransportError, parse_listen_spec
+from triosip.script import RoutesLoadError, load_routes
+from triosip.transport import Address, TransportError, check_free, parse_listen_spec
+from triosip.workers import Supervisor, WorkerFailed, WorkerLink
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import AsyncIterator, Sequence
 
     from triosip.app import Running
 
@@ -219,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         "rather than back to where the request came from: unsafe on the open internet, "
         "where it makes the proxy a reflector",
     )
+    run.add_argument(
+        "--workers",
+        default="1",
+        metavar="N",
+        help="worker processes sharing the listeners, under a supervisor that restarts "
+        "them and serves one MI; auto for one per core (default 1: one process)",
+    )
+    run.add_argument("--worker-of", help=argparse.SUPPRESS)  # the supervisor's, to a worker
     token = run.add_mutually_exclusive_group()
     token.add_argument(
         "--mi-token", metavar="TOKEN", help="the token MI clients not on loopback must show"
@@ -335,7 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args)
-        return _run(args) if args.command == "run" else _query_mi(args)
+        if args.command == "run":
+            return _run(args, sys.argv[1:] if argv is None else list(argv))
+        return _query_mi(args)
     except (UsageError, ConfigError) as exc:
         print(f"triosip: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -373,28 +385,49 @@ def build_config(args: argparse.Namespace) -> Config:
         log_level=args.log_level,
         log_target=args.log_target,
         log_format=args.log_format,
+        workers=_workers(args.workers),
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def _workers(spec: str) -> int:
+    if spec == "auto":
+        return os.cpu_count() or 1
+    if not spec.isdigit():
+        raise UsageError(f"--workers {spec}: give a number of processes, or auto")
+    return int(spec)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     config = build_config(args)
+    worker = None
+    if args.worker_of is not None:  # a worker of `triosip run --workers N`
+        try:
+            worker = WorkerLink.from_spec(args.worker_of)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        config = worker.configure(config)
+    pid_file = args.pid_file if worker is None else None  # the supervisor's alone
     try:
         configure_logging(config.log_level, config.log_target, config.log_format)
-        if args.pid_file:
-            write_pid_file(args.pid_file)
+        if pid_file:
+            write_pid_file(pid_file)
     except (LogTargetError, PidFileError) as exc:
         raise UsageError(str(exc)) from None
     try:
-        return _run_config(config)
+        if worker is not None:
+            worker.label_logs()
+        elif config.workers > 1:
+            return _supervise(config, argv)
+        return _run_config(config, worker)
     finally:
-        if args.pid_file:
-            remove_pid_file(args.pid_file)
+        if pid_file:
+            remove_pid_file(pid_file)
 
 
-def _run_config(config: Config) -> int:
+def _run_config(config: Config, worker: WorkerLink | None = None) -> int:
     startup_errors = (TransportError, sqlite3.Error, DatabaseError, MIError, RoutesLoadError)
     try:
-        trio.run(_serve, config)
+        trio.run(_serve, config, worker)
     except BaseExceptionGroup as group:
         # A routes file that does not load, a listener that can't bind or a database that
         # can't open fails at startup, deep in the nurseries: say what to fix, not the
@@ -431,14 +464,64 @@ def _startup_problem(exc: BaseException, config: Config) -> str:
     return f"--db {config.db_url}: {exc}" if isinstance(exc, sqlite3.Error) else str(exc)
 
 
-async def _serve(config: Config) -> None:
-    """Run triosip until SIGTERM or SIGINT, then shut it down (`Running.shut_down`)."""
+async def _serve(config: Config, worker: WorkerLink | None = None) -> None:
+    """Run triosip until SIGTERM or SIGINT, then shut it down (`Running.shut_down`); a
+    worker also when its supervisor is gone."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            running: Running = await nursery.start(serve_triosip, config)
-            received = await signals.__anext__()
-            await running.shut_down(config.grace, why=signal.Signals(received).name)
+            running: Running = await nursery.start(
+                functools.partial(
+                    serve_triosip, config, worker=worker.sockets if worker is not None else None
+                )
+            )
+            if worker is None:
+                received = await signals.__anext__()
+                await running.shut_down(config.grace, why=signal.Signals(received).name)
+            else:
+                worker.report_ready(running)
+                why = await _first_of(signals, worker)
+                await running.shut_down(config.grace if why else 0.0, why=why or "orphaned")
     logger.info("stopped")
+
+
+async def _first_of(signals: AsyncIterator[int], worker: WorkerLink) -> str | None:
+    """The name of the first signal, or None if the supervisor went first."""
+    why: str | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def on_signal() -> None:
+            nonlocal why
+            why = signal.Signals(await signals.__anext__()).name
+            nursery.cancel_scope.cancel()
+
+        async def on_orphaned() -> None:
+            await worker.wait_orphaned()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_signal)
+        nursery.start_soon(on_orphaned)
+    return why
+
+
+def _supervise(config: Config, argv: Sequence[str]) -> int:
+    """``triosip run --workers N`` (N >= 2): check what a worker would refuse, then run the
+    supervisor (`triosip.workers.Supervisor`)."""
+    try:
+        load_routes(config.routes_file, config.params)
+        check_free(config.listen)
+    except (RoutesLoadError, TransportError) as exc:
+        raise UsageError(str(exc)) from None
+    supervisor = Supervisor(config, argv, config.workers)
+    try:
+        trio.run(supervisor.serve)
+    except BaseExceptionGroup as group:
+        failed = _first_leaf(group, (WorkerFailed, MIError))
+        if isinstance(failed, WorkerFailed):
+            return failed.returncode if failed.returncode > 0 else EXIT_FAILURE
+        if failed is None:
+            raise
+        raise UsageError(str(failed)) from None
+    return 0
 
 
 def _default_db_url() -> str:

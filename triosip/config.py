@@ -82,6 +82,8 @@ class Config:
         log_target: where the log goes: ``stderr``, ``syslog``, or a file's path.
         log_format: ``text``, or ``json`` (one object per line, with ``call_id`` and
             ``branch`` fields).
+        workers: how many worker processes serve (``--workers``): 1 runs the proxy in
+            this process; more run under a supervisor (`triosip.workers`).
         freeze_gc: whether to keep long-lived objects out of the garbage collector's
             full collections (`triosip.app.freeze_survivors`), as a production proxy does.
 
@@ -117,6 +119,7 @@ class Config:
     log_level: str = "INFO"
     log_target: str = "stderr"
     log_format: str = "text"
+    workers: int = 1
     freeze_gc: bool = True
 
     def __post_init__(self) -> None:
@@ -144,6 +147,7 @@ class Config:
             ("--db-pool", self.db_pool),
             ("--max-launched", self.max_launched),
             ("--max-transactions", self.max_transactions),
+            ("--workers", self.workers),
         ):
             if count is not None and count < 1:
                 raise ConfigError(f"{option} must be at least 1, not {count}")

@@ -7,6 +7,9 @@ from triosip.mi._client import MIClient as MIClient
 from triosip.mi._client import MIRefused as MIRefused
 from triosip.mi._client import MIUnavailable as MIUnavailable
 from triosip.mi._http import HttpLimits as HttpLimits
+from triosip.mi._http import HttpRequest as HttpRequest
+from triosip.mi._http import HttpResponse as HttpResponse
+from triosip.mi._http import serve_http as serve_http
 from triosip.mi._server import DEFAULT_HOST as DEFAULT_HOST
 from triosip.mi._server import DEFAULT_PORT as DEFAULT_PORT
 from triosip.mi._server import ManagementInterface as ManagementInterface
@@ -17,6 +20,7 @@ from triosip.mi._server import is_authorized as is_authorized
 from triosip.mi._server import mi_url as mi_url
 from triosip.mi._server import parse_mi_address as parse_mi_address
 from triosip.mi._server import serve_mi as serve_mi
+from triosip.mi._stats import PROMETHEUS_CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from triosip.mi._stats import prometheus_text as prometheus_text
 from triosip.mi._stats import statistics_document as statistics_document
 from triosip.mi._tasks import BranchSample as BranchSample
@@ -38,9 +42,12 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "DEFAULT_TIMEOUT",
+    "PROMETHEUS_CONTENT_TYPE",
     "BranchSample",
     "ClientSample",
     "HttpLimits",
+    "HttpRequest",
+    "HttpResponse",
     "MIClient",
     "MIConfig",
     "MIError",
@@ -61,6 +68,7 @@ __all__ = [
     "prometheus_text",
     "render_stats",
     "render_tasks",
+    "serve_http",
     "serve_mi",
     "statistics_document",
     "task_tree",

@@ -121,6 +121,8 @@ def _transaction_label(tx: Mapping[str, Any]) -> Text:
         label.append(f"  sent {tx['last_status']}", style="dim")
     if tx["cancelled"]:
         label.append("  CANCELLED", style="red")
+    if "worker" in tx:  # triosip run --workers N
+        label.append(f"  worker {tx['worker']}", style="magenta")
     label.append("\n")
     label.append(f"{tx['method']} {tx['ruri']}")
     label.append("  Call-ID ", style="dim")

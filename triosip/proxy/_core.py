@@ -102,7 +102,8 @@ class StatelessRequest:
             transport = self.proxy.transport
             local = transport.local_address(address.transport, family_of=address.host)
             named = transport.advertised(local, address.host)
-            forwarded = forwarded.with_header_first("via", via_value(named, BRANCH_PREFIX + digest))
+            via = via_value(transport.sent_by(local, named), BRANCH_PREFIX + digest)
+            forwarded = forwarded.with_header_first("via", via)
             await self.proxy.transport.send(bytes(forwarded), address)
             self.proxy.counters.requests_forwarded[request.method] += 1
             self.relayed = True

@@ -390,7 +390,9 @@ class ProxyTransaction:
         if address.reliable:
             # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
             forwarded = forwarded.with_body(forwarded.body)
-        return forwarded.with_header_first("via", via_value(named, branch))
+        # --workers: this worker's own port, so that the responses come back to it.
+        sent_by = transport.sent_by(local, named)
+        return forwarded.with_header_first("via", via_value(sent_by, branch))
 
     async def _run_branch(self, branch: Branch) -> None:
         branch.task = trio.lowlevel.current_task()

@@ -14,10 +14,13 @@ from ._address import parse_listen_spec as parse_listen_spec
 from ._address import response_destination as response_destination
 from ._connection import TcpConnection as TcpConnection
 from ._errors import TransportError as TransportError
+from ._handoff import WorkerSockets as WorkerSockets
+from ._handoff import owner_of as owner_of
 from ._layer import TransportLayer as TransportLayer
 from ._limits import TransportLimits as TransportLimits
 from ._names import LocalNames as LocalNames
 from ._names import parse_host_port as parse_host_port
+from ._sockets import check_free as check_free
 from ._statistics import TransportStatistics as TransportStatistics
 from .base import Inbound as Inbound
 
@@ -32,6 +35,9 @@ __all__ = [
     "TransportLayer",
     "TransportLimits",
     "TransportStatistics",
+    "WorkerSockets",
+    "check_free",
+    "owner_of",
     "parse_host_port",
     "parse_listen_spec",
     "response_destination",

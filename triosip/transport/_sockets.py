@@ -12,11 +12,15 @@ import errno
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import trio
 
 from ._address import Address
 from ._errors import TransportError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +70,16 @@ def _bound_address(address: Address, sock: socket.socket) -> Address:
     return Address(address.transport, sockname[0], sockname[1])
 
 
-def bind_udp(address: Address, *, buffer_bytes: int) -> tuple[socket.socket, Address]:
+def bind_udp(
+    address: Address, *, buffer_bytes: int, reuse_port: bool = False
+) -> tuple[socket.socket, Address]:
     """Open a non-blocking UDP socket bound to `address`.
 
     Args:
         address: where to listen; port 0 picks a free port.
         buffer_bytes: the SO_RCVBUF and SO_SNDBUF to ask for; the kernel caps it at
             net.core.rmem_max / wmem_max, which is logged when it happens.
+        reuse_port: share the address with the other worker processes (``SO_REUSEPORT``).
 
     Returns:
         The socket and the address it is bound to.
@@ -97,6 +104,8 @@ def bind_udp(address: Address, *, buffer_bytes: int) -> tuple[socket.socket, Add
                     buffer_bytes,
                     "rmem_max" if name == "receive" else "wmem_max",
                 )
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host, address.port))
     except OSError as exc:
         sock.close()
@@ -104,11 +113,13 @@ def bind_udp(address: Address, *, buffer_bytes: int) -> tuple[socket.socket, Add
     return sock, _bound_address(address, sock)
 
 
-def bind_tcp(address: Address) -> tuple[trio.SocketListener, Address]:
+def bind_tcp(address: Address, *, reuse_port: bool = False) -> tuple[trio.SocketListener, Address]:
     """Open a TCP listener bound to `address`.
 
     Args:
         address: where to listen; port 0 picks a free port.
+        reuse_port: share the address with the other worker processes (``SO_REUSEPORT``:
+            the kernel spreads new connections over their listeners).
 
     Returns:
         The listener and the address it is bound to.
@@ -121,6 +132,8 @@ def bind_tcp(address: Address) -> tuple[trio.SocketListener, Address]:
         # As trio.open_tcp_listeners: restart at once while old connections sit in
         # TIME_WAIT. On Linux this does not let two listeners share a port.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address.host, address.port))
         sock.listen(TCP_BACKLOG)
     except OSError as exc:
@@ -128,6 +141,28 @@ def bind_tcp(address: Address) -> tuple[trio.SocketListener, Address]:
         raise TransportError(f"cannot listen on {address}: {describe_os_error(exc)}") from exc
     bound = _bound_address(address, sock)
     return trio.SocketListener(trio.socket.from_stdlib_socket(sock)), bound
+
+
+def check_free(addresses: Sequence[Address]) -> None:
+    """Bind each address (with a fixed port) alone for a moment, and close it again.
+
+    Worker processes bind with ``SO_REUSEPORT``, which lets any other process of the same
+    user that asks for it share their address: a second ``triosip run --workers N`` on the
+    same port would silently take half the traffic. Their supervisor checks first that no
+    one holds the addresses.
+
+    Raises:
+        TransportError: an address is in use (or cannot be bound).
+    """
+    for address in addresses:
+        if address.port == 0:
+            continue
+        if address.transport == "udp":
+            sock, _ = bind_udp(address, buffer_bytes=0)
+            sock.close()
+        else:
+            listener, _ = bind_tcp(address)
+            listener.socket.close()
 
 
 async def connect_tcp(destination: Address) -> trio.SocketStream:

@@ -34,6 +34,10 @@ class TransportStatistics:
             (``tcp_max_connections``).
         tcp_connections_refused: new connections refused because every one of the
             ``tcp_max_connections`` was busy.
+        udp_handed_off: requests read on a shared listener and handed over to the worker
+            that owns their transaction (``triosip run --workers N``).
+        udp_handed_in: requests handed over to this worker by another.
+        udp_handoff_dropped: hand-offs dropped because the owner's queue was full.
     """
 
     udp_datagrams_received: int = 0
@@ -56,6 +60,9 @@ class TransportStatistics:
     tcp_connections_idle_closed: int = 0
     tcp_connections_evicted: int = 0
     tcp_connections_refused: int = 0
+    udp_handed_off: int = 0
+    udp_handed_in: int = 0
+    udp_handoff_dropped: int = 0
 
 
 _NAMES = tuple(f.name for f in fields(TransportStatistics))
@@ -90,6 +97,9 @@ class Counters:
     tcp_connections_idle_closed: int
     tcp_connections_evicted: int
     tcp_connections_refused: int
+    udp_handed_off: int
+    udp_handed_in: int
+    udp_handoff_dropped: int
 
     def snapshot(self) -> TransportStatistics:
         return TransportStatistics(**{name: getattr(self, name) for name in _NAMES})

@@ -21,6 +21,7 @@ from triosip.sip import ParseError, check_message, parse_message
 
 from ._address import Address
 from ._errors import TransportError
+from ._handoff import decode_handoff
 from ._sockets import PING, PONG, describe_os_error
 from .base import Inbound
 
@@ -38,6 +39,9 @@ UDP_BATCH = 64
 
 UDP_RECEIVE_SIZE = 65535
 """The ``recvfrom`` buffer: larger than any UDP payload, so nothing is truncated."""
+
+HANDOFF_HEADER_SIZE = 256
+"""Room for the header line of a hand-off (two addresses) beyond the datagram."""
 
 _CR_LF = frozenset(b"\r\n")
 
@@ -65,10 +69,12 @@ class UdpTransport:
         self._by_family: dict[bool, socket.socket] = {}  # is_ipv6 -> first listener
         self._write_locks: dict[socket.socket, trio.Lock] = {}
 
-    def add(self, sock: socket.socket, local: Address) -> None:
-        """Send from ``sock`` when asked to send from ``local``, or from its family."""
+    def add(self, sock: socket.socket, local: Address, *, family_default: bool = True) -> None:
+        """Send from ``sock`` when asked to send from ``local``, or (`family_default`, the
+        first socket added so) from its family."""
         self._by_local[local] = sock
-        self._by_family.setdefault(local.is_ipv6, sock)
+        if family_default:
+            self._by_family.setdefault(local.is_ipv6, sock)
         self._write_locks[sock] = trio.Lock()
 
     def clear(self) -> None:
@@ -141,8 +147,20 @@ class UdpTransport:
 
     # --- receiving ---------------------------------------------------------------------
 
-    async def serve(self, sock: socket.socket, local: Address) -> None:
-        """Receive on ``sock`` until cancelled: the task ``receive udp:<local>``."""
+    async def serve(
+        self,
+        sock: socket.socket,
+        local: Address,
+        hand_off: Callable[[bytes, tuple[str, int], Address], bool] | None = None,
+    ) -> None:
+        """Receive on ``sock`` until cancelled: the task ``receive udp:<local>``.
+
+        Args:
+            sock: the socket.
+            local: the address it is bound to.
+            hand_off: for a listener shared by worker processes, called first with each
+                datagram; True means another worker handles it (``_handoff.py``).
+        """
         recvfrom = sock.recvfrom
         receive = self._receive_datagram
         while True:
@@ -155,12 +173,37 @@ class UdpTransport:
                     # An ICMP error for an earlier send, reported by some kernels: it is
                     # not this loop's business (and the send that caused it has returned).
                     continue
+                if hand_off is not None and hand_off(data, peer, local):
+                    continue
                 receive(sock, data, Address("udp", peer[0], peer[1]), local)
             else:
                 # A full batch: let the other tasks run, then drain on.
                 await trio.lowlevel.checkpoint()
                 continue
             await trio.lowlevel.wait_readable(sock)
+
+    async def serve_handoffs(self, inbox: socket.socket) -> None:
+        """Receive the requests other workers hand over (``_handoff.py``) until cancelled,
+        and handle each as if it came to this worker's socket on its listener."""
+        recv = inbox.recv
+        while True:
+            for _ in range(UDP_BATCH):
+                try:
+                    packet = recv(UDP_RECEIVE_SIZE + HANDOFF_HEADER_SIZE)
+                except BlockingIOError:
+                    break
+                handed = decode_handoff(packet)
+                sock = None if handed is None else self._by_local.get(handed[2])
+                if handed is None or sock is None:
+                    # Only the workers write there, with the same listeners: a bug.
+                    logger.warning("a hand-off that names no listener of ours: dropped")
+                    continue
+                self._counters.udp_handed_in += 1
+                self._receive_datagram(sock, *handed)
+            else:
+                await trio.lowlevel.checkpoint()
+                continue
+            await trio.lowlevel.wait_readable(inbox)
 
     def _receive_datagram(
         self, sock: socket.socket, data: bytes, source: Address, local: Address
