@@ -34,7 +34,7 @@ from triosip.sip import _abnf
 from triosip.sip._errors import LocalSIPError
 from triosip.sip._parse_error import ParseError
 from triosip.sip._text import show, split_commas
-from triosip.sip._uri import URI, _compose_params, _params
+from triosip.sip._uri import URI, _compose_params, _params, uri_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -260,7 +260,7 @@ def parse_vias(values: list[str]) -> tuple[Via, ...]:
         for element in split_commas(value):
             if not element:
                 raise ParseError("Bad Via: empty value")
-            vias.append(Via(element))
+            vias.append(new_via(element, via_parts(element)))
     return tuple(vias)
 
 
@@ -342,7 +342,7 @@ class NameAddr(_NameAddrSlots):
         try:
             return self._uri
         except AttributeError:
-            uri = URI(self.uri_text)
+            uri = uri_of(self.uri_text)
             object.__setattr__(self, "_uri", uri)
             return uri
 
