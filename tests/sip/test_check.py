@@ -284,7 +284,8 @@ def test_uris_are_shared_between_messages_and_a_bad_one_is_refused_each_time() -
     second = accept(request("BYE", "sip:bob@biloxi.example.com", contact, cseq="2 BYE"))
     assert second.contact[0].uri == first.contact[0].uri
     assert second.contact[0].uri.params == {"transport": "udp"}
-    assert isinstance(first, Request) and isinstance(second, Request)
+    assert isinstance(first, Request)
+    assert isinstance(second, Request)
     assert second.uri is first.uri
     for _ in range(2):
         with pytest.raises(ParseError, match="Bad Contact header"):
