@@ -11,11 +11,13 @@ fields: a bad or empty second Via (loop detection reads them all), a bad Route
 the proxy re-encodes as strict UTF-8 (a UnicodeEncodeError, not even a ParseError).
 
 `check_message` is the one rule that closes that gap. It reads every field the proxy
-core may read, so that on a message that passed, none of them can raise again. What it
-reads is parsed and cached on the message, so reading it again later costs nothing:
-the check moves that cost rather than adding it. The URIs are built through
-`_uri.uri_of`, which shares them between messages: the messages of a dialog carry the
-same From, To, Contact and Route URIs, and each is parsed once, not once per message:
+core may read, so that on a message that passed, none of them can raise again. What the
+proxy reads for every request (the Request-URI, every Via, the Route set) is parsed and
+cached on the message, so reading it here moves its cost rather than adding it; the
+URIs the core never reads (Contact, Record-Route, From, To) are only matched against the
+grammar, which is cheaper than building them. Both remember the URI texts they passed
+(`_uri.uri_of`, `_uri.check_uri`): the messages of a dialog carry the same From, To,
+Contact, Route and Request-URI, each then read once per dialog, not once per message:
 
 * every Via element of every Via line (host, port, branch, received, rport, maddr, ttl);
 * Route and Record-Route (``<>`` required) and Contact (or a lone ``*``), with the URI
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Final
 from triosip.sip._headers import header_lines_named
 from triosip.sip._message import Request, Response
 from triosip.sip._parse_error import ParseError
+from triosip.sip._uri import check_uri
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -109,28 +112,32 @@ def _check(message: Request | Response) -> None:
     # RFC 3261 §16.3 step 4 reads every Via (the top one the parser checked).
     if names.count("via") > 1 or "," in lines[names.index("via")]:
         _ = message.via
-    # Every URI is built (and cached on its message; shared between messages, see the
-    # top): reading one later cannot fail.
+    # The Request-URI and the Route set are read for every request a proxy forwards:
+    # built (and cached) here. The other addresses' URIs are only matched against the
+    # grammar, which is cheaper: reading one later builds it and cannot fail.
     if isinstance(message, Request):
         try:
             _ = message.uri
         except ParseError as error:
             raise ParseError(f"Bad Request-URI: {error.reason}") from None
     if "route" in names:
-        _uris(message.route, "Route")
+        _uris(message.route, "Route", built=True)
     if "record-route" in names:
-        _uris(message.record_route, "Record-Route")
+        _uris(message.record_route, "Record-Route", built=False)
     if "contact" in names:
-        _uris(message.contact, "Contact")
-    _uris((message.from_,), "From")
-    _uris((message.to,), "To")
+        _uris(message.contact, "Contact", built=False)
+    _uris((message.from_,), "From", built=False)
+    _uris((message.to,), "To", built=False)
     _ = message.max_forwards  # a request's was checked by the parser; a response's not
 
 
-def _uris(addresses: Iterable[NameAddr], label: str) -> None:
-    # The URI of each address, built and cached on it.
+def _uris(addresses: Iterable[NameAddr], label: str, *, built: bool) -> None:
+    # The URI of each address: built (and cached), or only matched against the grammar.
     for address in addresses:
         try:
-            _ = address.uri
+            if built:
+                _ = address.uri
+            else:
+                check_uri(address.uri_text)
         except ParseError as error:
             raise ParseError(f"Bad {label} header: {error.reason}") from None

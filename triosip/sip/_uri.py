@@ -213,8 +213,9 @@ class URI(_URISlots):
             raise LocalSIPError(f"Invalid URI {text!r}: {exc.reason}") from None
 
 
-# How many URIs `uri_of` remembers, and the longest it remembers: a bound on its memory
-# (about 2 MB) that no sender can raise, however many or long the URIs it sends.
+# How many URIs `uri_of` and `check_uri` remember, and the longest they remember: a
+# bound on their memory (a few MB) that no sender can raise, however many or long the
+# URIs it sends.
 _CACHED_URIS = 2048
 _MAX_CACHED_LENGTH = 256
 
@@ -239,6 +240,27 @@ def uri_of(text: str) -> URI:
 def _remembered_uri(text: str) -> URI:
     # functools.lru_cache remembers only what returned: a ParseError is raised each time.
     return URI(text)
+
+
+def check_uri(text: str) -> None:
+    """Check a URI's text against the grammar, as `match_uri`, remembering what passed.
+
+    For the URIs a proxy checks but seldom reads (From, To, Contact): matching is
+    cheaper than building, and the texts of a dialog's messages are matched once.
+
+    Raises:
+        ParseError: the text is not a URI of the grammar (never remembered).
+    """
+    if len(text) > _MAX_CACHED_LENGTH:
+        match_uri(text)
+    else:
+        _remembered_check(text)
+
+
+@functools.lru_cache(maxsize=_CACHED_URIS)
+def _remembered_check(text: str) -> bool:
+    match_uri(text)
+    return True
 
 
 def _parse_uri(
