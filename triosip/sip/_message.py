@@ -477,14 +477,15 @@ class Message(_MessageSlots):
         position = names.index(canonical)
         lines = self.lines
         raw_name, _, raw_value = lines[position].partition(":")
-        value = unfold(raw_value).strip(" \t")
-        stop = _abnf.LIST_ELEMENT.match(value).end()  # type: ignore[union-attr]
-        rest = value[stop + 1 :].strip(" \t")
-        if rest:
-            new += (raw_name.rstrip(" \t") + ": " + rest,)
+        if "," in raw_value:  # else the value is alone on its line (the usual case)
+            value = unfold(raw_value).strip(" \t")
+            stop = _abnf.LIST_ELEMENT.match(value).end()  # type: ignore[union-attr]
+            rest = value[stop + 1 :].strip(" \t")
+            if rest:
+                new += (raw_name.rstrip(" \t") + ": " + rest,)
         return self._edited(
             (*lines[:position], *new, *lines[position + 1 :]),
-            (*names[:position], *(canonical for _ in new), *names[position + 1 :]),
+            (*names[:position], *(canonical,) * len(new), *names[position + 1 :]),
             canonical,
         )
 
