@@ -6,7 +6,6 @@ tested with messages alone; `_transaction.py` calls them and does the sending.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
 import itertools
@@ -88,29 +87,11 @@ def normalise_host(host: str) -> str:
 
 
 def is_ip_literal(host: str) -> bool:
-    """Whether a host (IPv6 brackets allowed) is an IP address rather than a name."""
-    # Asked for every forwarded request (resolve) and relayed 2xx, mostly of the same
-    # few hosts; ipaddress.ip_address costs 3-7 us (a name fails two parsers). Hosts
-    # short enough to be an address are remembered: the cache's memory stays bounded.
-    if len(host) > _MAX_IP_LITERAL:
-        return _is_ip_literal(host)
-    return _remembered_is_ip_literal(host)
-
-
-# The longest IP literal remembered: a bracketed IPv6 address with an IPv4 tail (47),
-# with room for a zone ID; longer ones are checked each time.
-_MAX_IP_LITERAL = 64
-
-
-def _is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(normalise_host(host))
     except ValueError:
         return False
     return True
-
-
-_remembered_is_ip_literal = functools.lru_cache(maxsize=1024)(_is_ip_literal)
 
 
 def next_hop_of(uri: URI, *, default_transport: str = "udp") -> NextHop:
