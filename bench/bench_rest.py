@@ -6,13 +6,18 @@ to a local HTTP/1.1 service (bench_async.py's, in a process of its own, answerin
 The clients alternate, run after run (``--runs``, best of), so that the shared machine's noise
 hits both alike:
 
-- ``triosip``: ``RestClient.get`` as a route awaits it (triosip.ops, h11 on trio streams);
+- ``triosip``: ``RestClient.get`` as a route awaits it (triosip.ops: httptools on trio sockets);
+- ``async_``: the same GET as a route in the proxy runs it: the transaction's ops nursery
+  (as ``ScriptHandlers.request`` opens it), ``req.async_(req.rest.get(url), resume=...,
+  timeout=5)``, and the resume route (empty): the script machinery's share of a REST op;
+- ``call``: ``await req.call(req.rest.get(url), timeout=5)`` in that nursery;
 - ``httpx``: ``httpx.AsyncClient.get`` with the same pool bound, as the rest op did before
   (httpx -> httpcore -> anyio -> trio); skipped when httpx is not installed.
 
 Usage, from the repository root::
 
     .venv/bin/python bench/bench_rest.py --requests 5000 --runs 3
+    .venv/bin/python bench/bench_rest.py --clients triosip,async_ --requests 5000 --runs 3
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 import trio
 
 from triosip.ops import open_rest_client
+from triosip.script import ScriptEnvironment
+from triosip.script._context import _RouteContext
 from triosip.testing.sipp import stop_process
 
 BENCH = Path(__file__).resolve().parent
@@ -34,6 +41,33 @@ BENCH = Path(__file__).resolve().parent
 async def run_triosip(url: str, requests: int, concurrency: int) -> tuple[float, float]:
     async with open_rest_client(max_connections=concurrency) as rest:
         return await _drive(lambda: rest.get(url).run(), requests, concurrency)
+
+
+async def run_async(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    async with open_rest_client(max_connections=concurrency) as rest:
+        environment = ScriptEnvironment(rest=rest)
+
+        async def resume(req: _RouteContext) -> None:
+            assert req.error is None, req.error
+
+        async def transaction() -> None:
+            async with trio.open_nursery() as ops:
+                req = _RouteContext({}, environment, ops, "bench")
+                req.async_(req.rest.get(url), resume=resume, timeout=5)
+
+        return await _drive(transaction, requests, concurrency)
+
+
+async def run_call(url: str, requests: int, concurrency: int) -> tuple[float, float]:
+    async with open_rest_client(max_connections=concurrency) as rest:
+        environment = ScriptEnvironment(rest=rest)
+
+        async def transaction() -> None:
+            async with trio.open_nursery() as ops:
+                req = _RouteContext({}, environment, ops, "bench")
+                await req.call(req.rest.get(url), timeout=5)
+
+        return await _drive(transaction, requests, concurrency)
 
 
 async def run_httpx(url: str, requests: int, concurrency: int) -> tuple[float, float]:
@@ -68,13 +102,13 @@ async def _drive(send, requests: int, concurrency: int) -> tuple[float, float]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    clients = {"triosip": run_triosip}
+    every = {"triosip": run_triosip, "async_": run_async, "call": run_call, "httpx": run_httpx}
+    clients = {name: every[name] for name in args.clients.split(",")}
     try:
         import httpx  # noqa: F401
     except ImportError:
-        print("httpx is not installed: measuring triosip's client only")
-    else:
-        clients["httpx"] = run_httpx
+        if clients.pop("httpx", None) is not None:
+            print("httpx is not installed: its client is skipped")
     process = await trio.lowlevel.open_process(
         [sys.executable, str(BENCH / "bench_async.py"), "--serve-http", "0"],
         stdout=subprocess.PIPE,
@@ -114,4 +148,9 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=5000, help="GETs per run")
     parser.add_argument("--concurrency", type=int, default=50, help="tasks sending at once")
     parser.add_argument("--runs", type=int, default=3, help="runs per client (best of)")
+    parser.add_argument(
+        "--clients",
+        default="triosip,async_,call,httpx",
+        help="comma-separated: triosip, async_, call, httpx (default: all)",
+    )
     trio.run(main, parser.parse_args())

@@ -37,7 +37,7 @@ Script parameters (``--define NAME=VALUE``):
 
 from triosip.script.api import ExecResult, OpTimeout, RequestContext, Routes, ScriptError, exec_
 
-routes = Routes()
+routes = Routes(requires=("program",))
 
 EXEC_TIMEOUT = 2.0
 

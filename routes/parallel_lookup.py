@@ -44,7 +44,7 @@ from triosip.script.api import (
     ScriptError,
 )
 
-routes = Routes()
+routes = Routes(requires=("routing_url",))
 
 LOOKUP_TIMEOUT = 2.0
 

@@ -34,7 +34,7 @@ from triosip.script.api import (
     ScriptError,
 )
 
-routes = Routes()
+routes = Routes(requires=("routing_url",))
 
 REST_TIMEOUT = 1.0
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.support.leaks import leak_check
+from triosip.testing.leaks import leak_check
 from triosip.testing.postgres import NoPostgres, shared_server
 
 if TYPE_CHECKING:

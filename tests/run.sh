@@ -26,7 +26,7 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
 fi
 
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" --config-settings editable_mode=strict
 
 # A throwaway server for the suite: a temporary data directory owned by an unprivileged
 # user (postgres when we run as root), on 127.0.0.1 and a free port, stopped at the end.

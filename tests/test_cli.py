@@ -9,6 +9,8 @@ code 0 within its grace period. Every process is stopped by PID and reaped.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import signal
 import socket
@@ -299,3 +301,134 @@ async def test_a_t1_beyond_t2_is_refused_in_one_line(tmp_path: Path) -> None:
     # This used to end in a traceback (the timers' own check, unhandled) and exit code 1.
     line = problem(await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--t1", "5"))
     assert line == "triosip: --t1 must be at most --t2 (4), not 5"
+
+
+def test_advertise_names_the_listen_before_it() -> None:
+    args = build_parser().parse_args(
+        [
+            "run",
+            "--listen",
+            "udp:0.0.0.0:5060",
+            "--advertise",
+            "203.0.113.5",
+            "--listen",
+            "tcp:0.0.0.0:5060",
+            "--advertise",
+            "sip.example.com:5080",
+            "--alias",
+            "proxy.example.com",
+        ]
+    )
+    config = build_config(args)
+    assert config.advertised_names == {
+        Address("udp", "0.0.0.0", 5060): ("203.0.113.5", None),
+        Address("tcp", "0.0.0.0", 5060): ("sip.example.com", 5080),
+    }
+    assert config.alias_names == (("proxy.example.com", None),)
+
+
+async def test_advertise_before_any_listen_is_refused(tmp_path: Path) -> None:
+    result = await triosip(tmp_path, "run", "--advertise", "203.0.113.5")
+    assert result.returncode == 2
+    assert "--advertise 203.0.113.5: put it after the --listen it names" in result.stderr.decode()
+
+
+async def test_a_bad_alias_is_one_line(tmp_path: Path) -> None:
+    line = problem(await triosip(tmp_path, "run", "--listen", "udp:127.0.0.1:0", "--alias", "a b"))
+    assert line == "triosip: --alias 'a b': 'a b' is not a host name or IP address"
+
+
+# -- for operators: --help, --pid-file, reload, JSON logs ------------------------------------
+
+
+def test_help_shows_every_default() -> None:
+    # This used to leave one out: --interval.
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, command in subcommands.choices.items():
+        for action in command._actions:
+            if action.default in (None, False, [], argparse.SUPPRESS) or not action.help:
+                continue
+            if "default" not in action.help:
+                missing.append(f"triosip {name} {action.option_strings or action.dest}")
+    assert missing == []
+
+
+ROUTES_V1 = """\
+from triosip.script.api import RequestContext, Routes
+
+routes = Routes()
+
+
+@routes.request
+async def main(req: RequestContext) -> None:
+    req.log.info("answering %s", req.method)
+    await req.reply(200, "VERSION")
+"""
+
+
+async def test_pid_file_reload_and_json_logs_of_a_running_proxy(tmp_path: Path) -> None:
+    port, mi_port = find_free_port("udp"), find_free_port("tcp")
+    routes, pid_file, log_file = tmp_path / "r.py", tmp_path / "run" / "p.pid", tmp_path / "l.json"
+    routes.write_text(ROUTES_V1.replace("VERSION", "One"))
+    pid_file.parent.mkdir()
+    mi = ("--mi", f"127.0.0.1:{mi_port}")
+    args = ["run", str(routes), "--listen", f"udp:127.0.0.1:{port}", *mi]
+    args += ["--pid-file", str(pid_file), "--log-format", "json", "--log-target", str(log_file)]
+    args += ["--log-level", "debug"]  # lower case is taken
+    proxy = Address("udp", "127.0.0.1", port)
+    with trio.fail_after(30):
+        async with running(tmp_path, *args) as process, open_udp_peer() as caller:
+            await wait_listening(process, port, "udp")
+            assert pid_file.read_text() == f"{process.pid}\n"
+            options = caller.request("OPTIONS")
+            await caller.send(options, proxy)
+            assert (await caller.receive_response()).reason == "One"
+
+            routes.write_text(ROUTES_V1.replace("VERSION", "Two"))
+            reloaded = await triosip(tmp_path, "reload", *mi)
+            assert reloaded.returncode == 0, reloaded.stderr
+            assert reloaded.stdout.decode() == f"reloaded {routes} (reload 1)\n"
+            await caller.send(caller.request("OPTIONS"), proxy)
+            assert (await caller.receive_response()).reason == "Two"
+
+            routes.write_text("this is not python\n")
+            refused = await triosip(tmp_path, "reload", *mi)
+            assert refused.returncode == 1
+            assert refused.stderr.decode().startswith("triosip: the triosip MI on ")
+            assert "422" in refused.stderr.decode()
+            await caller.send(caller.request("OPTIONS"), proxy)
+            assert (await caller.receive_response()).reason == "Two"  # the old routes run on
+
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0, _stderr(tmp_path)
+
+    assert not pid_file.exists()
+    assert _stderr(tmp_path) == ""  # all of it went to the file
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    answering = [line for line in lines if line["message"].endswith("answering OPTIONS")]
+    assert len(answering) == 3
+    assert answering[0]["call_id"] == options.call_id
+    assert answering[0]["branch"] == options.top_via.branch
+    assert answering[0]["level"] == "info"
+    assert any(line["message"].startswith("routes reloaded") for line in lines)
+    assert any(line["level"] == "debug" for line in lines)
+
+
+async def test_a_pid_file_of_a_live_proxy_is_refused(tmp_path: Path) -> None:
+    pid_file = tmp_path / "p.pid"
+    pid_file.write_text(f"{os.getpid()}\n")  # this test's process: alive
+    line = problem(await triosip(tmp_path, "run", "--pid-file", str(pid_file)))
+    assert line == f"triosip: --pid-file {pid_file}: triosip runs already as PID {os.getpid()}"
+    assert pid_file.read_text() == f"{os.getpid()}\n"
+
+
+async def test_reload_without_a_proxy_is_one_line(tmp_path: Path) -> None:
+    port = find_free_port("tcp")
+    result = await triosip(tmp_path, "reload", "--mi", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        f"triosip: no triosip MI answers on 127.0.0.1:{port}: is `triosip run` running? (--mi)\n"
+    )

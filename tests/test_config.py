@@ -3,14 +3,20 @@ refused with a message naming the ``triosip run`` option to fix."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
+import trustme
 
 from triosip.cli import build_config, build_parser
 from triosip.config import Config, ConfigError
 from triosip.mi import MIConfig
 from triosip.proxy import ProxyConfig
 from triosip.transaction import LoadLimits, TimerConfig
-from triosip.transport import TransportLimits
+from triosip.transport import Address, TransportLimits
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # Valid for the parser; --db given so that no default data folder is created.
 ARGV = ["run", "--db", "sqlite:///unused.db"]
@@ -47,6 +53,10 @@ def test_the_command_line_s_defaults_are_the_config_s() -> None:
         "max_launched",
         "grace",
         "log_level",
+        "log_target",
+        "log_format",
+        "advertise",
+        "aliases",
         "freeze_gc",
     ):
         assert getattr(config, name) == getattr(defaults, name), name
@@ -89,12 +99,25 @@ def test_the_command_line_sets_each_setting() -> None:
         (["--pike", "0"], "--pike must be a number of requests per second > 0, not 0"),
         (["--db", "mysql://x"], "--db: database URL 'mysql://x': 'mysql' is not supported"),
         (["--db", "postgres://x"], "--db: database URL 'postgres://x' names no database"),
+        (["--listen", "udp:0.0.0.0:5060", "--advertise", "a b"], "--advertise 'a b': 'a b' is"),
+        (["--alias", "h:99999"], "--alias 'h:99999': the port must be a number 1-65535"),
     ],
 )
 def test_a_setting_out_of_range_names_its_option(argv: list[str], says: str) -> None:
     with pytest.raises(ConfigError) as caught:
         config_of(*argv)
     assert str(caught.value).startswith(says)
+
+
+def test_a_rest_ca_file_is_checked_at_start(tmp_path: Path) -> None:
+    good = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(good))
+    assert config_of("--rest-ca-file", str(good)).rest_ca_file == str(good)
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    for name in ("missing.pem", "bad.pem"):
+        with pytest.raises(ConfigError) as caught:
+            config_of("--rest-ca-file", str(tmp_path / name))
+        assert str(caught.value).startswith(f"--rest-ca-file {tmp_path / name}: ")
 
 
 def test_a_config_needs_somewhere_to_listen() -> None:
@@ -105,3 +128,22 @@ def test_a_config_needs_somewhere_to_listen() -> None:
 def test_an_unknown_log_level_is_refused() -> None:
     with pytest.raises(ConfigError, match="--log-level must be one of DEBUG, INFO"):
         Config(log_level="LOUD")
+
+
+def test_levels_are_taken_in_any_case() -> None:
+    # This used to refuse "debug": only the capitals were choices.
+    assert config_of("--log-level", "debug").log_level == "DEBUG"
+    assert Config(log_level="warning").log_level == "warning"  # set up as WARNING
+
+
+def test_an_unknown_log_format_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--log-format must be one of text, json, not xml"):
+        Config(log_format="xml")
+
+
+def test_advertise_names_a_listen_address() -> None:
+    with pytest.raises(ConfigError, match=r"--advertise h: tcp:127.0.0.1:5060 is not a --listen"):
+        Config(
+            listen=(Address("udp", "127.0.0.1", 5060),),
+            advertise={Address("tcp", "127.0.0.1", 5060): "h"},
+        )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
 
-from triosip.log import LogThrottle, shown
+import triosip.log
+from triosip.log import JsonFormatter, LogPrefix, LogTargetError, LogThrottle, log_handler, shown
+from triosip.script.api import RequestContext, Routes
+from triosip.testing.proxy import open_udp_peer, start_proxy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 logger = logging.getLogger("tests.log")
 
@@ -73,3 +82,150 @@ async def test_the_throttle_bounds_its_memory(autojump_clock: trio.testing.MockC
     windows = throttle._windows
     assert len(windows) == 5  # four sources and "other sources"
     assert all(len(w.reasons) <= 3 for w in windows.values())  # two and "other"
+
+
+# -- a route's exception, a loop: one line each ------------------------------------------------
+
+ROUTES_THAT_RAISE = """\
+from triosip.script.api import RequestContext, Routes
+
+routes = Routes()
+
+
+def lookup(user: str) -> int:
+    return len(user) // 0
+
+
+@routes.request
+async def main(req: RequestContext) -> None:
+    req.vars["n"] = lookup(req.from_user or "")
+"""
+
+
+async def test_a_route_that_raises_is_one_line_naming_the_route_file_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    routes_file = tmp_path / "raising.py"
+    routes_file.write_text(ROUTES_THAT_RAISE)
+    caplog.set_level(logging.DEBUG, logger="triosip.proxy")
+    with trio.fail_after(5):
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
+            running = await start_proxy(nursery, routes_file)
+            invite = caller.request("OPTIONS")
+            await caller.send(invite, running.udp)
+            answer = await caller.receive_response()
+            running.stop()
+    assert answer.status == 500
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # This used to be "route ScriptHandlers.request raised", then a traceback whose first
+    # frames were triosip's own.
+    [error] = errors
+    branch = invite.top_via.branch
+    assert error.getMessage() == (
+        f"{invite.call_id} {branch} route main raised ZeroDivisionError: integer division or "
+        f"modulo by zero at {routes_file}:7"
+    )
+    assert error.exc_info is None
+    [debug] = [r for r in caplog.records if r.levelno == logging.DEBUG and r.exc_info]
+    assert debug.getMessage().startswith(f"{invite.call_id} {branch}")
+
+
+def relay_to(downstream: str) -> Routes:
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        await req.relay(downstream)
+
+    return routes
+
+
+async def test_a_loop_is_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="triosip.proxy")
+    with trio.fail_after(5):
+        async with (
+            open_udp_peer() as caller,
+            open_udp_peer() as mirror,
+            trio.open_nursery() as nursery,
+        ):
+            running = await start_proxy(nursery, relay_to(mirror.destination))
+
+            async def bounce() -> None:  # the downstream sends it back: a loop
+                await mirror.send((await mirror.receive()).message, running.udp)
+
+            nursery.start_soon(bounce)
+            await caller.send(caller.request("MESSAGE"), running.udp)
+            answer = await caller.receive_response()
+            running.stop()
+    assert answer.status == 482
+    # This used to be silent: no line said why the request was refused.
+    loops = [r.getMessage() for r in caplog.records if "a loop" in r.getMessage()]
+    assert len(loops) == 1, loops
+    assert "MESSAGE dropped: it came back with a Via of ours" in loops[0]
+
+
+# -- where lines go and in which form ---------------------------------------------------------
+
+
+def test_json_lines_carry_the_call_id_and_branch_as_fields() -> None:
+    formatter = JsonFormatter()
+    record = logging.LogRecord(
+        "triosip.proxy", logging.INFO, __file__, 1, "%s cannot relay: %s", None, None
+    )
+    record.args = (LogPrefix("c1@example\n", "z9hG4bK-1"), "no route")
+    line = formatter.format(record)
+    assert "\n" not in line
+    fields = json.loads(line)
+    assert fields["call_id"] == "c1@example\\x0a"  # escaped as every shown field is
+    assert fields["branch"] == "z9hG4bK-1"
+    assert fields["message"] == "c1@example\\x0a z9hG4bK-1 cannot relay: no route"
+    assert (fields["level"], fields["logger"]) == ("info", "triosip.proxy")
+    assert fields["time"].endswith("Z")
+
+
+def test_a_log_file_that_cannot_open_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(LogTargetError, match=r"^--log-target .*/missing/x.log: No such file"):
+        log_handler(str(tmp_path / "missing" / "x.log"), "text")
+
+
+def test_syslog_without_dev_log_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triosip.log, "SYSLOG_SOCKET", "/nonexistent/dev/log")
+    with pytest.raises(LogTargetError, match=r"^--log-target syslog: cannot reach the syslog"):
+        log_handler("syslog", "text")
+
+
+def test_syslog_lines_reach_the_daemon_socket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A datagram socket where the daemon's /dev/log would be: what syslog would read.
+    path = str(tmp_path / "log")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as daemon:
+        daemon.bind(path)
+        daemon.settimeout(5)
+        monkeypatch.setattr(triosip.log, "SYSLOG_SOCKET", path)
+        handler = log_handler("syslog", "json")
+        try:
+            record = logging.LogRecord("triosip.app", logging.WARNING, __file__, 1, "hi", (), None)
+            handler.emit(record)
+        finally:
+            handler.close()
+        datagram = daemon.recv(4096).decode()
+    # RFC 3164: <facility daemon (3) * 8 + severity warning (4)>, then the JSON object.
+    assert datagram.startswith("<28>{")
+    assert json.loads(datagram[4:].rstrip("\x00"))["message"] == "hi"
+
+
+async def test_route_exceptions_a_peer_causes_at_will_are_throttled(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    routes_file = tmp_path / "raising.py"
+    routes_file.write_text(ROUTES_THAT_RAISE)
+    with trio.fail_after(5):
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
+            running = await start_proxy(nursery, routes_file)
+            for _ in range(12):
+                await caller.send(caller.request("OPTIONS"), running.udp)
+                assert (await caller.receive_response()).status == 500  # each answered
+            running.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 5  # the rest are counted for the summary line

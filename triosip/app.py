@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from triosip.mi import MISources, serve_mi
-from triosip.ops import open_database, open_rest_client
+from triosip.ops import open_database, open_rest_client, rest_ssl_context
 from triosip.proxy import Proxy, ProxyInbox
 from triosip.script import DEFAULT_ROUTES, ScriptEnvironment, ScriptHandlers, load_routes
 from triosip.transaction import TransactionLayer
@@ -131,7 +131,10 @@ async def serve_triosip(
                     logger.info("database %s", db.url)  # without its password
                 if config.rest_connections is not None:
                     rest = await resources.enter_async_context(
-                        open_rest_client(max_connections=config.rest_connections)
+                        open_rest_client(
+                            max_connections=config.rest_connections,
+                            ssl_context=rest_ssl_context(config.rest_ca_file),
+                        )
                     )
                 environment = ScriptEnvironment(db=db, rest=rest, max_launched=config.max_launched)
             handlers = ScriptHandlers(loaded, environment)
@@ -141,6 +144,8 @@ async def serve_triosip(
                 on_message=inbox.message,
                 on_parse_error=inbox.parse_error,
                 limits=config.transport,
+                advertise=config.advertised_names,
+                aliases=config.alias_names,
             )
             transactions = TransactionLayer(
                 transport,

@@ -1,22 +1,25 @@
-"""The ``triosip`` command line: ``triosip run`` (the proxy), and ``triosip tasks`` and
-``triosip stats``, which ask a running proxy's management interface."""
+"""The ``triosip`` command line: ``triosip run`` (the proxy), ``triosip check`` (a routes
+file's checks and drill), and ``triosip tasks``, ``triosip stats`` and ``triosip reload``,
+which ask a running proxy's management interface."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sqlite3
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from triosip import __version__
 from triosip.app import serve_triosip
 from triosip.config import LOG_LEVELS, Config, ConfigError
+from triosip.log import LOG_FORMATS, LogTargetError, configure_logging
 from triosip.mi import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -30,6 +33,7 @@ from triosip.mi import (
     print_tasks,
 )
 from triosip.ops import DatabaseError
+from triosip.pidfile import PidFileError, remove_pid_file, write_pid_file
 from triosip.script import RoutesLoadError
 from triosip.transport import Address, TransportError, parse_listen_spec
 
@@ -42,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULTS = Config()
 """Where the defaults of ``triosip run``'s options come from."""
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 DEFAULT_MI = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
@@ -73,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PROTO:HOST:PORT",
         help="an address to listen on, e.g. udp:127.0.0.1:5060 or tcp:[::1]:5060 "
         "(repeatable; default: UDP and TCP on 127.0.0.1:5060)",
+    )
+    run.add_argument(
+        "--advertise",
+        action=_AdvertiseAction,
+        default=[],
+        metavar="HOST[:PORT]",
+        help="the name that Via and Record-Route give the --listen just before it, instead "
+        "of its address: behind NAT, or a DNS name (default: the listener's address; on "
+        "0.0.0.0 or [::], the address each message is sent from)",
+    )
+    run.add_argument(
+        "--alias",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="another name of this proxy, which Route and Request-URI may use (repeatable; "
+        "without a port, on every listener's port)",
     )
     run.add_argument(
         "--define",
@@ -119,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULTS.rest_connections})",
     )
     run.add_argument(
+        "--rest-ca-file",
+        metavar="PEM",
+        help="CA certificates (PEM) that https:// REST ops trust as well as the system's, "
+        "e.g. a private CA's",
+    )
+    run.add_argument(
         "--max-launched",
         type=int,
         default=DEFAULTS.max_launched,
@@ -158,11 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM/SIGINT, how long live transactions may take to end "
         f"(default {DEFAULTS.grace:g})",
     )
+    # -- logging (triosip.log) --
     run.add_argument(
         "--log-level",
         default=DEFAULTS.log_level,
+        type=str.upper,
         choices=LOG_LEVELS,
-        help=f"default {DEFAULTS.log_level}",
+        help=f"the least severe lines logged, in any case (default {DEFAULTS.log_level})",
+    )
+    run.add_argument(
+        "--log-target",
+        default=DEFAULTS.log_target,
+        metavar="stderr|syslog|FILE",
+        help="where the log goes: stderr, the local syslog (/dev/log, facility daemon), or "
+        f"a file to append to, reopened when rotated (default {DEFAULTS.log_target})",
+    )
+    run.add_argument(
+        "--log-format",
+        default=DEFAULTS.log_format,
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line with call_id and branch fields "
+        f"(default {DEFAULTS.log_format})",
     )
     run.add_argument(
         "--mi",
@@ -182,12 +224,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--mi-token", metavar="TOKEN", help="the token MI clients not on loopback must show"
     )
     token.add_argument("--mi-token-file", metavar="PATH", help="read --mi-token from a file")
+    run.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the proxy's PID to PATH, and remove it on exit (default: none)",
+    )
+
+    check = commands.add_parser(
+        "check", help="check routes files: load them, then drill each route with faults"
+    )
+    check.add_argument("routes", nargs="+", metavar="ROUTES", help="the routes files")
+    check.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a script parameter, as for run; @callee, @http and @program stand for the "
+        "drill's own callee, HTTP server and program (repeatable)",
+    )
+    check.add_argument(
+        "--db", metavar="URL", help="the database req.db queries (default: a fresh sqlite file)"
+    )
+    check.add_argument(
+        "--fault", action="append", default=[], metavar="NAME", help="only this fault (repeatable)"
+    )
 
     tasks = commands.add_parser("tasks", help="draw the live task tree of a running proxy")
     _add_mi_client_arguments(tasks)
     tasks.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     tasks.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="--watch's period"
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="--watch's period (default 1)",
     )
     tasks.add_argument("--call-id", metavar="CALL-ID", help="only this call's transactions")
     tasks.add_argument(
@@ -209,7 +279,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = commands.add_parser("stats", help="show the counters of a running proxy")
     _add_mi_client_arguments(stats)
+
+    reload = commands.add_parser(
+        "reload",
+        help="load a running proxy's routes file again: new transactions get the new routes",
+    )
+    _add_mi_client_arguments(reload)
     return parser
+
+
+class _AdvertiseAction(argparse.Action):
+    """``--advertise``: for the ``--listen`` given just before it (its index)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        listens = getattr(namespace, "listen", None) or []
+        if not listens:
+            parser.error(f"--advertise {values}: put it after the --listen it names")
+        advertised = [*getattr(namespace, self.dest), (len(listens) - 1, str(values))]
+        setattr(namespace, self.dest, advertised)
 
 
 def _add_mi_client_arguments(parser: argparse.ArgumentParser) -> None:
@@ -240,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        if args.command == "check":
+            return _check(args)
         return _run(args) if args.command == "run" else _query_mi(args)
     except (UsageError, ConfigError) as exc:
         print(f"triosip: {exc}", file=sys.stderr)
@@ -253,8 +348,11 @@ def build_config(args: argparse.Namespace) -> Config:
         UsageError: an option that does not parse (``--listen``, ``--define``, ``--mi``).
         ConfigError: a setting out of range.
     """
+    listen = _listen_addresses(args.listen) if args.listen else DEFAULTS.listen
     return Config(
-        listen=_listen_addresses(args.listen) if args.listen else DEFAULTS.listen,
+        listen=listen,
+        advertise={listen[index]: name for index, name in args.advertise},
+        aliases=tuple(args.alias),
         routes_file=args.routes,
         params=_defines(args.define),
         fr_timeout=args.fr_timeout,
@@ -268,16 +366,32 @@ def build_config(args: argparse.Namespace) -> Config:
         db_url=args.db or _default_db_url(),
         db_pool=args.db_pool,
         rest_connections=args.rest_connections,
+        rest_ca_file=args.rest_ca_file,
         max_launched=args.max_launched,
         grace=args.grace,
         mi=_mi_config(args),
         log_level=args.log_level,
+        log_target=args.log_target,
+        log_format=args.log_format,
     )
 
 
 def _run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        configure_logging(config.log_level, config.log_target, config.log_format)
+        if args.pid_file:
+            write_pid_file(args.pid_file)
+    except (LogTargetError, PidFileError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return _run_config(config)
+    finally:
+        if args.pid_file:
+            remove_pid_file(args.pid_file)
+
+
+def _run_config(config: Config) -> int:
     startup_errors = (TransportError, sqlite3.Error, DatabaseError, MIError, RoutesLoadError)
     try:
         trio.run(_serve, config)
@@ -292,6 +406,16 @@ def _run(args: argparse.Namespace) -> int:
     except startup_errors as exc:
         raise UsageError(_startup_problem(exc, config)) from None
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``triosip check``: exit 0 when every line of the drill passed, 1 when one failed."""
+    from triosip.drill import check_routes  # the drill runs peers: only for this command
+
+    try:
+        return check_routes(args.routes, _defines(args.define), db_url=args.db, faults=args.fault)
+    except (RoutesLoadError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _first_leaf(
@@ -369,6 +493,8 @@ def _query_mi(args: argparse.Namespace) -> int:
             if args.command == "stats":
                 print_stats(client, as_json=args.json)
                 return 0
+            if args.command == "reload":
+                return _reload(client, as_json=args.json)
             if args.watch and args.json:
                 raise UsageError("--watch draws the tree; --json prints it once: pick one")
             if not args.interval > 0:
@@ -395,6 +521,17 @@ def _query_mi(args: argparse.Namespace) -> int:
     except (MIUnavailable, MIRefused) as exc:
         print(f"triosip: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    return 0
+
+
+def _reload(client: MIClient, *, as_json: bool) -> int:
+    """``triosip reload``: ``POST /reload``; a routes file that does not load is one line
+    (the old routes keep running) and exit code 1."""
+    answer = client.post_json("/reload")
+    if as_json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(f"reloaded {answer['routes']} (reload {answer['reloads']})")
     return 0
 
 

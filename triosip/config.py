@@ -11,14 +11,16 @@ sets, with those configs' defaults, and builds them.
 from __future__ import annotations
 
 import math
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from triosip.errors import TriosipError
+from triosip.log import LOG_FORMATS
 from triosip.ops import database_path
 from triosip.proxy import ProxyConfig
 from triosip.transaction import LoadLimits, TimerConfig
-from triosip.transport import Address, TransportLimits
+from triosip.transport import Address, TransportLimits, parse_host_port
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -50,6 +52,10 @@ class Config:
 
     Attributes:
         listen: the addresses to listen on (``--listen``); port 0 picks a free one.
+        advertise: for some `listen` addresses, the ``HOST[:PORT]`` their Via and
+            Record-Route name instead (``--advertise``: behind NAT, or a DNS name).
+        aliases: other ``HOST[:PORT]`` names of this proxy (``--alias``), "myself" like
+            its listeners; without a port, on every listener's port.
         routes_file: the routes file (``ROUTES``); None for the default routes.
         params: the script parameters (``--define``), read by routes as ``req.params``.
         fr_timeout: tm's fr_timeout: how long to wait for any reply, in seconds.
@@ -67,10 +73,15 @@ class Config:
         db_pool: how many queries may run at once (a connection each).
         rest_connections: the most HTTP connections REST ops keep open at once; None for
             no REST client (``req.rest`` then raises).
+        rest_ca_file: a PEM file of CA certificates that https:// REST ops trust as well as
+            the system's CA store (a private CA's); None for the system's alone.
         max_launched: the most ``launch()``ed ops running at once.
         grace: on shutdown, how long live transactions may take to end, in seconds.
         mi: where the management interface listens and whom it lets in; None for none.
-        log_level: the level of the log, one of `LOG_LEVELS`.
+        log_level: the level of the log, one of `LOG_LEVELS` (in any case).
+        log_target: where the log goes: ``stderr``, ``syslog``, or a file's path.
+        log_format: ``text``, or ``json`` (one object per line, with ``call_id`` and
+            ``branch`` fields).
         freeze_gc: whether to keep long-lived objects out of the garbage collector's
             full collections (`triosip.app.freeze_survivors`), as a production proxy does.
 
@@ -80,6 +91,8 @@ class Config:
 
     # SIP
     listen: tuple[Address, ...] = DEFAULT_LISTEN
+    advertise: Mapping[Address, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
     routes_file: str | Path | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     # Timers
@@ -96,16 +109,24 @@ class Config:
     db_url: str | None = None
     db_pool: int = 4
     rest_connections: int | None = 100
+    rest_ca_file: str | Path | None = None
     max_launched: int = 1000
     # The process
     grace: float = 10.0
     mi: MIConfig | None = None
     log_level: str = "INFO"
+    log_target: str = "stderr"
+    log_format: str = "text"
     freeze_gc: bool = True
 
     def __post_init__(self) -> None:
         if not self.listen:
             raise ConfigError("--listen: give at least one address to listen on")
+        for address, name in self.advertise.items():
+            if address not in self.listen:
+                raise ConfigError(f"--advertise {name}: {address} is not a --listen address")
+        self.advertised_names  # noqa: B018 (each parses, or raises ConfigError)
+        self.alias_names  # noqa: B018
         for option, seconds in (
             ("--fr-timeout", self.fr_timeout),
             ("--fr-inv-timeout", self.fr_inv_timeout),
@@ -133,15 +154,36 @@ class Config:
         if not (self.grace >= 0 and math.isfinite(self.grace)):
             # This used to be taken, and SIGTERM then ended the proxy with a traceback.
             raise ConfigError(f"--grace must be a number of seconds >= 0, not {self.grace:g}")
+        if self.rest_ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=self.rest_ca_file)
+            except OSError as exc:  # ssl.SSLError too: no certificate in the file
+                raise ConfigError(f"--rest-ca-file {self.rest_ca_file}: {exc}") from None
         if self.db_url is not None:
             try:
                 database_path(self.db_url)
             except ValueError as exc:
                 raise ConfigError(f"--db: {exc}") from None
-        if self.log_level not in LOG_LEVELS:
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {self.log_format}"
+            )
+        if not self.log_target:
+            raise ConfigError("--log-target: give stderr, syslog or a file's path")
+        if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(
                 f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level}"
             )
+
+    @property
+    def advertised_names(self) -> dict[Address, tuple[str, int | None]]:
+        """`advertise`, parsed: host and port (None: the listener's) by listen address."""
+        return {address: _host_port("--advertise", n) for address, n in self.advertise.items()}
+
+    @property
+    def alias_names(self) -> tuple[tuple[str, int | None], ...]:
+        """`aliases`, parsed: host and port (None: every listener's)."""
+        return tuple(_host_port("--alias", name) for name in self.aliases)
 
     @property
     def proxy(self) -> ProxyConfig:
@@ -162,3 +204,10 @@ class Config:
     def transport(self) -> TransportLimits:
         """The transport layer's limits and response policy."""
         return TransportLimits(reply_to_via=self.reply_to_via)
+
+
+def _host_port(option: str, text: str) -> tuple[str, int | None]:
+    try:
+        return parse_host_port(text)
+    except ValueError as exc:
+        raise ConfigError(f"{option} {exc}") from None

@@ -9,6 +9,7 @@ proxy's "received" counters are sipp's "sent" ones.
 from __future__ import annotations
 
 import re
+import time
 
 import trio
 
@@ -69,13 +70,16 @@ async def test_counters_equal_what_sipp_sent_and_received() -> None:
     assert sum(proxy["replies_received"].values()) == 3 * CALLS + uas.result.retransmissions
     assert proxy["replies_received"]["1xx"] == CALLS
     assert proxy["replies_forwarded"] == {"1xx": CALLS, "2xx": 2 * CALLS}
-    assert proxy["replies_generated"] == {}
+    # The 100 Trying of each INVITE, and nothing else.
+    assert proxy["replies_generated"] == {"1xx": CALLS}
+    assert proxy["replies_sent"] == {"100": CALLS, "180": CALLS, "200": 2 * CALLS}
     assert proxy["parse_errors"] == {}
     assert (proxy["transactions_total"], proxy["transactions_active"]) == (2 * CALLS, 0)
     layer = stats["transactions"]
     assert (layer["ist_total"], layer["nist_total"]) == (CALLS, CALLS)
     assert (layer["ict_total"], layer["nict_total"]) == (CALLS, CALLS)
     assert (layer["server_active"], layer["client_active"]) == (0, 0)
+    assert layer["strays"] <= uas.result.retransmissions  # the ACKs were relayed, no strays
     # Every INVITE waited for one sleep op.
     sleeps = stats["ops"]["sleep"]
     assert (sleeps["started"], sleeps["done"], sleeps["running"]) == (CALLS, CALLS, 0)
@@ -89,6 +93,22 @@ async def test_counters_equal_what_sipp_sent_and_received() -> None:
         assert metric(text, "triosip_requests_received_total", method=method) == count
     assert metric(text, "triosip_replies_forwarded_total", **{"class": "2xx"}) == 2 * CALLS
     assert metric(text, "triosip_transactions_total") == 2 * CALLS
+    assert metric(text, "triosip_replies_sent_total", code="200") == 2 * CALLS
     assert metric(text, "triosip_op_duration_seconds_count", kind="sleep") == CALLS
     assert metric(text, "triosip_op_duration_seconds_bucket", kind="sleep", le="+Inf") == CALLS
     assert metric(text, "triosip_ops_ended_total", kind="sleep", outcome="done") == CALLS
+
+
+async def test_metrics_show_the_process() -> None:
+    # As prometheus-client's process collector: CPU, memory, files, start time.
+    with trio.fail_after(10):
+        async with run_proxy(relaying_routes()) as running:
+            text = (await running.mi.get("/metrics")).text
+            stats = await running.stats()
+    assert 0 < metric(text, "process_cpu_seconds_total") < 3600
+    assert metric(text, "process_resident_memory_bytes") > 10_000_000  # a Python with trio
+    # This process's files: at least the SIP socket, the MI's listener and its connection.
+    assert 3 <= metric(text, "process_open_fds") <= metric(text, "process_max_fds")
+    started = metric(text, "process_start_time_seconds")
+    assert time.time() - 3600 < started <= time.time()
+    assert stats["process"]["max_fds"] == metric(text, "process_max_fds")

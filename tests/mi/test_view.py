@@ -139,6 +139,7 @@ def test_stats_tables() -> None:
             transactions_active=0,
             transactions_total=4,
             message_errors=0,
+            replies_sent={200: 3, 404: 1},
         ),
         transactions=TransactionStatistics(
             server_active=0,
@@ -169,3 +170,4 @@ def test_stats_tables() -> None:
     assert rows["db"] == ["4", "0", "3", "0", "1", "0", "0.05", "s", "∞"]
     assert rows["udp"] == ["datagrams", "received", "11"]
     assert "Parse errors" not in text
+    assert "Responses sent by code: 200 ×3  404 ×1" in text

@@ -6,7 +6,16 @@ import pytest
 import trio
 
 from triosip.errors import TriosipError
-from triosip.ops import Op, OpError, OpFailed, OpTimeout, run_with_timeout, sleep
+from triosip.ops import (
+    Op,
+    OpError,
+    OpFailed,
+    OpTimeout,
+    op_accounting,
+    op_faults,
+    run_with_timeout,
+    sleep,
+)
 
 
 async def test_await_op_runs_it_once_and_records_when(autojump_clock: trio.abc.Clock) -> None:
@@ -93,3 +102,28 @@ async def test_op_errors_pass_through_run_with_timeout() -> None:
 
     with trio.fail_after(5), pytest.raises(OpFailed, match="exit status 1"):
         await run_with_timeout(Op("exec", "false", fail), 1)
+
+
+async def test_op_faults_make_ops_pend_or_fail_in_their_own_task(autojump_clock: object) -> None:
+    # triosip check's hook: an op that pends is cancelled by its own timeout as its work
+    # would be (OpTimeout, counted timed out); one that fails never starts its work.
+    ran: list[str] = []
+
+    async def work() -> str:
+        ran.append("work")
+        return "done"
+
+    async def pend(op: Op[object]) -> None:
+        await trio.sleep_forever()
+
+    async def fail(op: Op[object]) -> None:
+        raise OpFailed(op.kind, op.description, "injected")
+
+    with op_faults(pend), pytest.raises(OpTimeout):
+        await run_with_timeout(Op("test", "pends", work), 1.0)
+    with op_faults(fail), pytest.raises(OpFailed, match="injected"):
+        await Op("test", "fails", work)
+    assert await Op("test", "runs", work) == "done"  # outside the blocks: the work runs
+    assert ran == ["work"]
+    outcomes = op_accounting().kinds["test"].outcomes
+    assert (outcomes["timed_out"], outcomes["failed"], outcomes["done"]) == (1, 1, 1)

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import trio
 
-from tests.support.leaks import triosip_threads
 from tests.support.ops import LONG_QUERY, wait_until
 from triosip.ops import Op, OpFailed, OpTimeout, database_path, open_database, run_with_timeout
+from triosip.testing.leaks import triosip_threads
 
 # The long query, as a write: it would insert ten million rows (seconds).
 LONG_INSERT = (

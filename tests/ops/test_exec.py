@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from tests.support.leaks import proc_state
 from tests.support.ops import wait_until
 from triosip.ops import TERMINATE_GRACE, OpFailed, OpTimeout, _exec, exec_, run_with_timeout
+from triosip.testing.leaks import proc_state
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,6 +1,6 @@
 """The rest op's own HTTP/1.1 client: TLS, framing, redirects, the pool's bound and reuse.
 
-Real servers on 127.0.0.1: `tests.support.http.HttpServer` (under TLS too, with a test CA
+Real servers on 127.0.0.1: `triosip.testing.http.HttpServer` (under TLS too, with a test CA
 from trustme) and small raw ones written here for what it can't say (chunked bodies,
 closes).
 """
@@ -15,11 +15,12 @@ import pytest
 import trio
 import trustme
 
-from tests.support.http import HttpServer
-from triosip.ops import OpFailed, open_rest_client
+from triosip.ops import OpFailed, open_rest_client, rest_ssl_context
+from triosip.testing.http import HttpServer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
 
 async def serve_raw(
@@ -84,6 +85,21 @@ async def test_https_with_a_trusted_certificate(nursery: trio.Nursery, ca: trust
     assert second.json()["target"] == "/again"
     assert server.connections_opened == 1  # kept alive under TLS too
     assert (stats.connections_opened, stats.connections_idle) == (1, 1)
+
+
+async def test_a_ca_file_is_trusted_as_well_as_the_system_store(
+    nursery: trio.Nursery, ca: trustme.CA, tmp_path: Path
+) -> None:
+    server = await serve_tls(nursery, ca.issue_cert("127.0.0.1"))
+    pem = tmp_path / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(pem))
+    context = rest_ssl_context(pem)
+    with trio.fail_after(5):
+        async with open_rest_client(ssl_context=context) as rest:
+            response = await rest.get(f"https://127.0.0.1:{server.port}/private")
+    assert (response.status, response.json()["target"]) == (200, "/private")
+    # The system's store is still there: its CA certificates are among those trusted.
+    assert len(context.get_ca_certs()) > 1
 
 
 @pytest.mark.parametrize(

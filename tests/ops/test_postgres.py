@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import trio
 
-from tests.support.leaks import wait_until
 from triosip.ops import DatabaseError, Op, OpFailed, open_database
 from triosip.ops._postgres import translate
+from triosip.testing.leaks import wait_until
 from triosip.testing.postgres import running, shared_server, sleep_sql, wait_running
 
 

@@ -1,4 +1,5 @@
-"""The ``rest`` op against a real HTTP/1.1 server on 127.0.0.1 (`tests.support.http.HttpServer`)."""
+"""The ``rest`` op against a real HTTP/1.1 server on 127.0.0.1
+(`triosip.testing.http.HttpServer`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from tests.support.http import HttpServer, start_http_server
 from triosip.ops import OpFailed, OpTimeout, RestClient, open_rest_client, run_with_timeout
+from triosip.testing.http import HttpServer, start_http_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -120,6 +121,20 @@ async def test_the_client_timeout_is_op_timeout(server: HttpServer) -> None:
             with pytest.raises(OpTimeout, match=r"timed out after 0\.1 s"):
                 await rest.get(f"{server.url}/hang")
             assert rest.statistics().requests_timed_out == 1
+
+
+async def test_the_client_timeout_holds_under_a_looser_op_timeout(server: HttpServer) -> None:
+    # The client leaves its own limit out only where a tighter deadline holds already: under
+    # an op timeout of 5 s, its 0.1 s still ends the request.
+    with trio.fail_after(2):
+        async with open_rest_client(timeout=0.1) as rest:
+            started = trio.current_time()
+            with pytest.raises(OpTimeout, match=r"timed out after 0\.1 s"):
+                await run_with_timeout(rest.get(f"{server.url}/hang"), 5)
+            assert trio.current_time() - started < 1
+            assert rest.statistics().requests_timed_out == 1
+            with trio.fail_after(1):
+                await server.hang_closed.wait()
 
 
 async def test_a_refused_connection_is_op_failed(rest: RestClient) -> None:

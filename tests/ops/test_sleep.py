@@ -9,9 +9,9 @@ import time
 import pytest
 import trio
 
-from tests.support.leaks import triosip_threads
 from tests.support.ops import wait_until
 from triosip.ops import IN_THREAD_LIMIT, OpFailed, in_thread, in_thread_limiter, sleep
+from triosip.testing.leaks import triosip_threads
 
 
 async def test_sleep_sleeps(autojump_clock: trio.abc.Clock) -> None:

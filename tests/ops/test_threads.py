@@ -13,9 +13,9 @@ import pytest
 import trio
 import trio.testing
 
-from tests.support.leaks import triosip_threads
 from tests.support.ops import wait_until
 from triosip.ops._threads import WorkerGate, run_in_worker_thread
+from triosip.testing.leaks import triosip_threads
 
 
 class FakeStatement:

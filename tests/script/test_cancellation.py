@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from tests.support.leaks import Resources
 from tests.support.ops import wait_until
 from tests.support.script import (
     PENDING_KINDS,
@@ -33,6 +32,7 @@ from tests.support.script import (
     ops_started,
     pending_op_routes,
 )
+from triosip.testing.leaks import Resources
 from triosip.transaction import TimerConfig
 
 if TYPE_CHECKING:

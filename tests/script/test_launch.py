@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from tests.support.leaks import child_pids, triosip_threads
 from tests.support.ops import LONG_QUERY
 from tests.support.script_api import ask, send_request, start_proxy
 from triosip.ops import open_database
@@ -31,6 +30,7 @@ from triosip.script.api import (
     sleep,
 )
 from triosip.sip import Response
+from triosip.testing.leaks import child_pids, triosip_threads
 from triosip.testing.proxy import open_udp_peer
 
 if TYPE_CHECKING:

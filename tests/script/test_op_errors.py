@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from tests.support.leaks import Resources
 from tests.support.ops import LONG_QUERY, wait_until
 from tests.support.script import (
     SETTLE,
@@ -41,6 +40,7 @@ from triosip.script.api import (
     in_thread,
     sleep,
 )
+from triosip.testing.leaks import Resources
 
 if TYPE_CHECKING:
     from collections.abc import Callable

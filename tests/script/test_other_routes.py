@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from tests.support.leaks import Resources
 from tests.support.script import Journal, assert_nothing_left, open_callee, open_harness
 from triosip.script.api import FailureContext, ReplyContext, RequestContext, Routes, sleep
+from triosip.testing.leaks import Resources
 
 if TYPE_CHECKING:
     from pathlib import Path

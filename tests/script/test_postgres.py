@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from tests.support.leaks import wait_until
 from tests.support.script import open_harness
 from triosip.ops import open_database
 from triosip.script.api import OpError, RequestContext, Routes
+from triosip.testing.leaks import wait_until
 from triosip.testing.postgres import NoPostgres, running, shared_server, sleep_sql, wait_running
 from triosip.testing.proxy import open_udp_peer
 from triosip.testing.sipp import find_free_port, wait_listening

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from tests.support.leaks import Resources, busy_threads, child_pids
 from tests.support.ops import wait_until
 from tests.support.script import (
     PENDING_KINDS,
@@ -25,6 +24,7 @@ from tests.support.script import (
     pid_file,
     pids_written,
 )
+from triosip.testing.leaks import Resources, busy_threads, child_pids
 
 if TYPE_CHECKING:
     from pathlib import Path

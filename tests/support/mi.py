@@ -1,7 +1,8 @@
 """A proxy with its management interface on 127.0.0.1, and the SIP peers that talk to it.
 
 The proxy and the MI run in the test's nursery on free ports, through `serve_triosip`;
-the MI is asked with an httpx client, as any operator's script would, and SIP goes through
+the MI is asked over HTTP as any operator's script would (through triosip's own HTTP client,
+outside any op: its requests count in no statistics the MI shows), and SIP goes through
 `triosip.testing`'s `UdpPeer` (the caller and the callee), or sipp where a real peer
 matters.
 """
@@ -11,16 +12,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import trio
 
 from triosip.app import serve_triosip
 from triosip.mi import MIConfig
+from triosip.ops._http import HttpPool
 from triosip.testing.proxy import UdpPeer, local_config
 from triosip.transport import Address
 
@@ -38,13 +41,67 @@ if TYPE_CHECKING:
 FAST_TIMERS = {"t1": 0.01, "t2": 0.04, "t4": 0.05}
 
 
+@dataclass(frozen=True)
+class MIAnswer:
+    """An answer of the MI: its status, header fields (by lower-case name) and body."""
+
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class MIHttp:
+    """Requests to the MI at `base_url` over one keep-alive pool."""
+
+    def __init__(self, pool: HttpPool, base_url: str) -> None:
+        self._pool = pool
+        self._base_url = base_url
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> MIAnswer:
+        result = await self._pool.request(
+            method,
+            self._base_url + target,
+            headers=headers,
+            params=params,
+            body=b"",
+            content_type=None,
+        )
+        return MIAnswer(result.status, dict(result.headers), result.body)
+
+    async def get(
+        self,
+        target: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> MIAnswer:
+        return await self.request("GET", target, params=params, headers=headers)
+
+    async def post(self, target: str) -> MIAnswer:
+        return await self.request("POST", target)
+
+
 @dataclass
 class Running:
     """A proxy and its MI, running in a test's nursery."""
 
     proxy: Proxy
     sip: Address
-    mi: httpx.AsyncClient
+    mi: MIHttp
     mi_address: tuple[str, int]
 
     async def tasks(self, **params: str) -> dict[str, Any]:
@@ -101,8 +158,14 @@ async def run_proxy(
         )
         assert running.mi is not None
         base_url = f"http://{running.mi[0]}:{running.mi[1]}"
-        async with httpx.AsyncClient(base_url=base_url, trust_env=False) as client:
-            yield Running(running.proxy, running.listeners[0], client, running.mi)
+        # The MI speaks plain HTTP: a bare TLS context, without the system's CA store to load.
+        pool = HttpPool(
+            max_connections=4, timeout=10.0, ssl_context=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        )
+        try:
+            yield Running(running.proxy, running.listeners[0], MIHttp(pool, base_url), running.mi)
+        finally:
+            pool.close()
         nursery.cancel_scope.cancel()
 
 

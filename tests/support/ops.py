@@ -1,9 +1,9 @@
 """What the tests of ops (and of routes that run them) share: a long sqlite query, and
-the poll for what no trio event tells (`tests.support.leaks.wait_until`)."""
+the poll for what no trio event tells (`triosip.testing.leaks.wait_until`)."""
 
 from __future__ import annotations
 
-from tests.support.leaks import wait_until as wait_until
+from triosip.testing.leaks import wait_until as wait_until
 
 # About 2.5 s of sqlite work on this machine (10 times more with six at once on its two
 # cores): far beyond any bound the tests set, so a query that is not interrupted fails them;

@@ -9,7 +9,7 @@ cancellation contract").
 - `open_harness`: a proxy running given routes in-process (through `serve_triosip`), with
   a real sqlite file behind ``req.db``, a real pooled HTTP client behind ``req.rest``, and
   the scriptable `HttpServer` (which can hang) for it to ask.
-- `assert_nothing_left`: the difference of two `Resources` snapshots (``tests.support.leaks``)
+- `assert_nothing_left`: the difference of two `Resources` snapshots (``triosip.testing.leaks``)
   is what a transaction left behind, and the harness's pools are whole again.
 - `pending_op_routes`: routes whose ops (db, rest, exec, thread, sleep) would run a minute,
   run by ``async_``, ``await`` or ``req.call``, that write what ran to a `Journal`.
@@ -30,14 +30,6 @@ import pytest
 import trio
 import trio.testing
 
-from tests.support.http import HttpAnswer, HttpRequest, HttpServer, start_http_server
-from tests.support.leaks import (
-    Resources,
-    busy_threads,
-    child_pids,
-    group_running,
-    running,
-)
 from tests.support.ops import LONG_QUERY, wait_until
 from triosip.app import Running, serve_triosip
 from triosip.ops import open_database, open_rest_client
@@ -45,6 +37,14 @@ from triosip.script import ScriptEnvironment
 from triosip.script.api import Op, Routes, exec_, in_thread, sleep
 from triosip.sip import Request, Response, build_response, parse_message
 from triosip.testing import postgres
+from triosip.testing.http import HttpAnswer, HttpRequest, HttpServer, start_http_server
+from triosip.testing.leaks import (
+    Resources,
+    busy_threads,
+    child_pids,
+    group_running,
+    running,
+)
 from triosip.testing.proxy import local_config
 from triosip.transaction import TimerConfig
 from triosip.transport import Address

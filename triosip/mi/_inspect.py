@@ -18,6 +18,7 @@ caller hands in.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -94,17 +95,29 @@ def _sample_transaction(
 ) -> TransactionSample:
     branches: list[BranchSample] = []
     runs: dict[trio.lowlevel.Task, _Runs] = {}
+    # Client transactions over UDP run without a task (TransactionLayer.start_client):
+    # they are nodes of their own under the transaction's task, named as a task would be.
+    records: list[TaskSample] = []
     for branch in view.branches:
         sample = _sample_branch(branch)
         branches.append(sample)
         # An ACK of a 2xx has no client transaction: its task runs with none.
         if branch.task is not None:
             runs[branch.task] = (sample, branch.client)
+        elif branch.client is not None:
+            records.append(
+                _record(f"branch {branch.destination} {branch.branch}", sample, branch.client)
+            )
         if branch.cancel_task is not None:
             runs[branch.cancel_task] = (sample, branch.cancel_client)
+        elif branch.cancel_client is not None:
+            records.append(_record(f"NICT CANCEL {branch.branch}", sample, branch.cancel_client))
     task_sample = (
         _sample_task(view.task, accounting, runs, current, 0) if view.task is not None else None
     )
+    if task_sample is not None and records:
+        children = tuple(sorted((*task_sample.children, *records), key=_started))
+        task_sample = dataclasses.replace(task_sample, children=children)
     # Before any branch, the request route's fr_timeout (its scope's deadline) is what
     # fails the transaction.
     route_deadline: float | None = None
@@ -131,6 +144,10 @@ def _sample_transaction(
         branches=tuple(branches),
         task=task_sample,
     )
+
+
+def _record(name: str, branch: BranchSample, client: ClientView) -> TaskSample:
+    return TaskSample(name=name, client=_sample_client(client), branch=branch)
 
 
 def _sample_branch(branch: BranchView) -> BranchSample:

@@ -41,6 +41,7 @@ import trio
 from triosip import __version__
 from triosip.errors import TriosipError
 from triosip.mi._http import HttpLimits, HttpRequest, HttpResponse, serve_http
+from triosip.mi._process import process_statistics
 from triosip.mi._snapshot import tasks_document, transactions_document
 from triosip.mi._stats import PROMETHEUS_CONTENT_TYPE, prometheus_text, statistics_document
 from triosip.mi._tasks import QueryError, TaskQuery
@@ -397,6 +398,7 @@ class ManagementInterface:
             ops_running=Counter(op.kind for op in accounting.running.values()),
             db=db.statistics() if db is not None else None,
             rest=rest.statistics() if rest is not None else None,
+            process=process_statistics(fallback_start=self.started_wall),
         )
 
 

@@ -22,6 +22,7 @@ from triosip.ops import LATENCY_BUCKETS
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
+    from triosip.mi._process import ProcessStatistics
     from triosip.ops import DatabaseStatistics, OpKindStatistics, RestStatistics
     from triosip.proxy import ProxyStatistics
     from triosip.transaction import TransactionStatistics
@@ -48,6 +49,7 @@ def statistics_document(
     ops_running: Mapping[str, int],
     db: DatabaseStatistics | None = None,
     rest: RestStatistics | None = None,
+    process: ProcessStatistics | None = None,
 ) -> dict[str, Any]:
     """The ``GET /stats`` document, from the layers' snapshots.
 
@@ -62,6 +64,7 @@ def statistics_document(
         ops_running: how many ops of each kind run now.
         db: the database's pool and counters, if the proxy has one.
         rest: the REST client's counters, if the proxy has one.
+        process: the process's CPU time, memory, open files and start time.
 
     Returns:
         A JSON-able dict; ``ops[kind]["latency"]["buckets"]`` is cumulative, keyed by
@@ -77,6 +80,7 @@ def statistics_document(
         "ops": {kind: _op_kind(ops.get(kind), ops_running.get(kind, 0)) for kind in kinds},
         "db": asdict(db) if db is not None else None,
         "rest": asdict(rest) if rest is not None else None,
+        "process": asdict(process) if process is not None else None,
     }
 
 
@@ -197,6 +201,12 @@ def prometheus_text(document: Mapping[str, Any]) -> str:
         "SIP responses the proxy or its routes made, by status class.",
         "class",
         proxy["replies_generated"],
+    )
+    out.family(
+        "triosip_replies_sent_total",
+        "counter",
+        "SIP responses sent upstream, generated or relayed, by status code.",
+        [({"code": str(code)}, n) for code, n in sorted(proxy.get("replies_sent", {}).items())],
     )
     out.by(
         "triosip_parse_errors_total",
@@ -364,7 +374,38 @@ def prometheus_text(document: Mapping[str, Any]) -> str:
                 for event in ("opened", "closed", "closed_by_cancel")
             ],
         )
+    process = document.get("process")
+    if process is not None:
+        _process_metrics(out, process)
     return out.text()
+
+
+# prometheus-client's process collector's names, without the triosip_ prefix, so that
+# the dashboards made for any process read them.
+_PROCESS_METRICS = (
+    ("process_cpu_seconds_total", "counter", "cpu_seconds", "User and system CPU time spent."),
+    (
+        "process_resident_memory_bytes",
+        "gauge",
+        "resident_memory_bytes",
+        "Resident memory size in bytes.",
+    ),
+    ("process_open_fds", "gauge", "open_fds", "Number of open file descriptors."),
+    ("process_max_fds", "gauge", "max_fds", "Maximum number of open file descriptors."),
+    (
+        "process_start_time_seconds",
+        "gauge",
+        "start_time_seconds",
+        "Start time of the process since the Unix epoch, in seconds.",
+    ),
+)
+
+
+def _process_metrics(out: _Exposition, process: Mapping[str, Any]) -> None:
+    for name, kind, field, help_text in _PROCESS_METRICS:
+        value = process.get(field)
+        if value is not None:
+            out.single(name, kind, help_text, value)
 
 
 def _transport_help(field: str) -> str:

@@ -253,6 +253,13 @@ def render_stats(document: Mapping[str, Any]) -> RenderableType:
         )
     if replies.row_count:
         parts.append(replies)
+    sent = proxy.get("replies_sent") or {}
+    if sent:
+        # One line, as Kamailio's sl:/tm: statistics list them: "200 ×12  404 ×1".
+        codes = sorted(sent.items(), key=lambda item: int(item[0]))
+        parts.append(
+            Text("Responses sent by code: " + "  ".join(f"{c} ×{_int(n)}" for c, n in codes))
+        )
 
     layer = document["transactions"]
     transactions = _table("Transactions", "", "active", "total")

@@ -19,6 +19,7 @@ from triosip.ops._base import OpFailed as OpFailed
 from triosip.ops._base import OpKindStatistics as OpKindStatistics
 from triosip.ops._base import OpTimeout as OpTimeout
 from triosip.ops._base import op_accounting as op_accounting
+from triosip.ops._base import op_faults as op_faults
 from triosip.ops._base import run_with_timeout as run_with_timeout
 from triosip.ops._db import BUSY_TIMEOUT as BUSY_TIMEOUT
 from triosip.ops._db import Database as Database
@@ -30,6 +31,7 @@ from triosip.ops._exec import DEFAULT_MAX_OUTPUT as DEFAULT_MAX_OUTPUT
 from triosip.ops._exec import TERMINATE_GRACE as TERMINATE_GRACE
 from triosip.ops._exec import ExecResult as ExecResult
 from triosip.ops._exec import exec_ as exec_
+from triosip.ops._http import rest_ssl_context as rest_ssl_context
 from triosip.ops._rest import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
 from triosip.ops._rest import RestClient as RestClient
 from triosip.ops._rest import RestResponse as RestResponse
@@ -65,8 +67,10 @@ __all__ = [
     "in_thread",
     "in_thread_limiter",
     "op_accounting",
+    "op_faults",
     "open_database",
     "open_rest_client",
+    "rest_ssl_context",
     "run_with_timeout",
     "sleep",
 ]

@@ -80,7 +80,7 @@ class HttpResult:
     body: bytes
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Target:
     scheme: str
     host: str
@@ -123,6 +123,15 @@ def _split_url(url: str) -> tuple[str, str, int, str, str, str]:
     if port != _DEFAULT_PORTS[scheme]:
         shown = f"{shown}:{port}"
     return scheme, host, port, parts.path or "/", parts.query, shown
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_request(method: str, url: str) -> tuple[_Target, bytes]:
+    # A request with no header fields, parameters or body of its own (a script's GET of a
+    # URL it asks over and over) is the same bytes each time: made once, checked once.
+    target = _parse_url(url, None)
+    extra = ["content-length: 0"] if method in ("POST", "PUT", "PATCH") else []
+    return target, _request_head(method, target, None, extra)
 
 
 def _request_head(
@@ -324,11 +333,14 @@ class HttpPool:
             HttpError: no response (see the module's docstring).
             HttpTimeout: a phase passed the client's own limit.
         """
-        target = _parse_url(url, params)
-        extra = [f"content-type: {content_type}"] if content_type else []
-        if body or method in ("POST", "PUT", "PATCH"):
-            extra.append(f"content-length: {len(body)}")
-        data = _request_head(method, target, headers, extra) + body
+        if headers is None and params is None and not body and content_type is None:
+            target, data = _plain_request(method, url)
+        else:
+            target = _parse_url(url, params)
+            extra = [f"content-type: {content_type}"] if content_type else []
+            if body or method in ("POST", "PUT", "PATCH"):
+                extra.append(f"content-length: {len(body)}")
+            data = _request_head(method, target, headers, extra) + body
         connection = await self._acquire((target.scheme, target.host, target.port))
         self._busy += 1
         reusable = False
@@ -408,22 +420,37 @@ class HttpPool:
         """The response to ``data``, and whether the connection can carry another request."""
         response = connection.response
         response.reset()
-        timeout = self._timeout
+        deadline = trio.current_time() + self._timeout
+        # The client's own limit is a safety net: where a tighter deadline holds already (the
+        # script's timeout=, a transaction timer), that deadline ends the exchange before any
+        # phase could pass the limit (each phase's limit only moves later), so the net is left
+        # out: its cancel scope, and a deadline move per read, cost more than the parsing of
+        # the response does. (Should that deadline move later meanwhile, as a transaction's
+        # does from fr_timeout to fr_inv_timeout, it still bounds the exchange.)
+        scope = (
+            None
+            if trio.current_effective_deadline() <= deadline
+            else trio.CancelScope(deadline=deadline)
+        )
         phase = "write"
-        # One scope, its deadline moved at each phase: the write, then each read.
-        scope = trio.CancelScope(deadline=trio.current_time() + timeout)
         try:
-            with scope:
+            if scope is None:
                 await connection.send_all(data)
                 phase = "read"
-                await self._read_response(connection, scope, head_only=head_only)
+                await self._read_response(connection, None, head_only=head_only)
+            else:
+                # One scope, its deadline moved at each phase: the write, then each read.
+                with scope:
+                    await connection.send_all(data)
+                    phase = "read"
+                    await self._read_response(connection, scope, head_only=head_only)
         except httptools.HttpParserError as exc:
             raise HttpError("RemoteProtocolError", str(exc) or type(exc).__name__) from exc
         except (trio.BrokenResourceError, OSError) as exc:
             cause = exc.__cause__ or exc
             kind = "WriteError" if phase == "write" else "ReadError"
             raise HttpError(kind, str(cause) or type(cause).__name__) from exc
-        if scope.cancelled_caught:
+        if scope is not None and scope.cancelled_caught:
             raise HttpTimeout(phase)
         reusable = (
             response.complete and not response.extra and not head_only and response.keep_alive
@@ -434,13 +461,14 @@ class HttpPool:
         return result, reusable
 
     async def _read_response(
-        self, connection: _Connection, scope: trio.CancelScope, *, head_only: bool
+        self, connection: _Connection, scope: trio.CancelScope | None, *, head_only: bool
     ) -> None:
         response = connection.response
         parser = response.parser
         head_bytes = 0
         while True:
-            scope.deadline = trio.current_time() + self._timeout
+            if scope is not None:
+                scope.deadline = trio.current_time() + self._timeout
             received = await connection.receive_some()
             if not received:
                 if response.headers_done and not response.framed:
@@ -471,6 +499,16 @@ class HttpPool:
         connection.close()
 
 
-def default_ssl_context() -> ssl.SSLContext:
-    """TLS as a browser would: the system's CA store, the certificate and host name checked."""
-    return ssl.create_default_context()
+def rest_ssl_context(ca_file: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """TLS as a browser would: the system's CA store, the certificate and host name checked.
+
+    Args:
+        ca_file: a PEM file of CA certificates to trust as well (a private CA's).
+
+    Raises:
+        OSError: `ca_file` can't be read, or holds no certificate (`ssl.SSLError`).
+    """
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context

@@ -2,7 +2,7 @@
 
 Opening a client costs milliseconds (an SSL context loads the system's CA store), so the proxy
 opens one (`open_rest_client`) and every request borrows a pooled connection from it. The
-client is triosip's own (`triosip.ops._http`): h11 on trio streams, with no anyio layer and no
+client is triosip's own (`triosip.ops._http`): httptools on trio sockets, with no anyio layer and no
 pool machinery beyond a list per origin, so that a request costs about what a SIP message
 does. When a request is cancelled, its connection is closed at once (its HTTP/1.1 state is
 half-way through an exchange, so it can't be reused): the peer sees the connection close, and
@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from triosip.ops._base import Op, OpFailed, OpTimeout
-from triosip.ops._http import HttpError, HttpPool, HttpTimeout, default_ssl_context
+from triosip.ops._http import HttpError, HttpPool, HttpTimeout, rest_ssl_context
 
 if TYPE_CHECKING:
     import ssl
@@ -332,7 +332,7 @@ async def open_rest_client(
     pool = HttpPool(
         max_connections=max_connections,
         timeout=timeout,
-        ssl_context=ssl_context if ssl_context is not None else default_ssl_context(),
+        ssl_context=ssl_context if ssl_context is not None else rest_ssl_context(),
     )
     logger.debug("REST client opened: at most %d connections", max_connections)
     try:

@@ -8,6 +8,7 @@ parse).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
-from triosip.log import LogThrottle, shown
+from triosip.log import LogPrefix, LogThrottle, describe_failure, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
@@ -43,7 +44,7 @@ from triosip.transaction import ServerTransaction, TransactionError
 from triosip.transport import Address, Inbound, TransportError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Container
 
     from triosip.transaction import TransactionLayer
     from triosip.transport import TransportLayer
@@ -69,9 +70,10 @@ class StatelessRequest:
         self.request = request
         self.vars: dict[str, Any] = {}
         self.record_route_requested = False
+        self.relayed = False
 
-    def log_prefix(self) -> str:
-        return f"{shown(self.request.call_id, 64)} {shown(self.request.top_via.branch or '', 64)}"
+    def log_prefix(self) -> LogPrefix:
+        return LogPrefix(self.request.call_id, self.request.top_via.branch or "")
 
     def loose_route(self) -> bool:
         """As `ProxyTransaction.loose_route`."""
@@ -97,10 +99,13 @@ class StatelessRequest:
         if address.reliable:
             forwarded = forwarded.with_body(forwarded.body)  # a stream needs Content-Length
         try:
-            local = self.proxy.transport.local_address(address.transport, family_of=address.host)
-            forwarded = forwarded.with_header_first("via", via_value(local, BRANCH_PREFIX + digest))
+            transport = self.proxy.transport
+            local = transport.local_address(address.transport, family_of=address.host)
+            named = transport.advertised(local, address.host)
+            forwarded = forwarded.with_header_first("via", via_value(named, BRANCH_PREFIX + digest))
             await self.proxy.transport.send(bytes(forwarded), address)
             self.proxy.counters.requests_forwarded[request.method] += 1
+            self.relayed = True
         except TransportError as exc:
             logger.info("%s %s not sent: %s", self.log_prefix(), request.method, exc)
             return False
@@ -188,7 +193,7 @@ class Proxy:
         self.config = config or ProxyConfig()
         self.transport = transport
         self.transactions = transactions
-        self.own_addresses: set[tuple[str, int]] = set()
+        self.own_addresses: Container[tuple[str, int]] = frozenset()
         self.counters = ProxyCounters()
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
@@ -197,6 +202,11 @@ class Proxy:
         # What a remote peer can make us log at will is throttled (per source host).
         self._bad_message_log = LogThrottle(logger, what="bad messages")
         self._failure_log = LogThrottle(logger, what="messages whose handling raised")
+        self._dropped_log = LogThrottle(logger, what="requests dropped (loops, ACKs)")
+        self._route_error_log = LogThrottle(logger, what="route exceptions")
+        # The ACKs whose stateless route runs now, by Call-ID: a later request of the
+        # dialog waits for its ACK to be relayed first (see _on_request).
+        self._acks_in_flight: dict[str, trio.Event] = {}
         inbox._proxy = self
 
     async def serve(
@@ -214,11 +224,14 @@ class Proxy:
             self._nursery = nursery
             nursery.start_soon(self._bad_message_log.serve, name="log summaries: bad messages")
             nursery.start_soon(self._failure_log.serve, name="log summaries: handling failures")
+            nursery.start_soon(self._dropped_log.serve, name="log summaries: dropped requests")
+            nursery.start_soon(self._route_error_log.serve, name="log summaries: route exceptions")
             # The transaction layer first: the transport hands it requests as soon as the
             # sockets are bound, and what arrives before it serves would be dropped.
             await nursery.start(self.transactions.serve)
             listeners: list[Address] = await nursery.start(self.transport.serve)
-            self.own_addresses = {(normalise_host(a.host), a.port) for a in listeners}
+            # Its listeners, their advertised names and its aliases (Kamailio's myself).
+            self.own_addresses = self.transport.names.myself
             task_status.started(listeners)
 
     def statistics(self) -> ProxyStatistics:
@@ -270,7 +283,14 @@ class Proxy:
         return is_ours(uri, self.own_addresses)
 
     def has_looped(self, request: Request) -> bool:
-        return has_looped(request, self.own_addresses)
+        looped = has_looped(request, self.own_addresses)
+        if looped and self._dropped_log.allow(request.top_via.host, "loop"):
+            logger.info(
+                "%s %s dropped: it came back with a Via of ours (a loop, RFC 3261 §16.3)",
+                LogPrefix(request.call_id, request.top_via.branch or ""),
+                request.method,
+            )
+        return looped
 
     async def resolve(self, hop: NextHop) -> Address:
         """The transport address of a next hop: an IP literal as it is, a name by DNS
@@ -292,13 +312,19 @@ class Proxy:
         raise RoutingError(f"{hop.host} has no address we can reach", status=503)
 
     async def run_route(self, tx: Any, route: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run a route, isolating the proxy from its bugs: an exception is
-        logged with its traceback and, if the transaction has no answer yet, answered 500.
+        """Run a route, isolating the proxy from its bugs: an exception is logged in one
+        line that names the route, its file and line (its traceback at DEBUG) and, if the
+        transaction has no answer yet, answered 500.
         """
         try:
             return await route(*args)
-        except Exception:
-            logger.exception("%s route %s raised", tx.log_prefix(), route_name(route))
+        except Exception as exc:
+            # A route may fail on what a peer sends, at will: a few lines per route and
+            # exception type in each window, then a summary.
+            name = route_name(route)
+            if self._route_error_log.allow(f"route {name}", type(exc).__name__):
+                logger.error("%s %s", tx.log_prefix(), describe_failure(exc))
+                logger.debug("%s %s: the traceback", tx.log_prefix(), name, exc_info=True)
             if isinstance(tx, ProxyTransaction) and not tx.final_sent:
                 await tx.reply(500, "Server Internal Error")
             return None
@@ -340,9 +366,18 @@ class Proxy:
 
     async def _on_request(self, server: ServerTransaction) -> None:
         request = server.request
+        ack = self._acks_in_flight.get(request.call_id)
+        if ack is not None:
+            # The ACK came first: it is relayed first. Each message runs in a task of its
+            # own, and trio starts tasks in no promised order; a UA that sends its ACK
+            # and then its BYE expects them in that order (sipp's uas aborts otherwise).
+            await ack.wait()
         if request.method == "CANCEL":
             await self._on_cancel(server)
             return
+        if request.method == "INVITE":
+            # The transaction layer sent it its 100 Trying already (RFC 3261 §17.2.1).
+            self.counters.generated(100)
         tx = ProxyTransaction(self, server)
         if self.closing and request.to.tag is None:
             # Shutting down: no new dialog, but the requests of established ones (a BYE,
@@ -372,7 +407,7 @@ class Proxy:
         self, server: ServerTransaction, status: int, reason: str | None, *, to_tag: str
     ) -> None:
         """Answer a request the proxy handles itself (a bad Request-URI, a CANCEL)."""
-        self.counters.replies_generated[status_class(status)] += 1
+        self.counters.generated(status)
         try:
             await server.respond(build_response(server.request, status, reason, to_tag=to_tag))
         except TransactionError as exc:
@@ -389,20 +424,37 @@ class Proxy:
         message = inbound.message
         if isinstance(message, Request):
             if message.method == "ACK":
-                self._start_guarded(self._run_stateless, inbound, f"ACK {message.call_id}")
+                done = self._acks_in_flight[message.call_id] = trio.Event()
+                self._start_guarded(
+                    functools.partial(self._run_stateless, done=done),
+                    inbound,
+                    f"ACK {message.call_id}",
+                )
             return
         if message.status // 100 == 2:
             # RFC 6026 §8.4: a 2xx that matches no client transaction is forwarded
             # statelessly, so that the caller's retransmitted 2xx still get through.
             self._start_guarded(self._forward_stray_response, message, f"2xx {message.call_id}")
 
-    async def _run_stateless(self, inbound: Inbound) -> None:
-        assert isinstance(inbound.message, Request)
-        stateless = StatelessRequest(self, inbound, inbound.message)
-        if stateless.request.max_forwards == 0:
-            return
-        with trio.move_on_after(self.config.fr_timeout):
-            await self.run_route(stateless, self.handlers.request, stateless)
+    async def _run_stateless(self, inbound: Inbound, *, done: trio.Event) -> None:
+        request = inbound.message
+        assert isinstance(request, Request)
+        try:
+            stateless = StatelessRequest(self, inbound, request)
+            if stateless.request.max_forwards == 0:
+                why = "Max-Forwards 0"
+            else:
+                with trio.move_on_after(self.config.fr_timeout):
+                    await self.run_route(stateless, self.handlers.request, stateless)
+                if stateless.relayed:
+                    return
+                why = "the route relayed it nowhere"
+            if self._dropped_log.allow(inbound.source.host, why):
+                logger.info("%s ACK dropped: %s", stateless.log_prefix(), why)
+        finally:
+            done.set()
+            if self._acks_in_flight.get(request.call_id) is done:
+                del self._acks_in_flight[request.call_id]
 
     async def _forward_stray_response(self, response: Response) -> None:
         vias = response.via
@@ -445,7 +497,7 @@ class Proxy:
                 logger.exception("error route raised")
             answer = build_error_response(bad.error, to_tag=_local_tag())
             if answer is not None:
-                self.counters.replies_generated[status_class(bad.error.status)] += 1
+                self.counters.generated(bad.error.status)
                 try:
                     await self.transport.send(answer, bad.source)
                 except TransportError as exc:

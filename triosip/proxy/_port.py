@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Container
 
     from triosip.proxy._forward import NextHop
     from triosip.proxy._statistics import ProxyCounters
@@ -44,12 +44,13 @@ class ProxyPort(Protocol):
     Attributes:
         config: the fr timers every transaction starts with.
         counters: the proxy's counters, which a transaction bumps.
-        own_addresses: the (host, port) of each listener, for Route and loop checks.
+        own_addresses: the (host, port) pairs that are this proxy (its listeners, their
+            advertised names, its aliases), for Route and loop checks.
     """
 
     config: ProxyConfig
     counters: ProxyCounters
-    own_addresses: set[tuple[str, int]]
+    own_addresses: Container[tuple[str, int]]
 
     @property
     def handlers(self) -> RequestRoute:

@@ -4,7 +4,7 @@ errors by reason (`Proxy.statistics()` returns a frozen snapshot)."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Parse-error reasons are phrases, a few dozen in all; past this many distinct ones (a
 # reason that quotes the input, say), the rest are counted together so the table stays small.
@@ -21,7 +21,10 @@ class ProxyStatistics:
         replies_received: responses received, by class (``"1xx"``...``"6xx"``).
         requests_forwarded: requests sent on a branch or statelessly, by method.
         replies_forwarded: responses relayed upstream from a branch, by class.
-        replies_generated: responses the proxy (or a route's reply()) made, by class.
+        replies_generated: responses the proxy (or a route's reply()) made, by class (the
+            100 Trying of each INVITE included).
+        replies_sent: every response sent upstream, generated or relayed, by status code
+            (Kamailio's ``sl:`` and ``tm:`` ``200_replies`` and the like).
         parse_errors: messages that failed to parse, by reason.
         transactions_active: proxied transactions running now.
         transactions_total: proxied transactions started.
@@ -38,6 +41,8 @@ class ProxyStatistics:
     transactions_active: int
     transactions_total: int
     message_errors: int
+    # Defaulted, so that snapshots built by hand before it existed still build.
+    replies_sent: dict[int, int] = field(default_factory=dict)
 
 
 class ProxyCounters:
@@ -49,9 +54,16 @@ class ProxyCounters:
         self.requests_forwarded: Counter[str] = Counter()
         self.replies_forwarded: Counter[str] = Counter()
         self.replies_generated: Counter[str] = Counter()
+        # By status code: at most 600 keys (a status is 100-699, checked when parsed).
+        self.replies_sent: Counter[int] = Counter()
         self.parse_errors: Counter[str] = Counter()
         self.transactions_total = 0
         self.message_errors = 0
+
+    def generated(self, status: int) -> None:
+        """A response the proxy made itself went upstream."""
+        self.replies_generated[status_class(status)] += 1
+        self.replies_sent[status] += 1
 
     def parse_error(self, reason: str) -> None:
         if reason in self.parse_errors or len(self.parse_errors) < MAX_PARSE_ERROR_REASONS:
@@ -66,6 +78,7 @@ class ProxyCounters:
             requests_forwarded=dict(self.requests_forwarded),
             replies_forwarded=dict(self.replies_forwarded),
             replies_generated=dict(self.replies_generated),
+            replies_sent=dict(sorted(self.replies_sent.items())),
             parse_errors=dict(self.parse_errors),
             transactions_active=transactions_active,
             transactions_total=self.transactions_total,

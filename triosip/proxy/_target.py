@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from triosip.log import LogPrefix
     from triosip.proxy._forward import NextHop
     from triosip.proxy._port import ProxyPort
     from triosip.sip import Request
@@ -34,7 +35,7 @@ class RouteTarget(Protocol):
         """The proxy the request came to (its addresses: `is_myself`)."""
         ...
 
-    def log_prefix(self) -> str:
+    def log_prefix(self) -> LogPrefix:
         """The Call-ID and branch that start each log line about this request."""
         ...
 

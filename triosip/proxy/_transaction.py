@@ -8,12 +8,17 @@ A `ProxyTransaction` lives inside its server transaction's task and nursery
 1. the §16.3 checks (483, 482, 420), answered at once;
 2. the request route, inside `work_scope`, whose deadline is the transaction's fr timer
    and which a CANCEL cancels: whatever the route awaits (ops, DNS) is cancelled with it;
-3. the response loop: each branch is a task in the nursery running one client
-   transaction; the responses it passes up go through a channel to this loop, which runs
-   the onreply and failure routes, forwards provisional and 2xx responses at once and the
-   best final one when every branch has answered (§16.7). The per-branch fr timers are
-   deadlines of this loop's wait, not tasks: when one passes, the branch gets a local 408
-   and, if it had a provisional response, a CANCEL (§16.8).
+3. the responses: each branch is one client transaction. Over UDP it is a record that
+   the transaction layer runs without a task (``TransactionLayer.start_client``), and what
+   needs no route is done where the response arrives, synchronously: a provisional or a
+   2xx is forwarded upstream at once (§16.7 steps 5 and 9), the other branches CANCELled
+   on a 2xx. What needs a route — an onreply route, a negative final (the failure route,
+   or the best final once every branch has answered), a branch that ended without an
+   answer — waits in a queue for the response loop, in this task, which wakes for it. The
+   loop also holds the per-branch fr timers as the deadline of its one wait: when one
+   passes, the branch gets a local 408 and, if it had a provisional response, a CANCEL
+   (§16.8). A branch over TCP runs its client transaction in a task of the nursery, whose
+   connect and sends it awaits; its responses take the same way.
 
 Routes are plain async callables handed in by the script layer, so this module knows
 nothing of scripts. Everything a route may do to the transaction is a method here.
@@ -24,13 +29,14 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
-from triosip.log import shown
+from triosip.log import LogPrefix, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
@@ -48,6 +54,7 @@ from triosip.proxy._response import best_response, forwarded_status, merge_chall
 from triosip.proxy._statistics import status_class
 from triosip.sip import Request, Response, build_cancel, build_response
 from triosip.transaction import (
+    ClientState,
     ClientTransaction,
     ServerTransaction,
     TransactionError,
@@ -68,6 +75,10 @@ UDP_SIZE_LIMIT = 1300
 # peers retransmit, and a transaction rarely sees more than a handful.
 INBOX_SIZE = 64
 
+# The states of a client transaction that still waits for its final response: stopped
+# when the proxy transaction ends. Past them it only absorbs retransmissions, on its own.
+_UNANSWERED = (ClientState.CALLING, ClientState.TRYING, ClientState.PROCEEDING)
+
 FailureRoute = Callable[["ProxyTransaction", Response], Awaitable[None]]
 ReplyRoute = Callable[["ProxyTransaction", "Branch", Response], Awaitable[bool]]
 BranchRoute = Callable[["ProxyTransaction", "Branch"], Awaitable[None]]
@@ -87,6 +98,9 @@ class Branch:
     response: Response | None = None
     cancel_sent: bool = False
     ended: bool = False
+    # Over UDP the client transaction runs without a task (``start_client``): stopped by
+    # the proxy at `stop_at` (64*T1 after its CANCEL, §9.1) rather than by `scope`.
+    stop_at: float = math.inf
     # RFC 3261 §18.1.1: the request and address over UDP, when it went over TCP only for
     # its size: a refused connection then has it retried over UDP.
     udp_fallback: tuple[Request, Address] | None = None
@@ -135,10 +149,11 @@ class ProxyTransaction:
         self.work_scope = trio.CancelScope()
         self._routes: list[RunningRoute] = []
         self._to_tag: str | None = None
-        # Unsubscripted: open_memory_channel[T] costs ~3 µs per call, per transaction.
-        self._inbox_send: trio.MemorySendChannel[tuple[Branch, Response | None]]
-        self._inbox: trio.MemoryReceiveChannel[tuple[Branch, Response | None]]
-        self._inbox_send, self._inbox = trio.open_memory_channel(INBOX_SIZE)
+        # What waits for the response loop (a response needing a route, a branch's end),
+        # and the loop's task while it is parked waiting for it.
+        self._inbox: deque[tuple[Branch, Response | None]] = deque()
+        self._parked: trio.lowlevel.Task | None = None
+        self._wait: trio.CancelScope | None = None
         self._live_branches = 0
 
     # -- what routes see ------------------------------------------------------------
@@ -161,9 +176,10 @@ class ProxyTransaction:
         route's `relay()`), each with the cancel scope it runs in."""
         return tuple(self._routes)
 
-    def log_prefix(self) -> str:
-        # Both come from the wire: cut, so that a 60 KB Call-ID is not in every line.
-        return f"{shown(self.request.call_id, 64)} {shown(self.server.branch, 64)}"
+    def log_prefix(self) -> LogPrefix:
+        # Both come from the wire: cut (when a line is written), so that a 60 KB Call-ID
+        # is not in every line.
+        return LogPrefix(self.request.call_id, self.server.branch)
 
     def set_fr_timeout(self, seconds: float) -> None:
         """tm's fr_timeout for this transaction: how long a branch may wait for any reply,
@@ -190,7 +206,7 @@ class ProxyTransaction:
         response = build_response(
             self.server.request, status, reason, to_tag=self.to_tag, headers=headers
         )
-        await self._send_upstream(response, generated=True)
+        self._send_upstream(response, generated=True)
         if status >= 200:
             self._cancel_pending_branches()
 
@@ -220,7 +236,19 @@ class ProxyTransaction:
         self.branches.append(branch)
         self._live_branches += 1
         self.proxy.counters.requests_forwarded[branch.request.method] += 1
-        self.server.nursery.start_soon(self._run_branch, branch, name=f"branch {sent}")
+        assert branch.destination is not None
+        if branch.destination.transport == "udp":
+            branch.client = self.proxy.transactions.start_client(
+                branch.request,
+                branch.destination,
+                on_response=lambda _client, response: self._client_response(branch, response),
+                on_end=lambda _client, failure: self._client_ended(branch, failure),
+                # The 2xx retransmissions that the Accepted state would pass up go through
+                # on_stray, forwarded statelessly (RFC 6026 §8.4).
+                wait_in_accepted=False,
+            )
+        else:
+            self.server.nursery.start_soon(self._run_branch, branch, name=f"branch {sent}")
         return True
 
     def loose_route(self) -> bool:
@@ -248,7 +276,10 @@ class ProxyTransaction:
                 logger.info("%s fr_timeout in the request route", self.log_prefix())
                 timeout = build_response(self.request, 408, to_tag=self.to_tag)
                 await self._fail(timeout, via_is_ours=False)
-        await self._process_responses()
+        try:
+            await self._process_responses()
+        finally:
+            self._stop_unanswered_clients()
         if not self.final_sent and not self.branches:
             logger.info("%s %s dropped by the route", self.log_prefix(), self.request.method)
 
@@ -325,8 +356,8 @@ class ProxyTransaction:
         forwarded = self._forwarded_request(request, address, branch.branch)
         if (
             address.transport == "udp"
-            and len(bytes(forwarded)) > UDP_SIZE_LIMIT
             and any(a.transport == "tcp" for a in self.proxy.transport.listeners)
+            and len(bytes(forwarded)) > UDP_SIZE_LIMIT
         ):
             # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1300 bytes when
             # the MTU is unknown) goes over a congestion-controlled transport instead.
@@ -340,23 +371,26 @@ class ProxyTransaction:
 
     def _forwarded_request(self, request: Request, address: Address, branch: str) -> Request:
         """The request as it leaves for `address`: Max-Forwards, Record-Route, our Via."""
+        transport = self.proxy.transport
         try:
-            local = self.proxy.transport.local_address(address.transport, family_of=address.host)
+            local = transport.local_address(address.transport, family_of=address.host)
         except TransportError as exc:
             raise RoutingError(f"cannot send to {address}: {exc}") from None
+        named = transport.advertised(local, address.host)
         record_route: tuple[str, ...] = ()
         if self.record_route_requested:
-            inbound = self.server.inbound.local
+            inbound = self.server.inbound
+            came_to = transport.advertised(inbound.local, inbound.source.host)
             record_route = (
-                (record_route_value(local),)
-                if local == inbound
-                else (record_route_value(local), record_route_value(inbound))
+                (record_route_value(named),)
+                if named == came_to
+                else (record_route_value(named), record_route_value(came_to))
             )
         forwarded = prepare_forward(request, record_route=record_route)
         if address.reliable:
             # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
             forwarded = forwarded.with_body(forwarded.body)
-        return forwarded.with_header_first("via", via_value(local, branch))
+        return forwarded.with_header_first("via", via_value(named, branch))
 
     async def _run_branch(self, branch: Branch) -> None:
         branch.task = trio.lowlevel.current_task()
@@ -415,33 +449,111 @@ class ProxyTransaction:
         branch.request, branch.destination = fallback
         return True
 
+    # -- the responses ----------------------------------------------------------------
+
+    def _client_response(self, branch: Branch, response: Response) -> None:
+        """A response from a branch's task-less client transaction (``start_client``)."""
+        self._post(branch, response)
+        if response.status >= 200 and not branch.ended:
+            # The branch is answered: what is left of its client transaction (absorbing
+            # retransmissions of the final, RFC 3261 §17.1.1.2) runs on without us.
+            self._post(branch, None)
+
+    def _client_ended(self, branch: Branch, failure: BaseException | None) -> None:
+        """A branch's task-less client transaction terminated by itself."""
+        if branch.client is not None and branch.client.state is ClientState.TERMINATED:
+            branch.client = None
+        if branch.ended:
+            return
+        if isinstance(failure, TransactionTimeout):
+            self._post(branch, build_response(branch.request, 408, to_tag=self.to_tag))
+        elif isinstance(failure, TransportFailure):
+            # RFC 3261 §16.9: a transport error on a branch is a 503 from it.
+            logger.info("%s branch %s: %s", self.log_prefix(), branch.branch, failure)
+            self._post(branch, build_response(branch.request, 503, to_tag=self.to_tag))
+        elif failure is not None:
+            logger.error(
+                "%s branch %s: handling a response failed: %r",
+                self.log_prefix(),
+                branch.branch,
+                failure,
+            )
+        self._post(branch, None)
+
     def _post(self, branch: Branch, response: Response | None) -> None:
-        try:
-            self._inbox_send.send_nowait((branch, response))
-        except trio.WouldBlock:
+        """Act on a branch's response (None: the branch ended), now if no route is needed,
+        else in the response loop. Synchronous: called where the response arrives."""
+        if not self._inbox and self.reply_route is None:
+            if response is None:
+                if not branch.pending:
+                    self._end_branch(branch)
+                    return
+            elif response.status < 200 or response.status // 100 == 2:
+                self._take_response(branch, response)
+                return
+        if len(self._inbox) >= INBOX_SIZE:
             # Only a flood of retransmitted responses fills the inbox; they come again.
             logger.warning("%s response inbox full: dropped", self.log_prefix())
+            return
+        self._inbox.append((branch, response))
+        self._wake()
+
+    def _wake(self) -> None:
+        task, self._parked = self._parked, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def _park(self) -> None:
+        """Wait for `_wake` (or the deadline of the scope around)."""
+        self._parked = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._parked = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
     async def _process_responses(self) -> None:
-        while self._live_branches:
-            with trio.move_on_at(self._next_fr_deadline()):
-                branch, response = await self._inbox.receive()
+        inbox = self._inbox
+        while self._live_branches or inbox:
+            if inbox:
+                branch, response = inbox.popleft()
                 if response is None:
                     await self._branch_ended(branch)
                 else:
                     await self._on_response(branch, response)
                 continue
+            deadline = self._next_deadline()
+            if deadline > trio.current_time():
+                with trio.move_on_at(deadline) as self._wait:
+                    await self._park()
+                self._wait = None
             await self._expire_fr_timers()
 
-    def _next_fr_deadline(self) -> float:
+    def _next_deadline(self) -> float:
         return min(
-            (b.fr_deadline for b in self.branches if b.pending and not b.ended), default=math.inf
+            (
+                min(b.fr_deadline, b.stop_at)
+                for b in self.branches
+                if not b.ended and (b.pending or b.stop_at < math.inf)
+            ),
+            default=math.inf,
         )
+
+    def _deadlines_changed(self) -> None:
+        wait = self._wait
+        if wait is not None:
+            wait.deadline = self._next_deadline()
 
     async def _expire_fr_timers(self) -> None:
         now = trio.current_time()
         for branch in self.branches:
-            if branch.pending and not branch.ended and branch.fr_deadline <= now:
+            if branch.ended:
+                continue
+            if branch.stop_at <= now:
+                branch.stop_at = math.inf
+                self._stop_branch(branch)
+            if branch.pending and branch.fr_deadline <= now:
                 logger.info(
                     "%s branch %s: fr timer fired, local 408", self.log_prefix(), branch.branch
                 )
@@ -449,14 +561,40 @@ class ProxyTransaction:
                 if branch.provisional:
                     self._send_cancel(branch)
                 else:
-                    branch.scope.cancel()
+                    self._stop_branch(branch)
                 await self._on_response(
                     branch, build_response(branch.request, 408, to_tag=self.to_tag)
                 )
 
-    async def _branch_ended(self, branch: Branch) -> None:
+    def _stop_branch(self, branch: Branch) -> None:
+        """Stop a branch's client transaction without a CANCEL (none may be sent yet)."""
+        client = branch.client
+        if branch.task is None and client is not None:
+            client.stop()
+            branch.client = None
+            if not branch.ended:
+                self._post(branch, None)
+        else:
+            branch.scope.cancel()
+
+    def _stop_unanswered_clients(self) -> None:
+        # The transaction is over (or cancelled from outside): a task-less client
+        # transaction still waiting for its answer has nobody to give it to.
+        for branch in self.branches:
+            for client in (branch.client, branch.cancel_client):
+                if client is not None and client.state in _UNANSWERED and branch.task is None:
+                    client.stop()
+
+    def _end_branch(self, branch: Branch) -> None:
         branch.ended = True
         self._live_branches -= 1
+        if not self._live_branches:
+            self._wake()
+
+    async def _branch_ended(self, branch: Branch) -> None:
+        if branch.ended:
+            return
+        self._end_branch(branch)
         if branch.pending:
             # Stopped without a final response: cancelled before any provisional one
             # (Kamailio's cancel_b_method 0: as if the branch had answered 487).
@@ -465,37 +603,57 @@ class ProxyTransaction:
                 branch, build_response(branch.request, status, to_tag=self.to_tag)
             )
 
+    def _take_response(self, branch: Branch, response: Response, *, noted: bool = False) -> bool:
+        """What every provisional and 2xx response gets, with no route to run: forwarded
+        upstream at once (RFC 3261 §16.7). Returns whether it was one of those.
+
+        `noted`: the provisional was noted before an onreply route ran."""
+        status = response.status
+        if not branch.pending and not (status // 100 == 2 and self.request.method == "INVITE"):
+            return True  # a late answer on a branch we already closed (its local 408, say)
+        if status < 200:
+            if not noted:
+                self._note_provisional(branch, status)
+            if self.is_cancelled():
+                self._send_cancel(branch)
+            elif status > 100 and not self.final_sent:
+                self._send_upstream(response.without_first_value("via"))
+            return True
+        if status // 100 != 2:
+            return False
+        if branch.pending:
+            branch.response = response
+            self._deadlines_changed()
+        # RFC 3261 §16.7 step 5: every 2xx goes upstream at once, then the other branches
+        # are CANCELled (step 10).
+        self._send_upstream(response.without_first_value("via"))
+        self._cancel_pending_branches()
+        return True
+
+    def _note_provisional(self, branch: Branch, status: int) -> None:
+        # The client transaction got it, whatever the onreply route decides: a CANCEL may
+        # go now (RFC 3261 §9.1), and Timer C runs (§16.7 step 2: not for a 100).
+        branch.provisional = True
+        if self.request.method == "INVITE" and status > 100:
+            branch.fr_deadline = trio.current_time() + self.fr_inv_timeout
+            self._deadlines_changed()
+
     async def _on_response(self, branch: Branch, response: Response) -> None:
         status = response.status
         if not branch.pending and not (status // 100 == 2 and self.request.method == "INVITE"):
             return  # a late answer on a branch we already closed (its local 408, say)
-        if status < 200:
-            # The client transaction got it, whatever the onreply route decides: a CANCEL
-            # may go now (RFC 3261 §9.1), and Timer C runs (§16.7 step 2: not for a 100).
-            branch.provisional = True
-            if self.request.method == "INVITE" and status > 100:
-                branch.fr_deadline = trio.current_time() + self.fr_inv_timeout
         if self.reply_route is not None:
+            if status < 200:
+                self._note_provisional(branch, status)
             keep: list[bool] = []
             await self.run_route(self._run_reply_route, branch, response, keep)
             if keep == [False] and status < 200:
                 if self.is_cancelled():
                     self._send_cancel(branch)
                 return
-        if status < 200:
-            if self.is_cancelled():
-                self._send_cancel(branch)
-            elif status > 100 and not self.final_sent:
-                await self._send_upstream(response.without_first_value("via"))
+        if self._take_response(branch, response, noted=self.reply_route is not None):
             return
-        if branch.pending:
-            branch.response = response
-        if status // 100 == 2:
-            # RFC 3261 §16.7 step 5: every 2xx goes upstream at once, then the other
-            # branches are CANCELled (step 10).
-            await self._send_upstream(response.without_first_value("via"))
-            self._cancel_pending_branches()
-            return
+        branch.response = response
         if status // 100 == 6:
             self._cancel_pending_branches()
         await self._finish_if_all_answered()
@@ -530,16 +688,20 @@ class ProxyTransaction:
         if status != best.status:
             await self.reply(status, "Next Hop Unavailable")
         elif not via_is_ours:
-            await self._send_upstream(best, generated=True)
+            self._send_upstream(best, generated=True)
         else:
-            await self._send_upstream(best.without_first_value("via"))
+            self._send_upstream(best.without_first_value("via"))
 
-    async def _send_upstream(self, response: Response, *, generated: bool = False) -> None:
+    def _send_upstream(self, response: Response, *, generated: bool = False) -> None:
         counters = self.proxy.counters
         sent = counters.replies_generated if generated else counters.replies_forwarded
         sent[status_class(response.status)] += 1
+        counters.replies_sent[response.status] += 1
         try:
-            await self.server.respond(response)
+            # Not awaited: a response that cannot go out at once (TCP, a full socket) goes
+            # from the server transaction's loop, and its failure ends that transaction
+            # (RFC 3261 §17.2.4); nothing here could do more about it.
+            self.server.respond_now(response)
         except TransactionError as exc:
             logger.warning("%s response %d not sent: %s", self.log_prefix(), response.status, exc)
         if response.status >= 200:
@@ -552,11 +714,25 @@ class ProxyTransaction:
 
     def _send_cancel(self, branch: Branch) -> None:
         cancel = self._cancel_for(branch)
-        if cancel is not None:
-            assert branch.destination is not None
+        if cancel is None:
+            return
+        assert branch.destination is not None
+        if branch.destination.transport == "udp":
+            branch.cancel_client = self.proxy.transactions.start_client(
+                cancel,
+                branch.destination,
+                on_response=lambda _client, _response: None,
+                on_end=lambda _client, failure: self._cancel_ended(branch, failure),
+            )
+        else:
             self.server.nursery.start_soon(
                 self._run_cancel, branch, cancel, name=f"NICT CANCEL {branch.branch}"
             )
+
+    def _cancel_ended(self, branch: Branch, failure: BaseException | None) -> None:
+        branch.cancel_client = None
+        if failure is not None:
+            logger.info("%s CANCEL not answered: %s", self.log_prefix(), failure)
 
     def _cancel_for(self, branch: Branch) -> Request | None:
         """Mark `branch` as cancelled; the CANCEL to send, if it needs one."""
@@ -565,11 +741,16 @@ class ProxyTransaction:
         branch.cancel_sent = True
         if not branch.provisional:
             # RFC 3261 §9.1: no CANCEL before a provisional response; stop the branch.
-            branch.scope.cancel()
+            self._stop_branch(branch)
             return None
         # RFC 3261 §9.1: if the INVITE gets no final answer in 64*T1 after the CANCEL, the
-        # branch is over: its client transaction is cancelled then.
-        branch.scope.deadline = trio.current_time() + 64 * self.proxy.transactions.timers.t1
+        # branch is over: its client transaction is stopped then.
+        stop_at = trio.current_time() + 64 * self.proxy.transactions.timers.t1
+        if branch.task is None:
+            branch.stop_at = stop_at
+            self._deadlines_changed()
+        else:
+            branch.scope.deadline = stop_at
         return build_cancel(branch.request)
 
     async def give_up(self, status: int, reason: str, headers: tuple[tuple[str, str], ...]) -> None:
@@ -585,6 +766,9 @@ class ProxyTransaction:
             running.scope.cancel()
         for branch in self.branches:
             if branch.pending and not branch.ended:
+                if branch.destination is not None and branch.destination.transport == "udp":
+                    self._send_cancel(branch)  # sent before it returns
+                    continue
                 cancel = self._cancel_for(branch)
                 if cancel is not None:
                     assert branch.destination is not None

@@ -10,14 +10,14 @@ ACK of a 2xx) has none of. `ReplyContext`, `BranchContext`, `ReportContext` and
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast, overload
 
 import trio
 
+from triosip.log import LogPrefix
 from triosip.ops import Database, Op, OpError, RestClient
 from triosip.proxy import (
     Branch,
@@ -44,16 +44,25 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("triosip.script")
 
+T = TypeVar("T")
+T2 = TypeVar("T2")
+T3 = TypeVar("T3")
+T4 = TypeVar("T4")
+
 
 class _RouteLog(logging.LoggerAdapter[logging.Logger]):
     """The routes' logger: each line starts with the Call-ID and branch it is about."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: LogPrefix | str) -> None:
         super().__init__(logger, {"prefix": prefix})
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        # Only called for a line the level lets through: the fields cost nothing else.
         assert self.extra is not None
-        return f"{self.extra['prefix']} {msg}", kwargs
+        prefix = self.extra["prefix"]
+        if isinstance(prefix, LogPrefix):
+            kwargs["extra"] = {"call_id": prefix.call_id, "branch": prefix.branch}
+        return f"{prefix} {msg}", kwargs
 
 
 class _RouteContext:
@@ -72,7 +81,7 @@ class _RouteContext:
         params: Mapping[str, str],
         environment: ScriptEnvironment,
         ops: trio.Nursery | None,
-        log_prefix: str,
+        log_prefix: LogPrefix | str,
     ) -> None:
         self.params = params
         self.log = _RouteLog(log_prefix)
@@ -135,7 +144,9 @@ class _RouteContext:
         resume: Callable[[Self], Awaitable[None]],
         timeout: float | None,
     ) -> None:
-        resumed = copy.copy(self)
+        # A shallow copy, as copy.copy makes, without its reduce protocol (µs per resume).
+        resumed = object.__new__(type(self))
+        resumed.__dict__.update(self.__dict__)
         try:
             results = await run_ops(ops, timeout)
         except OpError as exc:
@@ -143,32 +154,78 @@ class _RouteContext:
             resumed.result, resumed.error = None, exc
         else:
             resumed.result, resumed.error = (results if several else results[0]), None
-        try:
-            await resume(resumed)
-        except Exception:
-            # Name the resume route here: above, only the route that started the op shows.
-            self.log.warning("resume route %s raised", route_name(resume))
-            raise
+        # What it raises goes up to the proxy, whose one line names the resume route.
+        await resume(resumed)
 
-    async def call(self, work: OpLike, *, timeout: float | None = None) -> Any:
+    async def call(self, work: Op[T] | Callable[[], T], *, timeout: float | None = None) -> T:
         """Run `work` and return its result; the route waits, keeping its locals.
 
-        The same as ``await op``, plus a timeout and plain functions.
+        The same as ``await op``, plus a timeout and plain functions. The result has the
+        op's type (``req.db.query`` gives rows, ``req.rest.get`` a `RestResponse`), so an
+        editor completes it.
 
         Raises:
             OpError: the work failed (`OpFailed`) or passed `timeout` (`OpTimeout`).
         """
         [result] = await run_ops([as_op(work)], timeout)
-        return result
+        return cast("T", result)
 
-    async def gather(self, *work: OpLike, timeout: float | None = None) -> list[Any]:
-        """Run several ops at once and return their results, in order.
+    @overload
+    async def gather(
+        self, first: Op[T] | Callable[[], T], /, *, timeout: float | None = None
+    ) -> tuple[T]: ...
+    @overload
+    async def gather(
+        self,
+        first: Op[T] | Callable[[], T],
+        second: Op[T2] | Callable[[], T2],
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[T, T2]: ...
+    @overload
+    async def gather(
+        self,
+        first: Op[T] | Callable[[], T],
+        second: Op[T2] | Callable[[], T2],
+        third: Op[T3] | Callable[[], T3],
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[T, T2, T3]: ...
+    @overload
+    async def gather(
+        self,
+        first: Op[T] | Callable[[], T],
+        second: Op[T2] | Callable[[], T2],
+        third: Op[T3] | Callable[[], T3],
+        fourth: Op[T4] | Callable[[], T4],
+        /,
+        *,
+        timeout: float | None = None,
+    ) -> tuple[T, T2, T3, T4]: ...
+    @overload
+    async def gather(  # five or more: untyped
+        self,
+        first: OpLike,
+        second: OpLike,
+        third: OpLike,
+        fourth: OpLike,
+        fifth: OpLike,
+        /,
+        *more: OpLike,
+        timeout: float | None = None,
+    ) -> tuple[Any, ...]: ...
+    async def gather(self, *work: OpLike, timeout: float | None = None) -> tuple[Any, ...]:
+        """Run several ops at once and return their results, in order, as a tuple typed
+        op by op (``rows, answer = await req.gather(query, request)``: a list of rows and
+        a `RestResponse`).
 
         Raises:
             OpError: the first op that failed (the others were cancelled first), or
                 `OpTimeout` when `timeout` passed.
         """
-        return await run_ops([as_op(w) for w in work], timeout)
+        return tuple(await run_ops([as_op(w) for w in work], timeout))
 
     def launch(
         self,
@@ -295,7 +352,8 @@ class RequestContext(MessageView, _RouteContext):
 
         A request with no `destination` and no Route whose Request-URI names this proxy
         has nowhere to go but back to the proxy itself: it is not sent (it would come back
-        as a loop, RFC 3261 §16.3 step 4), and a line says why.
+        as a loop, RFC 3261 §16.3 step 4), and a line says why; nor is one whose
+        `destination` is an address the proxy listens on.
 
         Returns:
             True once the request is on its way; False if it can't be forwarded (no route
@@ -311,6 +369,15 @@ class RequestContext(MessageView, _RouteContext):
                 hop = parse_destination(destination)
             except RoutingError as exc:
                 raise ScriptError(exc.reason) from None
+            if (hop.host, hop.port) in self._target.proxy.own_addresses:
+                # RFC 3261 §16.3 step 4: sent to ourselves it would come back as a loop
+                # (482), or spiral until Max-Forwards ran out: say so, and send nothing.
+                self.log.info(
+                    "cannot relay %s to %s: that is an address of this proxy",
+                    self.method,
+                    destination,
+                )
+                return False
         elif not self._request.route and self.ruri_is_myself:
             self.log.info(
                 "cannot relay %s: it has no Route and its Request-URI names this proxy",

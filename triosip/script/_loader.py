@@ -14,6 +14,7 @@ import trio
 from triosip.errors import TriosipError
 from triosip.proxy import StatelessRequest
 from triosip.script._context import ErrorContext, RequestContext
+from triosip.script._references import unresolved_routes
 from triosip.script._routes import Routes
 from triosip.script._runner import ScriptEnvironment
 
@@ -44,7 +45,9 @@ def load_routes(path: str | Path | None, params: Mapping[str, str]) -> Routes:
         params: the script parameters (``--define``), given to every route as ``.params``.
 
     Raises:
-        RoutesLoadError: the file is missing, does not import, or defines no request route.
+        RoutesLoadError: the file is missing, does not import, defines no request route,
+            names a route that is not a registered one, or needs a parameter that
+            `params` lacks (``Routes(requires=...)``).
     """
     file = Path(path) if path is not None else DEFAULT_ROUTES
     if not file.is_file():
@@ -59,7 +62,8 @@ def load_routes(path: str | Path | None, params: Mapping[str, str]) -> Routes:
         # Compiled from the source every time, not through the bytecode cache: the cache
         # is keyed by whole-second mtime and size, so an edit made within the second of
         # the last load (a quick fix, then a reload) would run the old code.
-        code = compile(file.read_bytes(), spec.origin or str(file), "exec", dont_inherit=True)
+        source = file.read_bytes()
+        code = compile(source, spec.origin or str(file), "exec", dont_inherit=True)
         exec(code, module.__dict__)
     except KeyboardInterrupt:
         raise  # a real Ctrl-C (trio delivers SIGINT so): the operator stops the proxy
@@ -82,6 +86,15 @@ def load_routes(path: str | Path | None, params: Mapping[str, str]) -> Routes:
         raise RoutesLoadError(f"routes file {file} defines no `routes = Routes()`")
     if routes.request_route is None:
         raise RoutesLoadError(f"routes file {file} registers no @routes.request route")
+    problems = unresolved_routes(source, module.__dict__, routes)
+    if problems:
+        raise RoutesLoadError(f"routes file {file} {problems[0]}")
+    missing = [name for name in routes.requires if name not in params]
+    if missing:
+        needs = ", ".join(f"--define {name}=VALUE" for name in missing)
+        raise RoutesLoadError(
+            f"routes file {file} needs {needs} (it declares requires={routes.requires!r})"
+        )
     routes.params = dict(params)
     return routes
 

@@ -1,7 +1,10 @@
 """RFC 3261 §17 transactions, with RFC 6026's Accepted states, on trio.
 
-Server transactions are tasks, each with its own nursery; client transactions run in the
-task that calls :meth:`TransactionLayer.run_client`. Every timer is a cancel-scope deadline.
+Server transactions are tasks, each with its own nursery, until answered; then records
+whose timers the layer's one timers loop runs. Client transactions run in the task that
+calls :meth:`TransactionLayer.run_client`, or, started with
+:meth:`TransactionLayer.start_client` (UDP), as records run by that same loop. Every timer
+is a cancel-scope deadline.
 """
 
 from ._client import ClientTransaction as ClientTransaction

@@ -3,8 +3,12 @@
 Theory of operation
 -------------------
 ``TransactionLayer.run_client`` runs one client transaction from start to end inside the
-task that calls it (the proxy's branch task), so cancelling that task stops the transaction
-at once and leaves nothing behind.
+task that calls it (the proxy's branch task over TCP), so cancelling that task stops the
+transaction at once and leaves nothing behind. ``TransactionLayer.start_client`` runs the
+same machine as a record with no task (UDP): its timers are run by the layer's one timers
+loop (``_fire_timers``), a send the socket cannot take goes from that loop
+(``send_later``), its end is reported to ``on_end``, and whoever started it stops it with
+``stop()``.
 
 Two parties feed the machine:
 
@@ -32,7 +36,7 @@ from triosip.transport.base import TransportError
 
 from ._errors import TransactionError, TransactionTimeout, TransportFailure
 from ._fsm import ICT, NICT, Action, ClientInput, ClientState, client_input_for, due, enter
-from ._port import Counted, Port
+from ._port import Counted, TimedPort
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,7 +52,7 @@ logger = logging.getLogger(__name__)
 _TERMINATED = ClientState.TERMINATED
 
 
-class ClientPort(Port, Protocol):
+class ClientPort(TimedPort, Protocol):
     """What a client transaction may ask of its layer (``TransactionLayer`` gives it one)."""
 
     def forget_client(self, key: ClientKey, client: ClientTransaction) -> None:
@@ -80,9 +84,12 @@ class ClientTransaction:
         "_data",
         "_deadlines",
         "_failure",
+        "_heap_at",
+        "_heap_seq",
         "_interval",
         "_key",
         "_machine",
+        "_on_end",
         "_on_response",
         "_outbox",
         "_port",
@@ -111,8 +118,14 @@ class ClientTransaction:
         connection: TcpConnection | None,
         on_response: Callable[[ClientTransaction, Response], None],
         wait_in_accepted: bool = True,
+        on_end: Callable[[ClientTransaction, BaseException | None], None] | None = None,
     ) -> None:
         self._port = port
+        # Set: the transaction is a record run by the layer's timers loop (``start_client``),
+        # and this is called once when it terminates. None: it runs in its caller's task.
+        self._on_end = on_end
+        self._heap_at = math.inf
+        self._heap_seq = 0
         self._wait_in_accepted = wait_in_accepted
         self._key = key
         self._on_response = on_response
@@ -188,6 +201,47 @@ class ClientTransaction:
         self._outbox.clear()
         self._port.forget_client(self._key, self)
 
+    # --- run by the layer's timers loop (``TransactionLayer.start_client``) ---------------
+
+    def _start(self) -> None:
+        """Send the request and arm the timers; from now on the layer's loop runs them."""
+        # "INVITE from TU / INVITE sent" (Figure 5), "Request from TU / send request".
+        self._apply(self._machine.start, None)
+
+    def stop(self) -> None:
+        """Stop a transaction made by ``start_client`` now, without a word to the peer (the
+        proxy sends CANCEL as a transaction of its own, §9.1): ``on_end`` is not called."""
+        if self.state is _TERMINATED:
+            return
+        self._on_end = None
+        self._close()  # logs it
+
+    def _fire_timers(self, now: float) -> None:
+        """The layer's timers loop woke for this transaction: fire what is due."""
+        for event, _ in due(self._deadlines, now):
+            if event in self._deadlines:  # an earlier one may have dropped it
+                del self._deadlines[event]
+                self._step(event, None)
+        if self.state is not _TERMINATED:
+            self._port.schedule(self)
+
+    def _transport_error(self, exc: TransportError) -> None:
+        """A send the layer's loop made for this transaction failed (§17.1.4)."""
+        logger.info("%s Call-ID %s: transport error: %s", self.name, self.request.call_id, exc)
+        failure = TransportFailure(f"{self.name}: {exc}")
+        failure.__cause__ = exc
+        self._failure = failure
+        self._step(ClientInput.TRANSPORT_ERROR, None)
+
+    def _is_over(self) -> bool:
+        return self.state is _TERMINATED
+
+    def _end(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        self._deadlines.clear()
+        if on_end is not None:
+            on_end(self, self._failure)
+
     def _receive(self, response: Response) -> None:
         """A response matched this transaction (§17.1.3). Synchronous, from the transport."""
         # §17.1.1.2, §17.1.2.2: the class of the status code is the machine's input.
@@ -223,9 +277,14 @@ class ClientTransaction:
             self._deadlines.clear()
         if self.state is _TERMINATED:
             self._port.forget_client(self._key, self)
+            if self._on_end is not None:
+                self._end()
+                return
         wait = self._wait
         if wait is not None:
             wait.deadline = self._next_deadline()
+        elif self._on_end is not None:
+            self._port.schedule(self)
 
     def _act(self, action: Action, response: Response | None, now: float) -> None:
         timers = self._port.timers
@@ -325,9 +384,13 @@ class ClientTransaction:
         return min(self._deadlines.values(), default=math.inf)
 
     def _transmit(self, data: bytes) -> None:
-        # UDP goes out synchronously; anything else waits for the transaction's own task.
+        # UDP goes out synchronously; anything else waits for the transaction's own task,
+        # or for the layer's timers loop when it has none.
         if self.reliable or not self._port.transport.send_nowait(data, self.destination):
-            self._outbox.append(data)
+            if self._on_end is not None:
+                self._port.send_later(data, self.destination, None, self.connection, self)
+            else:
+                self._outbox.append(data)
 
     async def _drain(self) -> None:
         transport = self._port.transport

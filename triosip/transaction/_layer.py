@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from triosip.transport.base import Address, Inbound, TcpConnection
 
     from ._keys import ClientKey, ServerKey
-    from ._port import Counted, Transport
+    from ._port import Counted, Timed, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ logger = logging.getLogger(__name__)
 # socket cannot take them at once (TCP, a full UDP buffer); beyond, they are dropped like
 # a lost datagram.
 SEND_LATER_CAPACITY = 1024
+
+# The timers loop wakes at the end of the TIMER_SLACK-long slot a deadline falls in, and
+# fires everything due by then: the timers of a busy proxy's transactions (a few per call,
+# hundreds a second) share wake-ups instead of costing one each (a wake is a cancel scope
+# and a trip through the scheduler, ~30 µs). RFC 3261's timers are no finer than T1/4.
+TIMER_SLACK = 0.01
+
+
+def _slot_end(when: float) -> float:
+    return math.ceil(when / TIMER_SLACK) * TIMER_SLACK if math.isfinite(when) else when
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +91,8 @@ class TransactionStatistics:
             retransmitted request) sent again, and ACKs re-sent for retransmitted finals.
         retransmissions_absorbed: retransmitted requests, ACKs and final responses absorbed.
         timeouts: Timer B, F and H firings.
-        strays: messages passed to ``on_stray`` (ACK for 2xx, unmatched responses).
+        strays: responses that matched no client transaction (passed to ``on_stray``);
+            the ACKs of 2xx passed there too are no strays: a proxy relays them.
         handler_errors: exceptions from ``on_request`` or from tasks in a transaction's
             nursery.
         dropped: requests for which nothing produced a final response.
@@ -174,11 +185,11 @@ class TransactionLayer:
         self._overloaded = False
         # The timers of held transactions: (deadline, seq, transaction); an entry whose
         # seq is no longer the transaction's is stale and skipped.
-        self._heap: list[tuple[float, int, ServerTransaction]] = []
+        self._heap: list[tuple[float, int, Timed]] = []
         self._seq = 0
         self._timers_wait: trio.CancelScope | None = None
         self._later: deque[
-            tuple[bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None]
+            tuple[bytes, Address, Address | None, TcpConnection | None, Timed | None]
         ] = deque()
         self._port = _Port(self)
 
@@ -369,6 +380,70 @@ class TransactionLayer:
         finally:
             client._close()
 
+    def start_client(
+        self,
+        request: Request,
+        destination: Address,
+        *,
+        on_response: Callable[[ClientTransaction, Response], None],
+        on_end: Callable[[ClientTransaction, BaseException | None], None],
+        wait_in_accepted: bool = True,
+    ) -> ClientTransaction:
+        """Start a client transaction over UDP that runs without a task of its own.
+
+        The same machine as :meth:`run_client`, run as a record: the request is sent now,
+        responses are passed to ``on_response`` from :meth:`receive`, and its timers (A, B,
+        D, E, F, K) are run by the layer's one timers loop, like those of a held server
+        transaction. A proxy's branch then costs no task, no cancel scope and no wake-up of
+        its own. Sends the socket cannot take at once go out from the timers loop.
+
+        Args:
+            request: as for :meth:`run_client`.
+            destination: a UDP destination (a stream's connect must be awaited by a task
+                that owns it: use :meth:`run_client`).
+            on_response: as for :meth:`run_client`.
+            on_end: called once when the transaction terminates by itself, with None, or
+                with the ``TransactionTimeout`` / ``TransportFailure`` /
+                ``on_response``'s exception that ended it; not after
+                ``ClientTransaction.stop``.
+            wait_in_accepted: as for :meth:`run_client`.
+
+        Returns:
+            The transaction, already sent. Whoever started it stops it with
+            ``ClientTransaction.stop`` when it no longer wants it (the layer stops those
+            left at shutdown).
+
+        Raises:
+            TransactionError: the request has no branch, its branch is in use, or the
+                destination is not UDP.
+        """
+        if destination.transport != "udp":
+            raise TransactionError(f"start_client is for UDP, not {destination.transport}")
+        key = client_key(request)
+        if key is None:
+            raise TransactionError(f"{request.method} has no branch in its top Via")
+        if key in self._clients:
+            raise TransactionError(f"{request.method} {key[0]}: branch already in use")
+        client = ClientTransaction(
+            self._port,
+            request,
+            destination,
+            key=key,
+            connection=None,
+            on_response=on_response,
+            wait_in_accepted=wait_in_accepted,
+            on_end=on_end,
+        )
+        self._clients[key] = client
+        counters = self._counters
+        if client.is_invite:
+            counters.ict_total += 1
+        else:
+            counters.nict_total += 1
+        logger.debug("%s Call-ID %s: sending to %s", client.name, request.call_id, destination)
+        client._start()
+        return client
+
     def new_branch(self) -> str:
         """A fresh branch: the RFC 3261 magic cookie and 64 random bits (§8.1.1.7)."""
         return MAGIC_COOKIE + secrets.token_hex(8)
@@ -496,23 +571,25 @@ class TransactionLayer:
         server._held = True
         self._schedule(server)
 
-    def _schedule(self, server: ServerTransaction) -> None:
-        """Have the timers loop wake for ``server``'s earliest deadline."""
-        deadlines = server._deadlines
+    def _schedule(self, timed: Timed) -> None:
+        """Have the timers loop wake for the earliest deadline of ``timed``."""
+        deadlines = timed._deadlines
         if not deadlines:
             return
         when = min(deadlines.values())
         # A later deadline needs no new entry: the one we have wakes us early, and
         # _fire_timers then schedules the real one.
-        if when >= server._heap_at:
+        if when >= timed._heap_at:
             return
         self._seq += 1
-        heapq.heappush(self._heap, (when, self._seq, server))
-        server._heap_at = when
-        server._heap_seq = self._seq
+        heapq.heappush(self._heap, (when, self._seq, timed))
+        timed._heap_at = when
+        timed._heap_seq = self._seq
         wait = self._timers_wait
         if wait is not None and when < wait.deadline:
-            wait.deadline = when
+            wake = _slot_end(when)
+            if wake < wait.deadline:
+                wait.deadline = wake
 
     def _send_later(
         self,
@@ -520,12 +597,12 @@ class TransactionLayer:
         destination: Address,
         local: Address | None,
         connection: TcpConnection | None,
-        server: ServerTransaction | None,
+        timed: Timed | None,
     ) -> None:
         if len(self._later) >= SEND_LATER_CAPACITY:
             logger.debug("send queue full: a response to %s not sent", destination)
             return
-        self._later.append((data, destination, local, connection, server))
+        self._later.append((data, destination, local, connection, timed))
         wait = self._timers_wait
         if wait is not None:
             wait.deadline = -math.inf
@@ -535,29 +612,29 @@ class TransactionLayer:
         later = self._later
         while True:
             while later:
-                data, destination, local, connection, server = later.popleft()
-                if server is not None and server.state is ServerState.TERMINATED:
+                data, destination, local, connection, timed = later.popleft()
+                if timed is not None and timed._is_over():
                     continue
                 try:
                     await self._transport.send(
                         data, destination, connection=connection, local=local
                     )
                 except TransportError as exc:
-                    if server is not None:
-                        server._transport_error(exc)
+                    if timed is not None:
+                        timed._transport_error(exc)
                     else:
                         logger.info("stateless response to %s not sent: %s", destination, exc)
-            deadline = heap[0][0] if heap else math.inf
+            deadline = _slot_end(heap[0][0]) if heap else math.inf
             if deadline > trio.current_time():
                 with trio.move_on_at(deadline) as self._timers_wait:
                     await trio.sleep_forever()
                 self._timers_wait = None
             now = trio.current_time()
             while heap and heap[0][0] <= now:
-                _, seq, server = heapq.heappop(heap)
-                if seq == server._heap_seq:
-                    server._heap_at = math.inf
-                    server._fire_timers(now)
+                _, seq, timed = heapq.heappop(heap)
+                if seq == timed._heap_seq:
+                    timed._heap_at = math.inf
+                    timed._fire_timers(now)
 
     def _forget_held(self) -> None:
         # Shutdown: the held transactions are records, not tasks: forgetting them is a
@@ -566,6 +643,8 @@ class TransactionLayer:
         self._later.clear()
         for server in [server for server in self._live if server._held]:
             server._terminate()
+        for client in [client for client in self._clients.values() if client._on_end]:
+            client.stop()
 
     def _forget_client(self, key: ClientKey, client: ClientTransaction) -> None:
         if self._clients.get(key) is client:
@@ -577,7 +656,8 @@ class TransactionLayer:
         setattr(counters, name, getattr(counters, name) + 1)
 
     def _pass_stray(self, inbound: Inbound) -> None:
-        self._counters.strays += 1
+        if isinstance(inbound.message, Response):
+            self._counters.strays += 1
         try:
             self._on_stray(inbound)
         except Exception:
@@ -618,9 +698,9 @@ class _Port:
         self.forget_server: Callable[[ServerTransaction], None] = layer._forget_server
         self.task_ended: Callable[[ServerTransaction], None] = layer._server_ended
         self.hold: Callable[[ServerTransaction], None] = layer._hold
-        self.schedule: Callable[[ServerTransaction], None] = layer._schedule
+        self.schedule: Callable[[Timed], None] = layer._schedule
         self.send_later: Callable[
-            [bytes, Address, Address | None, TcpConnection | None, ServerTransaction | None],
+            [bytes, Address, Address | None, TcpConnection | None, Timed | None],
             None,
         ] = layer._send_later
         self.forget_client: Callable[[ClientKey, ClientTransaction], None] = layer._forget_client

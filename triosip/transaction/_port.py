@@ -17,10 +17,10 @@ one of those call sites. A port keeps each call where it is, and typed.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from triosip.transport.base import Address, TcpConnection
+    from triosip.transport.base import Address, TcpConnection, TransportError
 
     from ._timers import TimerConfig
 
@@ -74,4 +74,47 @@ class Port(Protocol):
 
     def count(self, event: Counted) -> None:
         """Add one to the layer's statistic for ``event``."""
+        ...
+
+
+class Timed(Protocol):
+    """A transaction whose timers the layer's one timers loop runs, as a record without a
+    task: a held server transaction, or a client transaction started with
+    ``TransactionLayer.start_client``. The loop keeps a heap of (deadline, seq, record);
+    ``_heap_at``/``_heap_seq`` say which entry is the record's live one."""
+
+    _heap_at: float
+    _heap_seq: int
+    _deadlines: dict[Any, float]  # the armed timers (their inputs) -> deadline
+
+    def _fire_timers(self, now: float) -> None:
+        """Fire what is due at ``now``, then ask to be scheduled again if need be."""
+        ...
+
+    def _transport_error(self, exc: TransportError) -> None:
+        """A send the loop made for the record failed."""
+        ...
+
+    def _is_over(self) -> bool:
+        """Terminated: a send still queued for it is dropped."""
+        ...
+
+
+class TimedPort(Port, Protocol):
+    """What a record run by the layer's timers loop asks of it (see `Timed`)."""
+
+    def schedule(self, timed: Timed) -> None:
+        """The deadlines of ``timed`` changed: wake for its earliest."""
+        ...
+
+    def send_later(
+        self,
+        data: bytes,
+        destination: Address,
+        local: Address | None,
+        connection: TcpConnection | None,
+        timed: Timed | None,
+    ) -> None:
+        """Send ``data`` from the layer's own task: a record has none to wait in (a full
+        UDP buffer, TCP)."""
         ...

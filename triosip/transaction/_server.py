@@ -56,7 +56,7 @@ from triosip.transport.base import Inbound, TransportError, response_destination
 
 from ._errors import TransactionError, TransportFailure
 from ._fsm import IST, NIST, Action, ServerInput, ServerState, due, enter, server_input_for
-from ._port import Counted, Port
+from ._port import Counted, TimedPort
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -79,7 +79,7 @@ _ANSWERED = (ServerState.COMPLETED, ServerState.CONFIRMED, ServerState.ACCEPTED)
 AMPLIFIED_TIMER_G_RETRANSMISSIONS = 2
 
 
-class ServerPort(Port, Protocol):
+class ServerPort(TimedPort, Protocol):
     """What a server transaction may ask of its layer (``TransactionLayer`` gives it one)."""
 
     def handle(self, server: ServerTransaction) -> Awaitable[None]:
@@ -100,22 +100,6 @@ class ServerPort(Port, Protocol):
 
     def hold(self, server: ServerTransaction) -> None:
         """Take over the timers of ``server``, answered and done with its TU."""
-        ...
-
-    def schedule(self, server: ServerTransaction) -> None:
-        """The deadlines of a held ``server`` changed: wake for its earliest."""
-        ...
-
-    def send_later(
-        self,
-        data: bytes,
-        destination: Address,
-        local: Address | None,
-        connection: TcpConnection | None,
-        server: ServerTransaction | None,
-    ) -> None:
-        """Send ``data`` from the layer's own task: for a held transaction that cannot
-        send it at once (TCP, a full UDP buffer)."""
         ...
 
 
@@ -318,6 +302,26 @@ class ServerTransaction:
                 transaction has informed its TU (this exception) and terminated, except in
                 Accepted, where RFC 6026 keeps it.
         """
+        data = self._enter_response(response)
+        try:
+            await self._send(data)
+        except TransportError as exc:
+            self._transport_error(exc)
+            raise TransportFailure(f"{self.name}: {exc}") from exc
+
+    def respond_now(self, response: Response) -> None:
+        """`respond` without waiting: the response goes out at once over UDP when the socket
+        takes it, else from the transaction's own loop. A transport failure then ends the
+        transaction (RFC 3261 §17.2.4) without being raised to the caller: for a proxy
+        forwarding a response there is nobody else to tell (§16.7 step 9 has it stop there).
+
+        Raises:
+            TransactionError: as `respond`; nothing was sent and the machine is unchanged.
+        """
+        self._transmit(self._enter_response(response))
+
+    def _enter_response(self, response: Response) -> bytes:
+        """Step the machine for a response of the TU; its bytes, to be sent by the caller."""
         # A pair missing from the table is a protocol error (_fsm.py), but here the TU made
         # it: refuse before anything is sent rather than end the transaction for the peer.
         transition = self._machine.table.get((self.state, server_input_for(response.status)))
@@ -344,11 +348,7 @@ class ServerTransaction:
         self._apply(transition, None)
         if ServerInput.TIMER_G in self._deadlines and not self._held:
             self._ensure_loop()  # Timer G must not wait for on_request to return
-        try:
-            await self._send(data)
-        except TransportError as exc:
-            self._transport_error(exc)
-            raise TransportFailure(f"{self.name}: {exc}") from exc
+        return data
 
     # --- the task ------------------------------------------------------------------------
 
@@ -495,6 +495,9 @@ class ServerTransaction:
             and not self._held
             and self.state in _ANSWERED
         )
+
+    def _is_over(self) -> bool:
+        return self.state is _TERMINATED
 
     def _fire_timers(self, now: float) -> None:
         """The layer's timers loop woke for this held transaction: fire what is due."""

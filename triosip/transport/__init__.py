@@ -16,6 +16,8 @@ from ._connection import TcpConnection as TcpConnection
 from ._errors import TransportError as TransportError
 from ._layer import TransportLayer as TransportLayer
 from ._limits import TransportLimits as TransportLimits
+from ._names import LocalNames as LocalNames
+from ._names import parse_host_port as parse_host_port
 from ._statistics import TransportStatistics as TransportStatistics
 from .base import Inbound as Inbound
 
@@ -24,11 +26,13 @@ __all__ = [
     "Address",
     "Inbound",
     "ListenSpec",
+    "LocalNames",
     "TcpConnection",
     "TransportError",
     "TransportLayer",
     "TransportLimits",
     "TransportStatistics",
+    "parse_host_port",
     "parse_listen_spec",
     "response_destination",
 ]

@@ -30,6 +30,7 @@ import trio
 from ._address import TRANSPORTS, Address
 from ._errors import TransportError
 from ._limits import DEFAULT_LIMITS, TransportLimits
+from ._names import LocalNames
 from ._sockets import bind_tcp, bind_udp
 from ._statistics import Counters, TransportStatistics
 from ._tcp import TcpTransport
@@ -37,7 +38,7 @@ from ._udp import UdpTransport
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from triosip.sip import ParseError
 
@@ -58,6 +59,10 @@ class TransportLayer:
             bytes last read from the stream, as the parser keeps no copy of the bad
             message), the source and the local address, synchronously as well.
         limits: sizes, bounds and timeouts.
+        advertise: for some `listen` addresses, the host and port (None: the bound one)
+            their Via and Record-Route name (``--advertise``).
+        aliases: other names of this proxy, with a port or None for every port
+            (``--alias``).
 
     Raises:
         ValueError: a listen address has a transport other than udp or tcp.
@@ -70,6 +75,8 @@ class TransportLayer:
         on_message: Callable[[Inbound], None],
         on_parse_error: Callable[[ParseError, bytes, Address, Address], None],
         limits: TransportLimits = DEFAULT_LIMITS,
+        advertise: Mapping[Address, tuple[str, int | None]] | None = None,
+        aliases: Iterable[tuple[str, int | None]] = (),
     ) -> None:
         for address in listen:
             if address.transport not in TRANSPORTS:
@@ -80,6 +87,11 @@ class TransportLayer:
         self._nursery: trio.Nursery | None = None
         self.listeners: tuple[Address, ...] = ()
         """The bound addresses (the real ports when 0 was asked), once `serve` started."""
+        self._advertise = dict(advertise or {})
+        self._aliases = tuple(aliases)
+        self.names = LocalNames((), {}, ())
+        """This proxy's names ("myself", and what Via and Record-Route say), once `serve`
+        started."""
         self._udp = UdpTransport(
             on_message=on_message, on_parse_error=on_parse_error, limits=limits, counters=counters
         )
@@ -137,6 +149,12 @@ class TransportLayer:
                     )
                 self._nursery = self._tcp.nursery = nursery
                 self.listeners = tuple(bound)
+                advertised = {
+                    local: self._advertise[asked]
+                    for asked, local in zip(self._listen, bound, strict=True)
+                    if asked in self._advertise
+                }
+                self.names = LocalNames(bound, advertised, self._aliases)
                 logger.info("listening on %s", ", ".join(str(a) for a in bound))
                 task_status.started(bound)
                 await trio.sleep_forever()
@@ -176,6 +194,12 @@ class TransportLayer:
         if fallback is None:
             raise TransportError(f"no {transport} listener")
         return fallback
+
+    def advertised(self, local: Address, toward: str) -> Address:
+        """What a Via or a Record-Route names for `local` sending toward the IP `toward`:
+        its ``--advertise`` name, the address the kernel sends from for a wildcard
+        listener, else `local` itself (`LocalNames.advertised`)."""
+        return self.names.advertised(local, toward)
 
     def statistics(self) -> TransportStatistics:
         """A snapshot of the counters."""

@@ -1,5 +1,5 @@
-"""One scriptable HTTP/1.1 server on 127.0.0.1 for the tests of REST ops and of routes that
-call a web service.
+"""One scriptable HTTP/1.1 server on 127.0.0.1 for the tests of REST ops, of routes that
+call a web service, and for ``triosip check``'s drill (the ``@http`` stand-in).
 
 Written by hand on trio streams, so that a test sees what a client does to a connection:
 it keeps connections alive and counts them, records every request, and answers by path:

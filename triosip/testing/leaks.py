@@ -1,9 +1,10 @@
-"""The leak probes of the tests: what this process holds (tasks, worker threads, child
-processes, fds), read from trio and /proc, and the check that a test left none of it.
+"""Leak probes: what this process holds (tasks, worker threads, child processes, fds),
+read from trio and /proc, and the check that a test left none of it.
 
-`leak_check` is the body of the root conftest's ``nothing_left_behind`` fixture; tests
-that check within their trio run (before resources they own close) take a `Resources`
-snapshot and compare.
+`leak_check` is the body of the ``triosip_no_leaks`` fixture of the pytest plugin
+(`triosip.testing.plugin`) and of the test suite's ``nothing_left_behind``; tests that
+check within their trio run (before resources they own close), and ``triosip check``'s
+drill, take a `Resources` snapshot and compare.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ def process_exists(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
 
-def task_names() -> Counter[str]:
-    """The names of every task of this trio run, from the root task down."""
+def task_names(root: trio.lowlevel.Task | None = None) -> Counter[str]:
+    """The names of every task of this trio run, from the root task down (or from `root`,
+    itself included)."""
     names: Counter[str] = Counter()
-    root = trio.lowlevel.current_root_task()
-    assert root is not None
-    stack = [root]
+    top = root or trio.lowlevel.current_root_task()
+    assert top is not None
+    stack = [top]
     while stack:
         task = stack.pop()
         names[task.name] += 1
@@ -113,6 +115,7 @@ class Resources:
 
     @classmethod
     def now(cls) -> Resources:
+        """What the process holds now (call it inside the trio run)."""
         return cls(task_names(), busy_threads(), child_pids(), open_fds())
 
     def left_since(self, before: Resources) -> dict[str, Any]:
