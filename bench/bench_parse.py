@@ -18,10 +18,20 @@ parses ``str``, so decoding the datagram is counted as part of its parse, as in 
 transaction manager. Each figure is the best of several runs of many messages (the
 least disturbed by the rest of the machine).
 
+``--edits`` times, instead, what the proxy does to the messages of one call, as
+``triosip run routes/default.py`` does (record-routing, stateful): the edit chain of the
+forwarded INVITE (stamp ``received``/``rport`` on its top Via, look for a loop, the branch
+hash, Max-Forwards, Record-Route, our Via, and bytes() twice: the size check and the
+client transaction) and of the forwarded 200 (strip our Via, bytes()), each on messages
+parsed and checked beforehand; and parse + check_message of each of the six messages a
+proxy receives in a call (INVITE, 180, 200, ACK, BYE, 200), the 180 and 200s as a UAS
+answers the forwarded INVITE.
+
 Usage (from the repository root)::
 
     .venv/bin/python bench/bench_parse.py            # figures
     .venv/bin/python bench/bench_parse.py --profile  # and cProfile of triosip (a), (b)
+    .venv/bin/python bench/bench_parse.py --edits    # the edits and messages of a call
 """
 
 from __future__ import annotations
@@ -32,10 +42,27 @@ import os
 import platform
 import pstats
 import sys
+import time
 import timeit
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from triosip.sip import Request, check_message, parse_message
+from triosip.proxy._forward import (
+    BRANCH_PREFIX,
+    has_looped,
+    loop_hash,
+    prepare_forward,
+    record_route_value,
+    stamp_received,
+    strip_own_routes,
+    target_of,
+    via_value,
+)
+from triosip.sip import Request, Response, build_response, check_message, parse_message
+from triosip.transport import Address
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MESSAGE = (Path(__file__).parent / "messages" / "invite_sdp.sip").read_bytes()
 OUR_VIA = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-ts1a2b3c4d5.0"
@@ -144,6 +171,147 @@ def sippy_functions():
     return sippy_a, sippy_b
 
 
+# -- --edits: one call through a record-routing proxy -----------------------------------
+
+# The caller's address (not its Via's sent-by, and it asks for rport: both get stamped),
+# the proxy's listener, and the callee.
+CALLER = Address("udp", "198.51.100.7", 5062)
+PROXY = Address("udp", "10.0.0.1", 5060)
+OURS = {(PROXY.host, PROXY.port)}
+
+
+def forward_invite(m: Request) -> Request:
+    # As ProxyTransaction does for a new INVITE: _reject_if_invalid (loops), loose_route,
+    # then _prepare_branch / _forwarded_request, and the client transaction's bytes().
+    has_looped(m, OURS)
+    request, _ = strip_own_routes(m, OURS)
+    request = stamp_received(request, CALLER)
+    target_of(request, None)
+    digest = loop_hash(m, m.top_via)
+    forwarded = prepare_forward(request, record_route=(record_route_value(PROXY),))
+    forwarded = forwarded.with_header_first("via", via_value(PROXY, f"{BRANCH_PREFIX}{digest}.1"))
+    len(bytes(forwarded))  # the RFC 3261 §18.1.1 size check
+    bytes(forwarded)  # the client transaction's
+    return forwarded
+
+
+def forward_response(m: Response) -> bytes:
+    # As ProxyTransaction relays a response upstream: our Via goes (§16.7 step 3).
+    return bytes(m.without_first_value("via"))
+
+
+def call_messages(call: int = 0) -> dict[str, bytes]:
+    # The six messages a proxy receives in a call (sipp's built-in uac and uas), the
+    # responses as the callee builds them from the INVITE we forwarded. Each `call` has
+    # its own users, hosts and Call-ID: nothing is shared between calls.
+    head, _, body = MESSAGE.partition(b"\r\n\r\n")
+    for old, new in ((b"alice", b"alice%d"), (b"bob", b"bob%d"), (b"a84b4c76", b"c%d")):
+        head = head.replace(old, new % call)
+    data = head + b"\r\n\r\n" + body
+    invite = parse_message(data)
+    assert isinstance(invite, Request)
+    forwarded = forward_invite(invite)
+    sdp = invite.body.replace(b"192.0.2.101", b"192.0.2.200")
+    contact = (("Contact", f"<sip:bob{call}@192.0.2.200:5080;transport=UDP>"),)
+    ringing = build_response(forwarded, 180, to_tag="bob-1", headers=contact)
+    ok = build_response(
+        forwarded,
+        200,
+        to_tag="bob-1",
+        headers=(*contact, ("Content-Type", "application/sdp")),
+        body=sdp,
+    )
+    in_dialog = (
+        f"{{method}} sip:bob{call}@192.0.2.200:5080 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.101:5060;branch=z9hG4bK776asdhd{n};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        "Route: <sip:10.0.0.1:5060;lr>\r\n"
+        f"To: Bob <sip:bob{call}@biloxi.example.com>;tag=bob-1\r\n"
+        f"From: Alice <sip:alice{call}@atlanta.example.com>;tag=1928301774\r\n"
+        f"Call-ID: c{call}@pc33.atlanta.example.com\r\n"
+        "CSeq: {cseq} {method}\r\n"
+        f"Contact: <sip:alice{call}@192.0.2.101:5060>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    ok_bye = build_response(
+        parse_message(in_dialog.format(method="BYE", cseq=314160, n="s").encode()),
+        200,
+        to_tag="bob-1",
+    )
+    return {
+        "INVITE": data,
+        "180": bytes(ringing.with_header_first("via", "SIP/2.0/UDP 10.0.0.1:5060;branch=x")),
+        "200 INVITE": bytes(ok),
+        "ACK": in_dialog.format(method="ACK", cseq=314159, n="a").encode(),
+        "BYE": in_dialog.format(method="BYE", cseq=314160, n="s").encode(),
+        "200 BYE": bytes(ok_bye.with_header_first("via", "SIP/2.0/UDP 10.0.0.1:5060;branch=y")),
+    }
+
+
+def accepted(data: bytes) -> Request | Response:
+    m = parse_message(data)
+    check_message(m)
+    return m
+
+
+def time_edits(number: int, repeat: int) -> dict[str, float]:
+    # The edits alone: on messages parsed and checked before the clock starts (each
+    # message is edited once, as in the proxy: its cache is filled by the first edit).
+    # Every call has its own users and hosts (see call_messages), so that nothing one
+    # call's messages leave behind serves another's. CPU time of this process
+    # (time.process_time), not wall time: the machine is shared.
+    calls = [call_messages(n) for n in range(number)]
+    results: dict[str, float] = {}
+
+    def cpu(function: Callable[[], object]) -> float:
+        return timeit.Timer(function, timer=time.process_time).timeit(1) / number
+
+    def whole_calls() -> None:
+        for messages in calls:
+            for data in messages.values():
+                accepted(data)
+
+    for _ in range(repeat):
+        invites = [accepted(messages["INVITE"]) for messages in calls]
+        oks = [accepted(messages["200 INVITE"]) for messages in calls]
+        timings = {
+            "edits INVITE": cpu(lambda ms=invites: [forward_invite(m) for m in ms]),  # type: ignore[misc]
+            "edits 200": cpu(lambda ms=oks: [forward_response(m) for m in ms]),  # type: ignore[misc]
+        }
+        for name in calls[0]:
+            datas = [messages[name] for messages in calls]
+            timings[f"parse+check {name}"] = cpu(lambda ds=datas: [accepted(d) for d in ds])  # type: ignore[misc]
+        timings["parse+check, a call's six"] = cpu(whole_calls)
+        for name, seconds in timings.items():
+            results[name] = min(results.get(name, float("inf")), seconds)
+    return results
+
+
+def edits_main(args: argparse.Namespace) -> int:
+    print(f"machine: {machine()}")
+    print(f"runs: best of {args.repeat} x {args.number} messages, one core\n")
+    results = time_edits(args.number, args.repeat)
+    print(f"{'':<28} {'us':>8}")
+    for name, seconds in results.items():
+        print(f"{name:<28} {seconds * 1e6:8.2f}")
+    edits = results["edits INVITE"] * 2 + results["edits 200"] * 3
+    print(f"\nedits of a call (INVITE, BYE; 180, 200, 200): ~{edits * 1e6:.1f} us")
+    if args.profile:
+        calls = iter([call_messages(n) for n in range(args.number)])
+
+        def one_call() -> None:
+            for name, data in next(calls).items():
+                m = accepted(data)
+                if name in ("INVITE", "BYE"):
+                    forward_invite(m)  # type: ignore[arg-type]
+                elif isinstance(m, Response):
+                    forward_response(m)
+
+        print(f"\n== cProfile, {args.number} calls (parse, check, edits)")
+        profile(one_call, number=args.number)
+    return 0
+
+
 def machine() -> str:
     model = platform.processor() or "?"
     try:
@@ -185,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--number", type=int, default=20000, help="messages per run")
     parser.add_argument("--repeat", type=int, default=7, help="runs; the best counts")
     parser.add_argument("--profile", action="store_true", help="cProfile triosip (a), (b)")
+    parser.add_argument("--edits", action="store_true", help="the edits and messages of a call")
     args = parser.parse_args(argv)
+    if args.edits:
+        return edits_main(args)
 
     sippy_a, sippy_b = sippy_functions()
     check_same_fields(sippy_a)

@@ -12,6 +12,7 @@ from triosip.proxy._forward import (
     BRANCH_PREFIX,
     DEFAULT_MAX_FORWARDS,
     has_looped,
+    is_ip_literal,
     loop_hash,
     prepare_forward,
     record_route_value,
@@ -450,3 +451,23 @@ def test_target_of_refuses(uri: str, status: int) -> None:
     with pytest.raises(RoutingError) as info:
         target_of(request(uri=uri), None)
     assert info.value.status == status
+
+
+@pytest.mark.parametrize(
+    ("host", "literal"),
+    [
+        ("127.0.0.1", True),
+        ("[2001:db8::1]", True),
+        ("2001:DB8::1", True),
+        ("[::ffff:192.0.2.1]", True),
+        ("biloxi.example.com", False),
+        ("192.0.2.256", False),
+        ("", False),
+        ("fe80::1%" + "z" * 80, True),  # longer than what is remembered: checked each time
+        ("a" * 300, False),
+    ],
+)
+def test_is_ip_literal(host: str, literal: bool) -> None:
+    # Twice: the second answer may come from what the first one left behind.
+    assert is_ip_literal(host) is literal
+    assert is_ip_literal(host) is literal

@@ -276,6 +276,30 @@ def test_checking_twice_is_the_same() -> None:
     check_message(m)
 
 
+def test_uris_are_shared_between_messages_and_a_bad_one_is_refused_each_time() -> None:
+    # The check builds every URI through a cache shared by all messages (the messages of
+    # a dialog carry the same ones): what it remembers is only ever a valid URI.
+    contact = "Contact: <sip:alice@192.0.2.101:5060;transport=udp>"
+    first = accept(request("INVITE", "sip:bob@biloxi.example.com", contact))
+    second = accept(request("BYE", "sip:bob@biloxi.example.com", contact, cseq="2 BYE"))
+    assert second.contact[0].uri == first.contact[0].uri
+    assert second.contact[0].uri.params == {"transport": "udp"}
+    assert isinstance(first, Request)
+    assert isinstance(second, Request)
+    assert second.uri is first.uri
+    for _ in range(2):
+        with pytest.raises(ParseError, match="Bad Contact header"):
+            accept(request("INVITE", "sip:b@h", "Contact: <sip:alice@@192.0.2.101>"))
+    # A URI longer than what is remembered is checked all the same.
+    long_user = "u" * 300
+    m = accept(request("INVITE", f"sip:{long_user}@h", f"Contact: <sip:{long_user}@h>"))
+    assert isinstance(m, Request)
+    assert m.uri.user == long_user
+    assert m.contact[0].uri.user == long_user
+    with pytest.raises(ParseError, match="Bad Request-URI"):
+        accept(request("INVITE", f"sip:{long_user}@@h"))
+
+
 # -- any mutation of the fields the proxy reads: refused, or readable and editable --------
 
 # Header lines that the seeds lack, so that the mutations reach every field the check reads.

@@ -105,6 +105,47 @@ def test_pop_via_from_a_combined_line() -> None:
     assert last.without_first_value("via") is last
 
 
+def test_replace_the_first_value_in_one_edit() -> None:
+    # RFC 3261 §18.2.1: the top Via, stamped with received, replaces the one that came.
+    m = parsed()
+    stamped = str(m.top_via.with_params(received="192.0.2.9"))
+    replaced = m.with_first_value_replaced("via", stamped)
+    after = wire_lines(replaced)
+    assert after[1] == b"Via: " + stamped.encode()
+    assert after[2] == b"v: SIP/2.0/TCP b.example.com;branch=z9hG4bK-b"
+    untouched(wire_lines(m), after, b"v", b"via")
+    assert [v.received for v in replaced.via] == ["192.0.2.9", None, None]
+    assert [v.branch for v in replaced.via] == ["z9hG4bK-a", "z9hG4bK-b", "z9hG4bK-c"]
+    # The same lines as the two edits it stands for, in any case.
+    two_edits = m.without_first_value("via").with_header_first("via", stamped)
+    assert bytes(replaced) == bytes(two_edits)
+    # A value alone on its line: the line is replaced where it was.
+    alone = replaced.without_first_value("via").without_first_value("via")
+    alone_replaced = alone.with_first_value_replaced("via", stamped)
+    assert wire_lines(alone_replaced)[1:3] == [b"Via: " + stamped.encode(), b"MAX-FORWARDS :  10"]
+    assert len(alone_replaced.lines) == len(alone.lines)
+    # Without the header: a new first line, as with_header_first puts it.
+    no_route = m.with_first_value_replaced("route", "<sip:p.example.com;lr>")
+    assert wire_lines(no_route)[1] == b"Route: <sip:p.example.com;lr>"
+    assert bytes(m) == ODD
+    with pytest.raises(LocalSIPError):
+        m.with_first_value_replaced("via", "SIP/2.0/UDP x\r\nX-Injected: 1")
+
+
+def test_serializing_twice_gives_the_same_bytes_and_edits_start_afresh() -> None:
+    m = parsed()
+    forwarded = m.with_max_forwards(9)
+    first = bytes(forwarded)
+    assert bytes(forwarded) == first
+    # An edit of a serialized message is serialized anew.
+    pushed = forwarded.with_header_first("via", "SIP/2.0/UDP p.example.net;branch=z9hG4bK-q")
+    assert bytes(pushed) == first.replace(
+        b"\r\n", b"\r\nVia: SIP/2.0/UDP p.example.net;branch=z9hG4bK-q\r\n", 1
+    )
+    assert bytes(pushed.with_body(b"other")).endswith(b"Content-Length: 5\r\n\r\nother")
+    assert bytes(forwarded) == first
+
+
 def test_max_forwards_decrement() -> None:
     m = parsed()
     assert m.max_forwards == 10

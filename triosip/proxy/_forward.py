@@ -291,7 +291,7 @@ def stamp_received(request: Request, source: Address) -> Request:
     if not changes:
         return request
     stamped = top.with_params(**changes)
-    return request.without_first_value("via").with_header_first("via", str(stamped))
+    return request.with_first_value_replaced("via", str(stamped))
 
 
 def stamped_source(via: Via) -> Address | None:

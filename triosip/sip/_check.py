@@ -15,7 +15,9 @@ core may read, so that on a message that passed, none of them can raise again. W
 proxy reads for every request (the Request-URI, every Via, the Route set) is parsed and
 cached on the message, so reading it here moves its cost rather than adding it; the
 URIs the core never reads (Contact, Record-Route, From, To) are only matched against the
-grammar, which is cheaper than building them:
+grammar, which is cheaper than building them. Both remember the URI texts they passed
+(`_uri.uri_of`, `_uri.check_uri`): the messages of a dialog carry the same From, To,
+Contact, Route and Request-URI, each then read once per dialog, not once per message:
 
 * every Via element of every Via line (host, port, branch, received, rport, maddr, ttl);
 * Route and Record-Route (``<>`` required) and Contact (or a lone ``*``), with the URI
@@ -40,7 +42,7 @@ from typing import TYPE_CHECKING, Final
 from triosip.sip._headers import header_lines_named
 from triosip.sip._message import Request, Response
 from triosip.sip._parse_error import ParseError
-from triosip.sip._uri import match_uri
+from triosip.sip._uri import check_uri
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -111,7 +113,7 @@ def _check(message: Request | Response) -> None:
     if names.count("via") > 1 or "," in lines[names.index("via")]:
         _ = message.via
     # The Request-URI and the Route set are read for every request a proxy forwards:
-    # parsed (and cached) here. The other addresses' URIs are only matched against the
+    # built (and cached) here. The other addresses' URIs are only matched against the
     # grammar, which is cheaper: reading one later builds it and cannot fail.
     if isinstance(message, Request):
         try:
@@ -136,6 +138,6 @@ def _uris(addresses: Iterable[NameAddr], label: str, *, built: bool) -> None:
             if built:
                 _ = address.uri
             else:
-                match_uri(address.uri_text)
+                check_uri(address.uri_text)
         except ParseError as error:
             raise ParseError(f"Bad {label} header: {error.reason}") from None

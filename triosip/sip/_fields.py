@@ -34,7 +34,7 @@ from triosip.sip import _abnf
 from triosip.sip._errors import LocalSIPError
 from triosip.sip._parse_error import ParseError
 from triosip.sip._text import show, split_commas
-from triosip.sip._uri import URI, _compose_params, _params
+from triosip.sip._uri import URI, _compose_params, _params, uri_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,7 +55,8 @@ AddressParts: TypeAlias = tuple[str | None, ...]
 class _ViaSlots:
     __slots__ = ("_params", "_parts")
     _parts: ViaParts
-    _params: Mapping[str, str | None]  # unset until read
+    # None until read; set at creation, as NameAddr's (reading an unset slot raises).
+    _params: Mapping[str, str | None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Via(_ViaSlots):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_parts", via_parts(self.text))
+        object.__setattr__(self, "_params", None)
 
     @classmethod
     def parse(cls, text: str) -> Via:
@@ -130,12 +132,11 @@ class Via(_ViaSlots):
     @property
     def params(self) -> Mapping[str, str | None]:
         """via-params: names lower-cased, values as they came, None when valueless."""
-        try:
-            return self._params
-        except AttributeError:
+        params = self._params
+        if params is None:
             params = _params(self._parts[_abnf.VIA_PARAMS] or "", _abnf.VIA_PARAM)
             object.__setattr__(self, "_params", params)
-            return params
+        return params
 
     @property
     def branch(self) -> str | None:
@@ -224,6 +225,7 @@ def new_via(text: str, parts: ViaParts) -> Via:
     via: Via = _new(Via)
     _set(via, "text", text)
     _set(via, "_parts", parts)
+    _set(via, "_params", None)
     return via
 
 
@@ -260,7 +262,7 @@ def parse_vias(values: list[str]) -> tuple[Via, ...]:
         for element in split_commas(value):
             if not element:
                 raise ParseError("Bad Via: empty value")
-            vias.append(Via(element))
+            vias.append(new_via(element, via_parts(element)))
     return tuple(vias)
 
 
@@ -271,8 +273,10 @@ def parse_vias(values: list[str]) -> tuple[Via, ...]:
 class _NameAddrSlots:
     __slots__ = ("_params", "_parts", "_uri")
     _parts: AddressParts
-    _params: Mapping[str, str | None]  # unset until read
-    _uri: URI  # unset until read
+    # None until read; set at creation (check_message reads every address's URI, and
+    # reading an unset slot raises an AttributeError, which costs more than the store).
+    _params: Mapping[str, str | None] | None
+    _uri: URI | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +294,8 @@ class NameAddr(_NameAddrSlots):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_parts", address_parts(self.text))
+        object.__setattr__(self, "_uri", None)
+        object.__setattr__(self, "_params", None)
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
@@ -339,12 +345,11 @@ class NameAddr(_NameAddrSlots):
         Raises:
             ParseError: the URI is malformed.
         """
-        try:
-            return self._uri
-        except AttributeError:
-            uri = URI(self.uri_text)
+        uri = self._uri
+        if uri is None:
+            uri = uri_of(self.uri_text)
             object.__setattr__(self, "_uri", uri)
-            return uri
+        return uri
 
     @property
     def uri_text(self) -> str:
@@ -355,12 +360,11 @@ class NameAddr(_NameAddrSlots):
     @property
     def params(self) -> Mapping[str, str | None]:
         """Header parameters (after ``>`` or the addr-spec): names lower-cased."""
-        try:
-            return self._params
-        except AttributeError:
+        params = self._params
+        if params is None:
             params = _params(self._parts[_abnf.ADDR_PARAMS] or "", _abnf.PARAM)
             object.__setattr__(self, "_params", params)
-            return params
+        return params
 
     @property
     def tag(self) -> str | None:
@@ -397,6 +401,8 @@ def new_name_addr(text: str, parts: AddressParts) -> NameAddr:
     addr: NameAddr = _new(NameAddr)
     _set(addr, "text", text)
     _set(addr, "_parts", parts)
+    _set(addr, "_uri", None)
+    _set(addr, "_params", None)
     return addr
 
 

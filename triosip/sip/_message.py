@@ -53,7 +53,7 @@ from triosip.sip._headers import (
 )
 from triosip.sip._parse_error import ParseError
 from triosip.sip._text import show, split_commas, unfold
-from triosip.sip._uri import URI
+from triosip.sip._uri import URI, uri_of
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -72,7 +72,7 @@ class _State:
     empty instance dict and the parser stores only what it computed.
     """
 
-    wire: bytes | None = None  # the exact bytes parsed, while unmodified
+    wire: bytes | None = None  # the exact bytes parsed, or serialized
     names: tuple[str, ...] | None = None  # canonical name of each line
     headers: tuple[Header, ...] | None = None
     # What the parser checked (RFC 3261 §8.1.1): text and parts, made into values when read
@@ -182,8 +182,11 @@ class Message(_MessageSlots):
         """The value of each line of a header, in order."""
         canonical = canonical_name(name)
         names = self._names()
-        if canonical not in names:
+        count = names.count(canonical)
+        if count == 0:
             return []
+        if count == 1:  # the usual case: no scan in Python
+            return [_line_value(self.lines[names.index(canonical)])]
         # A scan of a dozen names costs less than a name -> line numbers index kept per
         # message, whose lists the garbage collector would walk for as long as a
         # transaction keeps the message (64*T1 after a call's end).
@@ -376,13 +379,16 @@ class Message(_MessageSlots):
 
     def __bytes__(self) -> bytes:
         # Unmodified: the very bytes parsed (from the start line to the end of the body).
-        # Edited: start line, the lines as they are (folds and spelling kept), the body.
-        # Content-Length is a line like the others: only with_body changes it.
-        wire = self._state.wire
-        if wire is not None:
-            return wire
-        head = "\r\n".join((self._start_line(), *self.lines, "", ""))
-        return _encode(head) + self.body
+        # Edited: start line, the lines as they are (folds and spelling kept), the body,
+        # kept for the next call (a proxy serializes a forwarded request to check its
+        # size, then to send it). Content-Length is a line like the others: only
+        # with_body changes it.
+        state = self._state
+        wire = state.wire
+        if wire is None:
+            head = "\r\n".join((self._start_line(), *self.lines, "", ""))
+            wire = state.wire = _encode(head) + self.body
+        return wire
 
     # -- edits --------------------------------------------------------------------------
 
@@ -444,22 +450,44 @@ class Message(_MessageSlots):
         names = self._names()
         if canonical not in names:
             return self
-        position = names.index(canonical)
-        lines = self.lines
         # RFC 3261 §16.7 step 3 (a response's top Via) and §16.4 (a Route naming us):
         # the first value goes, whether it shares its line with others or not.
+        return self._first_value_replaced(canonical, ())
+
+    def with_first_value_replaced(self, name: str, value: str) -> Self:
+        """A copy whose first comma-separated value of that header is ``value``.
+
+        ``Name: a, b`` becomes ``Name: value`` then ``Name: b`` (the name of the second
+        line as it was spelled); ``Name: a`` becomes ``Name: value``. The same as
+        ``without_first_value(name).with_header_first(name, value)``, in one edit.
+        Without that header, the new line goes first, as `with_header_first` puts it.
+
+        Raises:
+            LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
+        """
+        line, canonical = _make_line(name, value)
+        if canonical not in self._names():
+            return self.with_header_first(name, value)
+        # RFC 3261 §18.2.1, RFC 3581 §4: the top Via stamped with received and rport.
+        return self._first_value_replaced(canonical, (line,))
+
+    def _first_value_replaced(self, canonical: str, new: tuple[str, ...]) -> Self:
+        # The first line of that header without its first value, `new` (lines) before it.
+        names = self._names()
+        position = names.index(canonical)
+        lines = self.lines
         raw_name, _, raw_value = lines[position].partition(":")
-        value = unfold(raw_value).strip(" \t")
-        stop = _abnf.LIST_ELEMENT.match(value).end()  # type: ignore[union-attr]
-        rest = value[stop + 1 :].strip(" \t")
-        if rest:
-            new_line = raw_name.rstrip(" \t") + ": " + rest
-            new_lines = (*lines[:position], new_line, *lines[position + 1 :])
-            new_names = names
-        else:
-            new_lines = (*lines[:position], *lines[position + 1 :])
-            new_names = (*names[:position], *names[position + 1 :])
-        return self._edited(new_lines, new_names, canonical)
+        if "," in raw_value:  # else the value is alone on its line (the usual case)
+            value = unfold(raw_value).strip(" \t")
+            stop = _abnf.LIST_ELEMENT.match(value).end()  # type: ignore[union-attr]
+            rest = value[stop + 1 :].strip(" \t")
+            if rest:
+                new += (raw_name.rstrip(" \t") + ": " + rest,)
+        return self._edited(
+            (*lines[:position], *new, *lines[position + 1 :]),
+            (*names[:position], *(canonical,) * len(new), *names[position + 1 :]),
+            canonical,
+        )
 
     def without_header(self, name: str) -> Self:
         """A copy without any line of that header."""
@@ -563,7 +591,7 @@ class Request(Message):
         state = self._state
         uri = state.uri
         if uri is None:
-            uri = state.uri = URI(self.uri_raw)
+            uri = state.uri = uri_of(self.uri_raw)
         return uri
 
     def with_uri(self, uri: URI | str) -> Request:

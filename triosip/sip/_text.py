@@ -40,6 +40,8 @@ def split_commas(value: str) -> list[str]:
     Commas inside quoted strings and inside ``<>`` do not count. The elements are
     stripped of SP/HT; an empty element stays in the list (the caller decides).
     """
+    if "," not in value:  # one value: the usual case
+        return [value.strip(" \t")]
     out: list[str] = []
     pos = 0
     end = len(value)

@@ -8,6 +8,7 @@ but `ParseError` on text from the wire. The parameter helpers serve the header f
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -210,6 +211,56 @@ class URI(_URISlots):
             return URI(text)
         except ParseError as exc:
             raise LocalSIPError(f"Invalid URI {text!r}: {exc.reason}") from None
+
+
+# How many URIs `uri_of` and `check_uri` remember, and the longest they remember: a
+# bound on their memory (a few MB) that no sender can raise, however many or long the
+# URIs it sends.
+_CACHED_URIS = 2048
+_MAX_CACHED_LENGTH = 256
+
+
+def uri_of(text: str) -> URI:
+    """``URI(text)``, shared between the messages that hold the same URI text.
+
+    The messages of a dialog carry the same From, To and Contact URIs, its in-dialog
+    requests the same Request-URI and Route (a proxy meets its own Record-Route entry in
+    every one of them): each text is parsed once while it is in use, not once per
+    message. A URI is a value (frozen, its parts immutable), so sharing one is safe.
+
+    Raises:
+        ParseError: the text is not a URI of the grammar (never remembered).
+    """
+    if len(text) > _MAX_CACHED_LENGTH:
+        return URI(text)
+    return _remembered_uri(text)
+
+
+@functools.lru_cache(maxsize=_CACHED_URIS)
+def _remembered_uri(text: str) -> URI:
+    # functools.lru_cache remembers only what returned: a ParseError is raised each time.
+    return URI(text)
+
+
+def check_uri(text: str) -> None:
+    """Check a URI's text against the grammar, as `match_uri`, remembering what passed.
+
+    For the URIs a proxy checks but seldom reads (From, To, Contact): matching is
+    cheaper than building, and the texts of a dialog's messages are matched once.
+
+    Raises:
+        ParseError: the text is not a URI of the grammar (never remembered).
+    """
+    if len(text) > _MAX_CACHED_LENGTH:
+        match_uri(text)
+    else:
+        _remembered_check(text)
+
+
+@functools.lru_cache(maxsize=_CACHED_URIS)
+def _remembered_check(text: str) -> bool:
+    match_uri(text)
+    return True
 
 
 def _parse_uri(
