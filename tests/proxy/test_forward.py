@@ -11,6 +11,8 @@ from triosip.proxy import NextHop, RoutingError, parse_destination
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     DEFAULT_MAX_FORWARDS,
+    _is_ip_literal,
+    _parse_destination,
     has_looped,
     is_ip_literal,
     loop_hash,
@@ -471,3 +473,18 @@ def test_is_ip_literal(host: str, literal: bool) -> None:
     # Twice: the second answer may come from what the first one left behind.
     assert is_ip_literal(host) is literal
     assert is_ip_literal(host) is literal
+
+
+def test_a_long_host_is_answered_but_not_kept() -> None:
+    # A peer's 64 KB "host" must not stay in the cache of answers.
+    before = _is_ip_literal.cache_info().currsize
+    assert not is_ip_literal("1" * 70_000)
+    assert is_ip_literal("fe80::1%" + "z" * 70_000)
+    assert _is_ip_literal.cache_info().currsize == before
+
+
+def test_a_long_destination_is_parsed_but_not_kept() -> None:
+    before = _parse_destination.cache_info().currsize
+    host = "a" * 300 + ".example.com"
+    assert parse_destination(f"udp:{host}:5080").host == host
+    assert _parse_destination.cache_info().currsize == before

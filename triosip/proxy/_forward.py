@@ -91,12 +91,22 @@ def normalise_host(host: str) -> str:
     return host[1:-1].lower() if host.startswith("[") else host.lower()
 
 
-@functools.lru_cache(maxsize=1024)
-def is_ip_literal(host: str) -> bool:
-    """Whether `host` is an IPv4 or IPv6 address (brackets allowed), not a name.
+# Hosts up to this long have their answer cached (an IPv6 address with brackets and a
+# zone fits); a longer one, which a peer can send, is parsed each time and not kept.
+_IP_LITERAL_CACHED_MAX = 64
 
-    Cached: the same few next hops are asked about on every request, and the parse costs
-    ~10 µs; hostile hosts only churn the bounded cache."""
+
+def is_ip_literal(host: str) -> bool:
+    """Whether `host` is an IPv4 or IPv6 address (brackets allowed), not a name."""
+    if len(host) <= _IP_LITERAL_CACHED_MAX:
+        return _is_ip_literal(host)
+    return _is_ip_literal.__wrapped__(host)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_ip_literal(host: str) -> bool:
+    # Cached: the same few next hops are asked about on every request, and the parse
+    # costs ~10 µs; hostile hosts only churn the bounded cache.
     try:
         ipaddress.ip_address(normalise_host(host))
     except ValueError:
@@ -129,11 +139,8 @@ _HOSTNAME = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=256)
 def parse_destination(text: str) -> NextHop:
     """A destination as scripts and ``--define`` write it.
-
-    Cached (bounded): a routes file names the same few destinations on every call.
 
     Accepts ``udp:127.0.0.1:5080``, ``tcp:[::1]:5080``, ``127.0.0.1:5080``, ``host``, or a
     SIP URI (``sip:proxy.example.com:5060;transport=tcp``).
@@ -141,6 +148,18 @@ def parse_destination(text: str) -> NextHop:
     Raises:
         RoutingError: the text is none of these.
     """
+    # Cached: a routes file names the same few destinations on every call; a text longer
+    # than any real destination (from a header, say) is parsed each time, not kept.
+    if len(text) <= _DESTINATION_CACHED_MAX:
+        return _parse_destination(text)
+    return _parse_destination.__wrapped__(text)
+
+
+_DESTINATION_CACHED_MAX = 256
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_destination(text: str) -> NextHop:
     text = text.strip()
     if text.startswith(("sip:", "sips:")):
         try:
