@@ -380,7 +380,7 @@ async def test_the_tree_names_each_transaction_s_worker(tmp_path: Path) -> None:
     # The worker names its routes file by the path it imported it from (an editable
     # install's link, say): the same file.
     routes = reloaded.pop("routes")
-    assert os.path.realpath(routes) == os.path.realpath(DEFAULT_ROUTES)
+    assert await trio.Path(routes).resolve() == await trio.Path(DEFAULT_ROUTES).resolve()
     assert reloaded == {"reloaded": True, "reloads": 1, "workers": 2}
     assert again.stdout.decode() == f"reloaded {routes} (reload 2)\n"
 
