@@ -344,6 +344,37 @@ async def test_a_cancel_cancels_a_pending_op_in_its_worker(tmp_path: Path) -> No
     assert stats["proxy"]["requests_forwarded"].get("INVITE", 0) == 0
 
 
+async def test_an_fr_timeout_cancels_a_pending_op_in_each_worker(tmp_path: Path) -> None:
+    # Promise 1 of docs/cancellation.md, with workers, for the fr timer: in each worker
+    # the timer ends the route's pending program at once (its process gone), the caller
+    # gets the 408 when the timer fires, not when the program would have ended, and the
+    # resume route never runs (no relay, no 500).
+    program = tmp_path / "route-call"
+    program.write_text(f'#!/bin/sh\necho $$ > "{tmp_path}/$SIP_CALL_ID.pid"\nexec sleep 30\n')
+    program.chmod(0o755)
+    routes = Path(__file__).parents[2] / "routes" / "exec_example.py"
+    defines = ("--define", f"program={program}", "--define", "exec_timeout=20")
+    with trio.fail_after(30):
+        async with open_udp_peer() as caller:
+            args = (*WORKERS, str(routes), *defines, "--fr-timeout", "1")
+            async with open_triosip(tmp_path, *args) as proxy:
+                for worker in (0, 1):
+                    invite = await invite_owned_by(caller, worker)
+                    sent_at = trio.current_time()
+                    await caller.send(invite, proxy.udp)
+                    pid_file = tmp_path / f"{invite.call_id}.pid"
+                    await wait_until(partial(_has_text, pid_file))
+                    pid = int(pid_file.read_text())
+                    final = await caller.receive_response(status=408, method="INVITE")
+                    assert 0.9 < trio.current_time() - sent_at < 2.0
+                    await caller.send(caller.ack(invite, final), proxy.udp)
+                    await wait_until(partial(_is_gone, pid))
+                stats = await proxy.mi_json("/stats")
+
+    assert stats["ops"]["exec"]["cancelled"] == 2
+    assert stats["proxy"]["requests_forwarded"].get("INVITE", 0) == 0
+
+
 async def test_the_tree_names_each_transaction_s_worker(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with (
