@@ -3,12 +3,15 @@
 Theory of operation
 -------------------
 What runs for a transaction is trio's task tree under the server transaction's task: the
-request route in that task, and in its nursery the task of each branch (one client
-transaction, RFC 3261 §16.6), of each CANCEL sent (§9.1) and of each op. A reader walks
-that tree with trio's own API (`trio.lowlevel.Task.child_nurseries`) and learns here what
-the proxy knows of each task, by identity: each branch keeps the task that runs it and its
-client transaction, recorded when they start, and each proxied transaction the routes that
-run now with their cancel scopes. Task names are for people; nothing here reads them back.
+request route in that task, and in its nursery the task of each op and, over TCP, of each
+branch (one client transaction, RFC 3261 §16.6) and each CANCEL sent (§9.1). Over UDP a
+branch and its CANCEL are client transactions with no task (the transaction layer runs
+them as records): their views carry the client transaction and no task. A reader walks
+the tree with trio's own API (`trio.lowlevel.Task.child_nurseries`) and learns here what
+the proxy knows of each task, by identity: each branch keeps the task that runs it (if
+any) and its client transaction, recorded when they start, and each proxied transaction
+the routes that run now with their cancel scopes. Task names are for people; nothing here
+reads them back.
 
 Everything is read, never changed, and synchronously: a view is of one instant. A reader
 that must not hold the loop for long takes a `TransactionListing` (the transactions at one
@@ -65,12 +68,15 @@ class BranchView:
         destination: where it went (``"udp:10.0.0.2:5060"``), None before it was resolved.
         provisional: whether a provisional response came.
         cancel_sent: whether we CANCELled it.
-        ended: whether its task has ended.
+        ended: whether the branch is over for the proxy (its final response taken, or its
+            client transaction stopped or ended).
         status: the final response's status, if one came (or was made up locally).
         fr_deadline: when its fr timer fires; ``inf`` when none runs.
-        task: the task that runs its client transaction, while it runs.
+        task: the task that runs its client transaction, while it runs (TCP only; None
+            over UDP, where the client transaction is a record with no task).
         client: that client transaction, from its first transmission to its end.
-        cancel_task: the task that runs its CANCEL (RFC 3261 §9.1), while it runs.
+        cancel_task: the task that runs its CANCEL (RFC 3261 §9.1), while it runs (TCP
+            only, as `task`).
         cancel_client: the CANCEL's client transaction, while it runs.
     """
 
