@@ -9,8 +9,9 @@ samples a slice of a listing, for a caller that samples many a slice at a time.
 The proxy says what runs through its read-only inspection interface
 (`triosip.proxy.inspection`): each transaction's task, each branch's client
 transaction (and task, over TCP), each CANCEL's, the routes running with their deadlines;
-a branch or CANCEL with no task is a node of its own under the transaction's task. The tree is trio's
-(`trio.lowlevel.Task.child_nurseries`, `trio.Nursery.child_tasks`), starting at each server
+a branch or CANCEL with no task is a node of its own under the transaction's task. The
+tree is trio's (`trio.lowlevel.Task.child_nurseries`, `trio.Nursery.child_tasks`), starting
+at each server
 transaction's task, and what a task does is joined in by identity: the branch or CANCEL it
 runs from the views, the op it runs from `OpAccounting.running` (keyed by task). Launched
 work runs beyond any transaction, in the script environment's nursery, whose tasks the
