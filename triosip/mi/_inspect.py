@@ -11,11 +11,10 @@ The proxy says what runs through its read-only inspection interface
 transaction (and task, over TCP), each CANCEL's, the routes running with their deadlines;
 a branch or CANCEL with no task is a node of its own under the transaction's task. The
 tree is trio's (`trio.lowlevel.Task.child_nurseries`, `trio.Nursery.child_tasks`), starting
-at each server
-transaction's task, and what a task does is joined in by identity: the branch or CANCEL it
-runs from the views, the op it runs from `OpAccounting.running` (keyed by task). Launched
-work runs beyond any transaction, in the script environment's nursery, whose tasks the
-caller hands in.
+at each server transaction's task, and what a task does is joined in by identity: the
+branch or CANCEL it runs from the views, the op it runs from `OpAccounting.running` (keyed
+by task). Launched work runs beyond any transaction, in the script environment's nursery,
+whose tasks the caller hands in.
 """
 
 from __future__ import annotations
