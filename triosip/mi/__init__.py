@@ -20,6 +20,7 @@ from triosip.mi._server import is_authorized as is_authorized
 from triosip.mi._server import mi_url as mi_url
 from triosip.mi._server import parse_mi_address as parse_mi_address
 from triosip.mi._server import serve_mi as serve_mi
+from triosip.mi._server import token_refusal as token_refusal
 from triosip.mi._stats import PROMETHEUS_CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from triosip.mi._stats import prometheus_text as prometheus_text
 from triosip.mi._stats import statistics_document as statistics_document
@@ -72,6 +73,7 @@ __all__ = [
     "serve_mi",
     "statistics_document",
     "task_tree",
+    "token_refusal",
     "transaction_table",
     "transaction_timers",
 ]

@@ -232,6 +232,28 @@ async def _serve(
 _Endpoint = Callable[["ManagementInterface", HttpRequest], Awaitable[HttpResponse]]
 
 
+def token_refusal(config: MIConfig, request: HttpRequest) -> HttpResponse | None:
+    """The token rule (`is_authorized`) applied to a request's head, for every server of
+    the management interface (a proxy's, a supervisor's).
+
+    Returns:
+        None if the client may come in, else the 401 to answer (the refusal logged).
+    """
+    if is_authorized(
+        request.client,
+        request.headers.get("authorization"),
+        token=config.token,
+        trust_loopback=config.trust_loopback,
+    ):
+        return None
+    logger.info("MI: %s %s from %s refused: no token", request.method, request.path, request.client)
+    return HttpResponse.error(
+        401,
+        "this client needs the MI token: Authorization: Bearer <token>",
+        headers=(("www-authenticate", 'Bearer realm="triosip"'),),
+    )
+
+
 class ManagementInterface:
     """The MI's endpoints over one proxy; `serve_mi` serves `handle` over HTTP.
 
@@ -281,27 +303,8 @@ class ManagementInterface:
 
     def refusal(self, request: HttpRequest) -> HttpResponse | None:
         """The token rule (`is_authorized`), applied to a request's head: the HTTP server
-        admits a connection only once a head passes it.
-
-        Returns:
-            None if the client may come in, else the 401 to answer.
-        """
-        config = self.config
-        if is_authorized(
-            request.client,
-            request.headers.get("authorization"),
-            token=config.token,
-            trust_loopback=config.trust_loopback,
-        ):
-            return None
-        logger.info(
-            "MI: %s %s from %s refused: no token", request.method, request.path, request.client
-        )
-        return HttpResponse.error(
-            401,
-            "this client needs the MI token: Authorization: Bearer <token>",
-            headers=(("www-authenticate", 'Bearer realm="triosip"'),),
-        )
+        admits a connection only once a head passes it (`token_refusal`)."""
+        return token_refusal(self.config, request)
 
     # -- endpoints ------------------------------------------------------------------------
 

@@ -350,31 +350,14 @@ class TransactionLayer:
         Cancelling the calling task stops the transaction at once; no CANCEL is sent (the
         proxy sends CANCEL as a transaction of its own, §9.1).
         """
-        # The branch is the client transaction's identity (§17.1.3); two transactions on one
-        # branch would steal each other's responses.
-        key = client_key(request)
-        if key is None:
-            raise TransactionError(f"{request.method} has no branch in its top Via")
-        if key in self._clients:
-            raise TransactionError(f"{request.method} {key[0]}: branch already in use")
-        client = ClientTransaction(
-            self._port,
+        client = self._new_client(
             request,
             destination,
-            key=key,
             connection=connection,
             on_response=on_response,
             wait_in_accepted=wait_in_accepted,
+            on_end=None,
         )
-        # Registered before the first send: over TCP a response can be read before send()
-        # returns.
-        self._clients[key] = client
-        counters = self._counters
-        if client.is_invite:
-            counters.ict_total += 1
-        else:
-            counters.nict_total += 1
-        logger.debug("%s Call-ID %s: sending to %s", client.name, request.call_id, destination)
         try:
             await client._run(task_status)
         finally:
@@ -419,6 +402,30 @@ class TransactionLayer:
         """
         if destination.transport != "udp":
             raise TransactionError(f"start_client is for UDP, not {destination.transport}")
+        client = self._new_client(
+            request,
+            destination,
+            connection=None,
+            on_response=on_response,
+            wait_in_accepted=wait_in_accepted,
+            on_end=on_end,
+        )
+        client._start()
+        return client
+
+    def _new_client(
+        self,
+        request: Request,
+        destination: Address,
+        *,
+        connection: TcpConnection | None,
+        on_response: Callable[[ClientTransaction, Response], None],
+        wait_in_accepted: bool,
+        on_end: Callable[[ClientTransaction, BaseException | None], None] | None,
+    ) -> ClientTransaction:
+        """A client transaction, registered and counted, before its first send."""
+        # The branch is the client transaction's identity (§17.1.3); two transactions on one
+        # branch would steal each other's responses.
         key = client_key(request)
         if key is None:
             raise TransactionError(f"{request.method} has no branch in its top Via")
@@ -429,11 +436,13 @@ class TransactionLayer:
             request,
             destination,
             key=key,
-            connection=None,
+            connection=connection,
             on_response=on_response,
             wait_in_accepted=wait_in_accepted,
             on_end=on_end,
         )
+        # Registered before the first send: over TCP a response can be read before send()
+        # returns.
         self._clients[key] = client
         counters = self._counters
         if client.is_invite:
@@ -441,7 +450,6 @@ class TransactionLayer:
         else:
             counters.nict_total += 1
         logger.debug("%s Call-ID %s: sending to %s", client.name, request.call_id, destination)
-        client._start()
         return client
 
     def new_branch(self) -> str:

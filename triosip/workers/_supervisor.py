@@ -50,10 +50,10 @@ from triosip.mi import (
     MIUnavailable,
     QueryError,
     TaskQuery,
-    is_authorized,
     mi_url,
     prometheus_text,
     serve_http,
+    token_refusal,
 )
 from triosip.transport import parse_listen_spec
 
@@ -325,19 +325,7 @@ class Supervisor:
     async def _serve_http(
         self, listeners: list[trio.SocketListener], config: MIConfig, nursery: trio.Nursery
     ) -> None:
-        def refusal(request: HttpRequest) -> HttpResponse | None:
-            if is_authorized(
-                request.client,
-                request.headers.get("authorization"),
-                token=config.token,
-                trust_loopback=config.trust_loopback,
-            ):
-                return None
-            return HttpResponse.error(
-                401,
-                "this client needs the MI token: Authorization: Bearer <token>",
-                headers=(("www-authenticate", 'Bearer realm="triosip"'),),
-            )
+        refusal = functools.partial(token_refusal, config)
 
         async def handle(request: HttpRequest) -> HttpResponse:
             return refusal(request) or await self.handle(request)
