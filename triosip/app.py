@@ -223,9 +223,10 @@ def _mi_sources(
 # Why freeze: a transaction outlives its call by 64*T1 (Timers J, L, M), so ~200 tracked
 # objects per call stay alive for 32 s, and CPython's full collections walk them all again
 # and again: 30-45% of the CPU of a call and 300-450 ms pauses (retransmission storms),
-# reclaiming nothing, since calls make no reference cycles. Freezing what survived a
-# second keeps it out of every later collection; a rare unfreeze + collect reclaims the
-# cycles a traceback or a script may have frozen.
+# reclaiming nothing, since calls make no reference cycles (tests/proxy/test_garbage.py:
+# a cycle per call would be frozen with the rest and held until the next thaw). Freezing
+# what survived a second keeps it out of every later collection; a rare unfreeze +
+# collect reclaims the cycles a traceback or a script may have frozen.
 FREEZE_PERIOD = 1.0
 THAW_PERIOD = 600.0
 

@@ -280,6 +280,7 @@ class ProxyTransaction:
             await self._process_responses()
         finally:
             self._stop_unanswered_clients()
+            self._unlink_clients()
         if not self.final_sent and not self.branches:
             logger.info("%s %s dropped by the route", self.log_prefix(), self.request.method)
 
@@ -586,6 +587,17 @@ class ProxyTransaction:
             for client in (branch.client, branch.cancel_client):
                 if client is not None and client.state in _UNANSWERED and branch.task is None:
                     client.stop()
+
+    def _unlink_clients(self) -> None:
+        # A client transaction may outlive us (absorbing retransmissions of its final for
+        # Timer D/K): it must not keep the call's objects alive through its callbacks
+        # (they name its branch and us), nor may the branch name it back: a reference
+        # cycle per call that only the garbage collector would free.
+        for branch in self.branches:
+            for client in (branch.client, branch.cancel_client):
+                if client is not None and branch.task is None:
+                    client.detach()
+            branch.client = branch.cancel_client = None
 
     def _end_branch(self, branch: Branch) -> None:
         branch.ended = True

@@ -216,6 +216,14 @@ class ClientTransaction:
         self._on_end = None
         self._close()  # logs it
 
+    def detach(self) -> None:
+        """The TU is done with this transaction (made by ``start_client``): what is left of
+        it (absorbing retransmissions of its final, §17.1.1.2, §17.1.2.2) runs on without a
+        word to it, and without keeping the TU's objects alive through its callbacks."""
+        self._on_response = _ignore_response
+        if self._on_end is not None:
+            self._on_end = _ignore_end
+
     def _fire_timers(self, now: float) -> None:
         """The layer's timers loop woke for this transaction: fire what is due."""
         for event, _ in due(self._deadlines, now):
@@ -407,3 +415,11 @@ class ClientTransaction:
                 self._failure = failure
                 self._outbox.clear()
                 self._step(ClientInput.TRANSPORT_ERROR, None)
+
+
+def _ignore_response(_client: ClientTransaction, _response: Response) -> None:
+    """The callback of a detached transaction (``ClientTransaction.detach``)."""
+
+
+def _ignore_end(_client: ClientTransaction, _failure: BaseException | None) -> None:
+    """The end callback of a detached transaction (``ClientTransaction.detach``)."""
