@@ -229,10 +229,19 @@ def _mi_sources(
 # collect reclaims the cycles a traceback or a script may have frozen.
 FREEZE_PERIOD = 1.0
 THAW_PERIOD = 600.0
+# A call's objects live a fraction of a second to a few seconds: with CPython's default
+# (700 allocations) most of them are still alive at a young collection, walked, and
+# promoted to be walked again. At 20,000 the young generation is collected about once a
+# second at 300 calls/s and most of a call's objects are gone by then: 0.07-0.14 ms less
+# of CPU per call (bench_path.py), for a young collection of ~1-2 ms instead of many tiny
+# ones, and no memory held (calls make no cycles; the young limit bounds any others).
+YOUNG_THRESHOLD = 20_000
 
 
 async def freeze_survivors() -> None:
     """Move the objects that survived the last second out of the collector's sight."""
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
     since_thaw = 0.0
     while True:
         await trio.sleep(FREEZE_PERIOD)
