@@ -153,7 +153,10 @@ class ProxyTransaction:
         # and the loop's task while it is parked waiting for it.
         self._inbox: deque[tuple[Branch, Response | None]] = deque()
         self._parked: trio.lowlevel.Task | None = None
-        self._wait: trio.CancelScope | None = None
+        # The branches' timers (fr, Timer C, 64*T1 after a CANCEL) wake the parked loop
+        # from the layer's timers loop: no cancel scope per wait, no deadline to move in
+        # trio's each time a provisional response restarts Timer C.
+        self._alarm = proxy.transactions.alarm(self._wake)
         self._live_branches = 0
 
     # -- what routes see ------------------------------------------------------------
@@ -507,7 +510,7 @@ class ProxyTransaction:
             trio.lowlevel.reschedule(task)
 
     async def _park(self) -> None:
-        """Wait for `_wake` (or the deadline of the scope around)."""
+        """Wait for `_wake`: a branch's event or its alarm."""
         self._parked = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
@@ -518,20 +521,22 @@ class ProxyTransaction:
 
     async def _process_responses(self) -> None:
         inbox = self._inbox
-        while self._live_branches or inbox:
-            if inbox:
-                branch, response = inbox.popleft()
-                if response is None:
-                    await self._branch_ended(branch)
-                else:
-                    await self._on_response(branch, response)
-                continue
-            deadline = self._next_deadline()
-            if deadline > trio.current_time():
-                with trio.move_on_at(deadline) as self._wait:
+        try:
+            while self._live_branches or inbox:
+                if inbox:
+                    branch, response = inbox.popleft()
+                    if response is None:
+                        await self._branch_ended(branch)
+                    else:
+                        await self._on_response(branch, response)
+                    continue
+                deadline = self._next_deadline()
+                if deadline > trio.current_time():
+                    self._alarm.set(deadline)
                     await self._park()
-                self._wait = None
-            await self._expire_fr_timers()
+                await self._expire_fr_timers()
+        finally:
+            self._alarm.close()
 
     def _next_deadline(self) -> float:
         return min(
@@ -544,9 +549,8 @@ class ProxyTransaction:
         )
 
     def _deadlines_changed(self) -> None:
-        wait = self._wait
-        if wait is not None:
-            wait.deadline = self._next_deadline()
+        if self._parked is not None:
+            self._alarm.set(self._next_deadline())
 
     async def _expire_fr_timers(self) -> None:
         now = trio.current_time()

@@ -13,6 +13,7 @@ from ._errors import TransactionTimeout as TransactionTimeout
 from ._errors import TransportFailure as TransportFailure
 from ._fsm import ClientState as ClientState
 from ._fsm import ServerState as ServerState
+from ._layer import Alarm as Alarm
 from ._layer import TransactionLayer as TransactionLayer
 from ._layer import TransactionStatistics as TransactionStatistics
 from ._limits import DEFAULT_MAX_TRANSACTIONS as DEFAULT_MAX_TRANSACTIONS
@@ -23,6 +24,7 @@ from ._timers import TimerConfig as TimerConfig
 
 __all__ = [
     "DEFAULT_MAX_TRANSACTIONS",
+    "Alarm",
     "ClientState",
     "ClientTransaction",
     "LoadLimits",

@@ -363,6 +363,13 @@ class TransactionLayer:
         finally:
             client._close()
 
+    def alarm(self, fire: Callable[[], None]) -> Alarm:
+        """A deadline for the TU that this layer's timers loop serves: `fire` is called
+        (synchronously, from the loop) once the deadline set with ``Alarm.set`` passes,
+        at most `TIMER_SLACK` late. A task that waits for its TU's timers this way needs no
+        cancel scope of its own (a proxy transaction waiting for its branches' answers)."""
+        return Alarm(self._schedule, fire)
+
     def start_client(
         self,
         request: Request,
@@ -672,6 +679,54 @@ class TransactionLayer:
             # on_stray runs in the transport's receive loop, which must not die of it.
             logger.exception("on_stray raised for a message from %s", inbound.source)
             self._counters.handler_errors += 1
+
+
+class Alarm:
+    """A TU's deadline served by the layer's timers loop (``TransactionLayer.alarm``).
+
+    A record like a held transaction (`Timed`): one entry in the layer's heap, moved
+    earlier at once, later lazily (the loop wakes at the old deadline and reschedules).
+    """
+
+    __slots__ = ("_deadlines", "_fire", "_heap_at", "_heap_seq", "_schedule")
+
+    def __init__(self, schedule: Callable[[Timed], None], fire: Callable[[], None]) -> None:
+        self._schedule = schedule
+        self._fire: Callable[[], None] | None = fire
+        self._deadlines: dict[None, float] = {}
+        self._heap_at = math.inf
+        self._heap_seq = 0
+
+    def set(self, when: float) -> None:
+        """Fire at `when` (a trio time; infinite: not at all), instead of any earlier set."""
+        if math.isinf(when):
+            self._deadlines.clear()
+            return
+        self._deadlines[None] = when
+        self._schedule(self)
+
+    def close(self) -> None:
+        """Never fire again, and let go of the callback (the heap may hold the alarm a
+        while longer: not what the callback would keep alive)."""
+        self._deadlines.clear()
+        self._fire = None
+
+    def _fire_timers(self, now: float) -> None:
+        when = self._deadlines.get(None)
+        if when is None:
+            return
+        if when > now:
+            self._schedule(self)
+            return
+        del self._deadlines[None]
+        if self._fire is not None:
+            self._fire()
+
+    def _transport_error(self, exc: TransportError) -> None:
+        raise AssertionError("an alarm sends nothing")  # pragma: no cover
+
+    def _is_over(self) -> bool:
+        return self._fire is None
 
 
 class _Port:
