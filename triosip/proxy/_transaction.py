@@ -15,9 +15,9 @@ A `ProxyTransaction` lives inside its server transaction's task and nursery
    on a 2xx. What needs a route — an onreply route, a negative final (the failure route,
    or the best final once every branch has answered), a branch that ended without an
    answer — waits in a queue for the response loop, in this task, which wakes for it. The
-   loop also holds the per-branch fr timers as the deadline of its one wait: when one
-   passes, the branch gets a local 408 and, if it had a provisional response, a CANCEL
-   (§16.8). A branch over TCP runs its client transaction in a task of the nursery, whose
+   loop also waits for the per-branch fr timers, on an alarm that the layer's timers loop
+   serves (``TransactionLayer.alarm``): when one passes, the branch gets a local 408 and,
+   if it had a provisional response, a CANCEL (§16.8). A branch over TCP runs its client transaction in a task of the nursery, whose
    connect and sends it awaits; its responses take the same way.
 
 Routes are plain async callables handed in by the script layer, so this module knows
