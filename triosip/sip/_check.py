@@ -33,16 +33,26 @@ that fails it takes the parse-error path: a request is answered 400 with the rea
 and counted. It is separate from `parse_message` so that the parser stays a lazy
 reader for bytes that do not come from the network (a message the proxy builds and
 parses again, a test that inspects a broken field).
+
+On the parser's fast path (a header section of plain ``long-name:`` lines, no folds,
+all ASCII: nearly every message) the parser runs the same rule itself, in the same
+pass, with the values it has already cut out (`accept_parsed`): nothing there goes
+through the generic accessors. What passes is marked on the message, and
+`check_message` then returns at once. What does not pass is left unmarked and unraised
+(the parser stays lazy): `check_message` reads it again the slow way and raises the
+error that names the problem, so a refused message is answered exactly as before.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from triosip.sip import _abnf
+from triosip.sip._fields import first_via, parse_addresses, parse_vias
 from triosip.sip._headers import header_lines_named
-from triosip.sip._message import Request, Response
+from triosip.sip._message import Request, Response, check_max_forwards
 from triosip.sip._parse_error import ParseError
-from triosip.sip._uri import check_uri
+from triosip.sip._uri import check_uri, uri_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -82,6 +92,8 @@ def check_message(message: Request | Response) -> None:
         ParseError: a field is malformed (status 400, the reason names it), completed
             like a parser's error with what `build_error_response` needs to answer it.
     """
+    if message._state.accepted:  # the parser ran this rule already (accept_parsed)
+        return
     try:
         _check(message)
     except ParseError as error:
@@ -141,3 +153,82 @@ def _uris(addresses: Iterable[NameAddr], label: str, *, built: bool) -> None:
                 check_uri(address.uri_text)
         except ParseError as error:
             raise ParseError(f"Bad {label} header: {error.reason}") from None
+
+
+_ADDR_URI: Final = _abnf.ADDR_URI
+_ADDR_BARE: Final = _abnf.ADDR_BARE
+
+
+def accept_parsed(message: Request | Response, names: list[str], lines: list[str]) -> None:
+    """`check_message`'s rule, run by the parser on its fast path; marks what passes.
+
+    The same reads in the same order as `_check`, on lines the fast path vouches for:
+    each is ``name:value`` with ``name`` its canonical name, no fold, no CR, LF or NUL,
+    all ASCII (so UTF-8). A value is then the line after ``name:``, stripped. What the
+    reads build is cached on the message as the accessors would cache it. On the first
+    failure it stops without a word: `check_message` will say what is wrong.
+
+    Args:
+        message: the message just parsed (its cache holds the parser's checked fields).
+        names: the canonical name of each header line.
+        lines: the header lines.
+    """
+    state = message._state
+    try:
+        # RFC 3261 §16.3 step 4 reads every Via (the top one the parser checked).
+        n = names.index("via")
+        if "," in lines[n] or names.count("via") > 1:
+            top = message.top_via
+            values = [line[4:].strip(" \t") for line in _lines_named(names, lines, "via")]
+            rest = None if values[0] == top.text else first_via(values[0])[2]
+            others = parse_vias(([rest] if rest is not None else []) + values[1:])
+            state.vias = (top, *others)
+        if isinstance(message, Request):
+            state.uri = uri_of(message.uri_raw)
+        if "route" in names:
+            route = state.route = parse_addresses(
+                _values(names, lines, "route"), header="Route", brackets=True
+            )
+            for entry in route:
+                _ = entry.uri
+        if "record-route" in names:
+            record_route = state.record_route = parse_addresses(
+                _values(names, lines, "record-route"), header="Record-Route", brackets=True
+            )
+            for entry in record_route:
+                check_uri(entry.uri_text)
+        if "contact" in names:
+            values = _values(names, lines, "contact")
+            # RFC 3261 §10.2.2: "Contact: *" (alone) removes every binding of a REGISTER.
+            if len(values) == 1 and values[0] == "*":
+                state.contact_star = True
+                state.contact = ()
+            else:
+                contact = state.contact = parse_addresses(values, header="Contact", brackets=False)
+                for entry in contact:
+                    check_uri(entry.uri_text)
+        for _, parts in (state.from_p, state.to_p):  # type: ignore[misc]
+            check_uri(parts[_ADDR_URI] or parts[_ADDR_BARE] or "")
+        if not state.max_forwards_known:  # a response's (P3 of the parser)
+            count = names.count("max-forwards")
+            if count > 1:
+                return
+            state.max_forwards = (
+                check_max_forwards(_values(names, lines, "max-forwards")[0]) if count else None
+            )
+            state.max_forwards_known = True
+    except ParseError:
+        return
+    state.accepted = True
+
+
+def _lines_named(names: list[str], lines: list[str], name: str) -> list[str]:
+    if names.count(name) == 1:
+        return [lines[names.index(name)]]
+    return [line for line, line_name in zip(lines, names, strict=True) if line_name == name]
+
+
+def _values(names: list[str], lines: list[str], name: str) -> list[str]:
+    # Each line's value: after "name:" (the fast path has no space before the colon).
+    skip = len(name) + 1
+    return [line[skip:].strip(" \t") for line in _lines_named(names, lines, name)]

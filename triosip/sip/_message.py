@@ -95,6 +95,8 @@ class _State:
     contact: tuple[NameAddr, ...] | None = None
     contact_star: bool = False
     uri: URI | None = None
+    # check_message's rule ran on the parser's fast path and passed (_check.accept_parsed)
+    accepted: bool = False
 
 
 # Which cache entries belong to which header: an edit of that header drops them.
@@ -110,7 +112,7 @@ _ENTRIES: Final[Mapping[str, tuple[str, ...]]] = {
     "record-route": ("record_route",),
     "contact": ("contact", "contact_star"),
 }
-_ALWAYS_DROPPED: Final = ("wire", "headers", "names")
+_ALWAYS_DROPPED: Final = ("wire", "headers", "names", "accepted")
 _DROPPED: Final[Mapping[str, tuple[str, ...]]] = {
     name: _ALWAYS_DROPPED + entries for name, entries in _ENTRIES.items()
 }

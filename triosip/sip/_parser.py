@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import Final, NoReturn
 
 from triosip.sip import _abnf
+from triosip.sip._check import accept_parsed
 from triosip.sip._fields import check_address, check_cseq, first_via
 from triosip.sip._headers import COMPACT_FORMS, header_lines_named
 from triosip.sip._message import (
@@ -230,6 +231,8 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
     _set(message, "lines", tuple(lines))
     _set(message, "body", data[body_start:body_end])
     _set(message, "_state", state)
+    if head.isascii():  # O(1) on a str; else check_message reads it line by line
+        accept_parsed(message, names, lines)
     return message
 
 
