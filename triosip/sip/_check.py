@@ -183,6 +183,8 @@ def accept_parsed(message: Request | Response, names: list[str], lines: list[str
             rest = None if values[0] == top.text else first_via(values[0])[2]
             others = parse_vias(([rest] if rest is not None else []) + values[1:])
             state.vias = (top, *others)
+        else:  # the top one alone, which loop detection reads all the same
+            state.vias = (message.top_via,)
         if isinstance(message, Request):
             state.uri = uri_of(message.uri_raw)
         if "route" in names:
