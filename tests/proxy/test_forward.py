@@ -550,12 +550,13 @@ def test_forward_request_is_the_edits_one_by_one(
     assert forwarded._names() == expected._names()
     # The cache the edit passed on reads as a fresh parse of the same bytes.
     fresh = parse_message(bytes(expected))
+    assert isinstance(fresh, Request)
     assert forwarded.max_forwards == fresh.max_forwards
     assert forwarded.content_length == fresh.content_length
     assert forwarded.via == fresh.via
     assert forwarded.record_route == fresh.record_route
     assert forwarded.route == fresh.route
-    assert forwarded.uri == fresh.uri  # type: ignore[attr-defined]
+    assert forwarded.uri == fresh.uri
 
 
 def test_forward_request_refuses_what_the_edits_refused() -> None:

@@ -506,11 +506,20 @@ class Message(_MessageSlots):
             rest = value[stop + 1 :].strip(" \t")
             if rest:
                 new += (raw_name.rstrip(" \t") + ": " + rest,)
-        return self._edited(
+        edited = self._edited(
             (*lines[:position], *new, *lines[position + 1 :]),
             (*names[:position], *(canonical,) * len(new), *names[position + 1 :]),
             canonical,
         )
+        wire = self._state.wire
+        if not new and position == 0 and wire is not None:
+            # The first line gone (a relayed response's top Via, RFC 3261 §16.7 step 3):
+            # the bytes are the same bytes without it, cut out rather than joined again.
+            # The wire's start line is the one _start_line writes (the grammar has one
+            # SP between its parts).
+            start = wire.index(b"\r\n") + 2
+            edited._state.wire = wire[:start] + wire[start + len(_encode(lines[0])) + 2 :]
+        return edited
 
     def without_header(self, name: str) -> Self:
         """A copy without any line of that header."""
