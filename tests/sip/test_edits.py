@@ -358,10 +358,12 @@ def test_error_answer_keeps_an_existing_to_tag() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP b;branch=z9hG4bK2"
-        b"\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+        b"Via: SIP/2.0/UDP b;branch=z9hG4bK2\r\nFrom: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
         b"Content-Length: 4\r\n\r\nbody",
-        b"\r\n\r\nSIP/2.0 180  Ringing \xc3\xa9\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1\r\nv: SIP/2.0/UDP b\r\n"
+        b"\r\n\r\nSIP/2.0 180  Ringing \xc3\xa9\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+        b"v: SIP/2.0/UDP b\r\n"
         b"f: <sip:a@h>;tag=1\r\nt: <sip:b@h>\r\ni: c\r\nCSeq: 1 INVITE\r\n\r\nextra",
         b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/TCP b\r\n"
         b"From: <sip:a@h>;tag=1\r\n"

@@ -318,6 +318,14 @@ VIA_PARM = (
 # The first via-parm of a Via line, and what follows its comma (checked when read).
 VIA_FIRST = re.compile(rf"{VIA_PARM}{SWS}(?:,{SWS}(?P<rest>.*+))?", re.DOTALL)
 VIA_GROUPS = 11
+# Every via-parm of every Via line at once, the lines' values joined by CR: only to check
+# them (nothing captured), for the Vias of a response, which the proxy seldom reads.
+# The same via-parm as VIA_FIRST's; the separators as parse_vias splits them (a comma
+# inside a quoted string is the string's, as in LIST_ELEMENT). Each repetition is
+# possessive: a via-parm never ends where another could start, so nothing is retried.
+_VIA_PARM_UNNAMED = re.sub(r"\(\?P<\w+>", "(?:", VIA_PARM)
+_VIA_LINE = rf"{_VIA_PARM_UNNAMED}{SWS}(?:,{SWS}{_VIA_PARM_UNNAMED}{SWS})*+"
+VIA_LINES = re.compile(rf"{_VIA_LINE}(?:\r{_VIA_LINE})*+")
 # From / To / one Contact value: one address (Contact is split at commas first)
 ADDRESS_VALUE = re.compile(ADDRESS)
 ADDRESS_GROUPS = 6

@@ -55,6 +55,7 @@ from triosip.sip._parse_error import ParseError
 from triosip.sip._uri import check_uri, uri_of
 
 if TYPE_CHECKING:
+    import re
     from collections.abc import Iterable
 
     from triosip.sip._fields import NameAddr
@@ -157,6 +158,9 @@ def _uris(addresses: Iterable[NameAddr], label: str, *, built: bool) -> None:
 
 _ADDR_URI: Final = _abnf.ADDR_URI
 _ADDR_BARE: Final = _abnf.ADDR_BARE
+_VIA_LINES: Final = _abnf.VIA_LINES.fullmatch
+_ROUTE_VALUE: Final = _abnf.ROUTE_VALUE
+_ADDRESS_VALUE: Final = _abnf.ADDRESS_VALUE
 
 
 def accept_parsed(message: Request | Response, names: list[str], lines: list[str]) -> None:
@@ -174,17 +178,23 @@ def accept_parsed(message: Request | Response, names: list[str], lines: list[str
         lines: the header lines.
     """
     state = message._state
+    request = isinstance(message, Request)
     try:
         # RFC 3261 §16.3 step 4 reads every Via (the top one the parser checked).
         n = names.index("via")
-        if "," in lines[n] or names.count("via") > 1:
+        if "," not in lines[n] and names.count("via") == 1:
+            if request:  # the top one alone, which loop detection reads all the same
+                state.vias = (message.top_via,)
+        elif request:
             top = message.top_via
-            values = [line[4:].strip(" \t") for line in _lines_named(names, lines, "via")]
+            values = _values(names, lines, "via")
             rest = None if values[0] == top.text else first_via(values[0])[2]
             others = parse_vias(([rest] if rest is not None else []) + values[1:])
             state.vias = (top, *others)
-        else:  # the top one alone, which loop detection reads all the same
-            state.vias = (message.top_via,)
+        elif _VIA_LINES("\r".join(_values(names, lines, "via"))) is None:
+            # A response's Vias are only checked: the proxy pops the top one and reads
+            # the others only to relay a stray 2xx (which parses them, and cannot fail).
+            return
         if isinstance(message, Request):
             state.uri = uri_of(message.uri_raw)
         if "route" in names:
@@ -193,22 +203,16 @@ def accept_parsed(message: Request | Response, names: list[str], lines: list[str
             )
             for entry in route:
                 _ = entry.uri
+        # Record-Route and Contact are checked, not built: the proxy carries them.
         if "record-route" in names:
-            record_route = state.record_route = parse_addresses(
-                _values(names, lines, "record-route"), header="Record-Route", brackets=True
-            )
-            for entry in record_route:
-                check_uri(entry.uri_text)
+            for value in _values(names, lines, "record-route"):
+                _check_addresses(value, _ROUTE_VALUE, brackets=True)
         if "contact" in names:
             values = _values(names, lines, "contact")
             # RFC 3261 §10.2.2: "Contact: *" (alone) removes every binding of a REGISTER.
-            if len(values) == 1 and values[0] == "*":
-                state.contact_star = True
-                state.contact = ()
-            else:
-                contact = state.contact = parse_addresses(values, header="Contact", brackets=False)
-                for entry in contact:
-                    check_uri(entry.uri_text)
+            if len(values) != 1 or values[0] != "*":
+                for value in values:
+                    _check_addresses(value, _ADDRESS_VALUE, brackets=False)
         for _, parts in (state.from_p, state.to_p):  # type: ignore[misc]
             check_uri(parts[_ADDR_URI] or parts[_ADDR_BARE] or "")
         if not state.max_forwards_known:  # a response's (P3 of the parser)
@@ -222,6 +226,18 @@ def accept_parsed(message: Request | Response, names: list[str], lines: list[str
     except ParseError:
         return
     state.accepted = True
+
+
+def _check_addresses(value: str, pattern: re.Pattern[str], *, brackets: bool) -> None:
+    # The addresses of one line and their URIs, built only when the line holds several.
+    if "," in value:
+        for entry in parse_addresses([value], header="", brackets=brackets):
+            check_uri(entry.uri_text)
+        return
+    m = pattern.fullmatch(value)
+    if m is None:
+        raise ParseError("")
+    check_uri(m.group("uri") or m.group("bare") or "")
 
 
 def _lines_named(names: list[str], lines: list[str], name: str) -> list[str]:
