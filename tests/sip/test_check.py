@@ -370,7 +370,7 @@ def test_accepted_means_every_read_and_edit_works(data: bytes) -> None:
 def _slowly_parsed(data: bytes, monkeypatch: pytest.MonkeyPatch) -> Request | Response:
     # The message as the parser gives it without running the rule (the reference).
     with monkeypatch.context() as patched:
-        patched.setattr("triosip.sip._parser.accept_parsed", lambda *_: None)
+        patched.setattr("triosip.sip._parser.accept_parsed", lambda *_, **__: None)
         return parse_message(data)
 
 

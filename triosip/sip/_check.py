@@ -45,6 +45,7 @@ error that names the problem, so a refused message is answered exactly as before
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Final
 
 from triosip.sip import _abnf
@@ -156,14 +157,14 @@ def _uris(addresses: Iterable[NameAddr], label: str, *, built: bool) -> None:
             raise ParseError(f"Bad {label} header: {error.reason}") from None
 
 
-_ADDR_URI: Final = _abnf.ADDR_URI
-_ADDR_BARE: Final = _abnf.ADDR_BARE
 _VIA_LINES: Final = _abnf.VIA_LINES.fullmatch
 _ROUTE_VALUE: Final = _abnf.ROUTE_VALUE
 _ADDRESS_VALUE: Final = _abnf.ADDRESS_VALUE
 
 
-def accept_parsed(message: Request | Response, names: list[str], lines: list[str]) -> None:
+def accept_parsed(
+    message: Request | Response, names: list[str], lines: list[str], *, uris_ok: bool
+) -> None:
     """`check_message`'s rule, run by the parser on its fast path; marks what passes.
 
     The same reads in the same order as `_check`, on lines the fast path vouches for:
@@ -176,7 +177,11 @@ def accept_parsed(message: Request | Response, names: list[str], lines: list[str
         message: the message just parsed (its cache holds the parser's checked fields).
         names: the canonical name of each header line.
         lines: the header lines.
+        uris_ok: whether the URIs of From and To passed (the parser checks them with
+            the rest of From, To and Call-ID, once per dialog).
     """
+    if not uris_ok:
+        return
     state = message._state
     request = isinstance(message, Request)
     try:
@@ -197,24 +202,25 @@ def accept_parsed(message: Request | Response, names: list[str], lines: list[str
             return
         if isinstance(message, Request):
             state.uri = uri_of(message.uri_raw)
+        # The lines below are the same in every message of a dialog (the Route set,
+        # the Contact of each side): what passed is remembered, line by line.
         if "route" in names:
-            route = state.route = parse_addresses(
-                _values(names, lines, "route"), header="Route", brackets=True
-            )
-            for entry in route:
-                _ = entry.uri
+            route: tuple[NameAddr, ...] = ()
+            for value in _values(names, lines, "route"):
+                route += _route_of(value) if len(value) <= _LINE_CACHED_MAX else _route(value)
+            state.route = route
         # Record-Route and Contact are checked, not built: the proxy carries them.
         if "record-route" in names:
             for value in _values(names, lines, "record-route"):
-                _check_addresses(value, _ROUTE_VALUE, brackets=True)
+                if not _passes(_record_route_passes, value):
+                    return
         if "contact" in names:
             values = _values(names, lines, "contact")
             # RFC 3261 §10.2.2: "Contact: *" (alone) removes every binding of a REGISTER.
             if len(values) != 1 or values[0] != "*":
                 for value in values:
-                    _check_addresses(value, _ADDRESS_VALUE, brackets=False)
-        for _, parts in (state.from_p, state.to_p):  # type: ignore[misc]
-            check_uri(parts[_ADDR_URI] or parts[_ADDR_BARE] or "")
+                    if not _passes(_contact_passes, value):
+                        return
         if not state.max_forwards_known:  # a response's (P3 of the parser)
             count = names.count("max-forwards")
             if count > 1:
@@ -228,16 +234,57 @@ def accept_parsed(message: Request | Response, names: list[str], lines: list[str
     state.accepted = True
 
 
-def _check_addresses(value: str, pattern: re.Pattern[str], *, brackets: bool) -> None:
-    # The addresses of one line and their URIs, built only when the line holds several.
-    if "," in value:
-        for entry in parse_addresses([value], header="", brackets=brackets):
-            check_uri(entry.uri_text)
-        return
-    m = pattern.fullmatch(value)
-    if m is None:
-        raise ParseError("")
-    check_uri(m.group("uri") or m.group("bare") or "")
+# How many line values the memos below remember, and the longest: a bound on their
+# memory that no sender can raise.
+_LINES_CACHED = 2048
+_LINE_CACHED_MAX = 512
+
+
+def _route(value: str) -> tuple[NameAddr, ...]:
+    # The Route entries of one line, their URIs built (the proxy routes on them).
+    route = parse_addresses([value], header="Route", brackets=True)
+    for entry in route:
+        _ = entry.uri
+    return route
+
+
+# Shared between the messages that hold the same line: a NameAddr is a value (frozen; what
+# it caches is a pure function of its text), as the URIs of _uri.uri_of are. A ParseError
+# is raised each time, never remembered.
+_route_of = functools.lru_cache(maxsize=_LINES_CACHED)(_route)
+
+
+def _addresses_pass(value: str, pattern: re.Pattern[str], *, brackets: bool) -> bool:
+    # Whether the addresses of one line and their URIs pass; built only when the line
+    # holds several.
+    try:
+        if "," in value:
+            for entry in parse_addresses([value], header="", brackets=brackets):
+                check_uri(entry.uri_text)
+            return True
+        m = pattern.fullmatch(value)
+        if m is None:
+            return False
+        check_uri(m.group("uri") or m.group("bare") or "")
+    except ParseError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=_LINES_CACHED)
+def _record_route_passes(value: str) -> bool:
+    return _addresses_pass(value, _ROUTE_VALUE, brackets=True)
+
+
+@functools.lru_cache(maxsize=_LINES_CACHED)
+def _contact_passes(value: str) -> bool:
+    return _addresses_pass(value, _ADDRESS_VALUE, brackets=False)
+
+
+def _passes(remembered: functools._lru_cache_wrapper[bool], value: str) -> bool:
+    if len(value) <= _LINE_CACHED_MAX:
+        return remembered(value)
+    return remembered.__wrapped__(value)
 
 
 def _lines_named(names: list[str], lines: list[str], name: str) -> list[str]:
