@@ -209,15 +209,19 @@ class Via(_ViaSlots):
         own = self._parts[_abnf.VIA_PARAMS] or ""
         if '"' in own or " " in own or "\t" in own or not _simple_stamp(params):
             return str(self.with_params(**params))
-        current: dict[str, str | None] = {}
-        for item in own.split(";")[1:]:
-            name, equal, value = item.partition("=")
-            current[name] = value if equal else None
-        names = "".join(current)
-        if len(current) != own.count(";") or names != names.lower():
+        # ";a=1;b" -> ["", "a=1", "b"]: without quoted strings, ";" only separates.
+        items = own.split(";")
+        names = [item.partition("=")[0] for item in items]
+        joined = "".join(names)
+        if len(set(names)) != len(names) or joined != joined.lower():
             return str(self.with_params(**params))
-        current.update(params)
-        return self.text[: len(self.text) - len(own)] + _compose_params(current)
+        for name, value in params.items():
+            item = f"{name}={value}"
+            if name in names:  # in its place, as with_params keeps it
+                items[names.index(name)] = item
+            else:
+                items.append(item)
+        return self.text[: len(self.text) - len(own)] + ";".join(items)
 
 
 _IPV4_RE = re.compile(_abnf.IPV4ADDRESS)
