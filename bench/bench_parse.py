@@ -231,7 +231,7 @@ def call_messages(call: int = 0) -> dict[str, bytes]:
         "Route: <sip:10.0.0.1:5060;lr>\r\n"
         f"To: Bob <sip:bob{call}@biloxi.example.com>;tag=bob-1\r\n"
         f"From: Alice <sip:alice{call}@atlanta.example.com>;tag=1928301774\r\n"
-        f"Call-ID: c{call}@pc33.atlanta.example.com\r\n"
+        f"Call-ID: c{call}e66710@pc33.atlanta.example.com\r\n"  # the INVITE's
         "CSeq: {cseq} {method}\r\n"
         f"Contact: <sip:alice{call}@192.0.2.101:5060>\r\n"
         "Content-Length: 0\r\n\r\n"

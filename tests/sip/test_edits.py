@@ -376,3 +376,20 @@ def test_without_the_top_via_the_bytes_cut_are_the_bytes_joined(data: bytes) -> 
     joined = popped.with_header_last("X-Probe", "1").without_header("x-probe")
     assert bytes(popped) == bytes(joined)
     assert parse_message(bytes(popped)).lines == popped.lines
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        ("Route: <sip:p1;lr>, <sip:p2;lr>",),
+        ("Route: <sip:p1;lr>", "Route: <sip:p2;lr>, <sip:p3>"),
+        ("Route: <sip:p1;lr>",),
+    ],
+)
+def test_without_the_first_route_the_others_read_as_parsed(routes: tuple[str, ...]) -> None:
+    m = parse_message(request("BYE", "sip:b@h", *routes))
+    _ = m.route  # cached, as check_message leaves it
+    popped = m.without_first_value("route")
+    fresh = parse_message(bytes(popped))
+    assert popped.route == fresh.route
+    assert [str(entry.uri) for entry in popped.route] == [str(e.uri) for e in fresh.route]

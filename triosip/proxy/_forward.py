@@ -121,6 +121,23 @@ def next_hop_of(uri: URI, *, default_transport: str = "udp") -> NextHop:
         RoutingError: the URI has no host we can send to (a tel: URI, an unknown scheme,
             a transport we don't speak).
     """
+    if default_transport == "udp" and len(uri.text) <= _NEXT_HOP_CACHED_MAX:
+        return _next_hop_of_udp(uri)
+    return _next_hop_of(uri, default_transport)
+
+
+# URIs up to this long have their next hop remembered: the Request-URIs and Route entries
+# of a dialog (and the proxy's own) are asked about on every request; a RoutingError is
+# raised each time, never remembered. A longer URI, which a peer can send, is not kept.
+_NEXT_HOP_CACHED_MAX = 256
+
+
+@functools.lru_cache(maxsize=1024)
+def _next_hop_of_udp(uri: URI) -> NextHop:
+    return _next_hop_of(uri, "udp")
+
+
+def _next_hop_of(uri: URI, default_transport: str) -> NextHop:
     if uri.scheme not in ("sip", "sips") or not uri.host:
         raise RoutingError(f"Cannot route to a {uri.scheme}: URI", status=416)
     if uri.scheme == "sips":

@@ -41,6 +41,11 @@ through the generic accessors. What passes is marked on the message, and
 `check_message` then returns at once. What does not pass is left unmarked and unraised
 (the parser stays lazy): `check_message` reads it again the slow way and raises the
 error that names the problem, so a refused message is answered exactly as before.
+There, what the proxy only carries is checked and not built (a response's Vias, the
+Record-Route and Contact entries), and the lines that are the same in every message of
+a dialog (From, To and Call-ID in the parser; Route, Record-Route, Contact here) are
+matched once while the dialog is in use: what passed is remembered, in bounded memos
+that a sender cannot grow (as the URIs are).
 """
 
 from __future__ import annotations
@@ -287,13 +292,13 @@ def _passes(remembered: functools._lru_cache_wrapper[bool], value: str) -> bool:
     return remembered.__wrapped__(value)
 
 
-def _lines_named(names: list[str], lines: list[str], name: str) -> list[str]:
-    if names.count(name) == 1:
-        return [lines[names.index(name)]]
-    return [line for line, line_name in zip(lines, names, strict=True) if line_name == name]
-
-
 def _values(names: list[str], lines: list[str], name: str) -> list[str]:
     # Each line's value: after "name:" (the fast path has no space before the colon).
     skip = len(name) + 1
-    return [line[skip:].strip(" \t") for line in _lines_named(names, lines, name)]
+    if names.count(name) == 1:
+        return [lines[names.index(name)][skip:].strip(" \t")]
+    return [
+        line[skip:].strip(" \t")
+        for line, line_name in zip(lines, names, strict=True)
+        if line_name == name
+    ]

@@ -511,7 +511,11 @@ class Message(_MessageSlots):
             (*names[:position], *(canonical,) * len(new), *names[position + 1 :]),
             canonical,
         )
-        wire = self._state.wire
+        state = self._state
+        if not new and canonical == "route" and state.route is not None:
+            # RFC 3261 §16.4: a Route entry naming us popped; the others are as they were.
+            edited._state.route = state.route[1:]
+        wire = state.wire
         if not new and position == 0 and wire is not None:
             # The first line gone (a relayed response's top Via, RFC 3261 §16.7 step 3):
             # the bytes are the same bytes without it, cut out rather than joined again.
