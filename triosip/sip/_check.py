@@ -201,10 +201,13 @@ def accept_parsed(
             rest = None if values[0] == top.text else first_via(values[0])[2]
             others = parse_vias(([rest] if rest is not None else []) + values[1:])
             state.vias = (top, *others)
-        elif _VIA_LINES("\r".join(_values(names, lines, "via"))) is None:
+        else:
             # A response's Vias are only checked: the proxy pops the top one and reads
             # the others only to relay a stray 2xx (which parses them, and cannot fail).
-            return
+            # The parser checked the first via-parm; alone on its line, it is skipped.
+            values = _values(names, lines, "via")
+            if _VIA_LINES("\r".join(values if "," in lines[n] else values[1:])) is None:
+                return
         if isinstance(message, Request):
             state.uri = uri_of(message.uri_raw)
         # The lines below are the same in every message of a dialog (the Route set,
