@@ -49,11 +49,10 @@ from typing import TYPE_CHECKING
 
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
+    forward_request,
     has_looped,
     loop_hash,
-    prepare_forward,
     record_route_value,
-    stamp_received,
     strip_own_routes,
     target_of,
     via_value,
@@ -182,14 +181,18 @@ OURS = {(PROXY.host, PROXY.port)}
 
 def forward_invite(m: Request) -> Request:
     # As ProxyTransaction does for a new INVITE: _reject_if_invalid (loops), loose_route,
-    # then _prepare_branch / _forwarded_request, and the client transaction's bytes().
+    # then _prepare_branch / _forwarded_request (the stamp of received / rport and the
+    # edits in one copy: forward_request), and the client transaction's bytes().
     has_looped(m, OURS)
     request, _ = strip_own_routes(m, OURS)
-    request = stamp_received(request, CALLER)
     target_of(request, None)
     digest = loop_hash(m, m.top_via)
-    forwarded = prepare_forward(request, record_route=(record_route_value(PROXY),))
-    forwarded = forwarded.with_header_first("via", via_value(PROXY, f"{BRANCH_PREFIX}{digest}.1"))
+    forwarded = forward_request(
+        request,
+        via=via_value(PROXY, f"{BRANCH_PREFIX}{digest}.1"),
+        record_route=(record_route_value(PROXY),),
+        source=CALLER,
+    )
     len(bytes(forwarded))  # the RFC 3261 §18.1.1 size check
     bytes(forwarded)  # the client transaction's
     return forwarded
@@ -228,7 +231,7 @@ def call_messages(call: int = 0) -> dict[str, bytes]:
         "Route: <sip:10.0.0.1:5060;lr>\r\n"
         f"To: Bob <sip:bob{call}@biloxi.example.com>;tag=bob-1\r\n"
         f"From: Alice <sip:alice{call}@atlanta.example.com>;tag=1928301774\r\n"
-        f"Call-ID: c{call}@pc33.atlanta.example.com\r\n"
+        f"Call-ID: c{call}e66710@pc33.atlanta.example.com\r\n"  # the INVITE's
         "CSeq: {cseq} {method}\r\n"
         f"Contact: <sip:alice{call}@192.0.2.101:5060>\r\n"
         "Content-Length: 0\r\n\r\n"

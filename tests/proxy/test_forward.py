@@ -13,6 +13,7 @@ from triosip.proxy._forward import (
     DEFAULT_MAX_FORWARDS,
     _is_ip_literal,
     _parse_destination,
+    forward_request,
     has_looped,
     is_ip_literal,
     loop_hash,
@@ -24,7 +25,7 @@ from triosip.proxy._forward import (
     target_of,
     via_value,
 )
-from triosip.sip import Request, parse_message
+from triosip.sip import LocalSIPError, Request, parse_message
 from triosip.transport import Address
 
 OURS = {("127.0.0.1", 5060), ("::1", 5070)}
@@ -488,3 +489,117 @@ def test_a_long_destination_is_parsed_but_not_kept() -> None:
     host = "a" * 300 + ".example.com"
     assert parse_destination(f"udp:{host}:5080").host == host
     assert _parse_destination.cache_info().currsize == before
+
+
+# -- the edits of a forwarded request in one copy ---------------------------------------
+
+SOURCES = (
+    Address("udp", "198.51.100.7", 5062),
+    Address("udp", "10.0.0.1", 5070),
+    Address("udp", "2001:db8::7", 5062),
+    None,
+)
+OUR_RR = (record_route_value(PROXY), record_route_value(Address("tcp", "10.9.9.9", 5080)))
+FORWARDED_VIA = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-ts0123456789.abcdef"
+RECEIVED = [
+    pytest.param(request(), id="plain"),
+    pytest.param(request(max_forwards=None), id="no-max-forwards"),
+    pytest.param(request("Content-Type: application/sdp"), id="content-type"),
+    pytest.param(request(via="SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport"), id="rport"),
+    pytest.param(
+        request(via="SIP/2.0/UDP h.example.com;Branch=z9hG4bK1 ; rport;received=192.0.2.1"),
+        id="via-params-unusual",
+    ),
+    pytest.param(
+        request(via='SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1;x="a;b";rport'), id="via-quoted"
+    ),
+    pytest.param(request(via="SIP/2.0/UDP 10.0.0.1;rport;branch=z9hG4bK1;rport=7"), id="via-twice"),
+    pytest.param(
+        request(via="SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1, SIP/2.0/TCP 10.0.0.2;branch=z9hG4bK2"),
+        id="two-vias-on-a-line",
+    ),
+    pytest.param(request("Via: SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK8"), id="two-via-lines"),
+    pytest.param(request("Record-Route: <sip:10.0.0.5;lr>"), id="record-route"),
+    pytest.param(request("Route: <sip:10.0.0.5;lr>, <sip:10.0.0.6;lr>"), id="loose-route"),
+    pytest.param(request("Route: <sip:10.0.0.5>"), id="strict-route"),
+    pytest.param(request("v: SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK8"), id="compact-via"),
+]
+
+
+@pytest.mark.parametrize("received", RECEIVED)
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("record_route", [(), OUR_RR[:1], OUR_RR])
+@pytest.mark.parametrize("reliable", [False, True])
+def test_forward_request_is_the_edits_one_by_one(
+    received: Request,
+    source: Address | None,
+    record_route: tuple[str, ...],
+    reliable: bool,
+) -> None:
+    # The step-by-step edits the proxy made before forward_request: the same message.
+    stamped = received if source is None else stamp_received(received, source)
+    expected = prepare_forward(stamped, record_route=record_route)
+    if reliable:
+        expected = expected.with_body(expected.body)
+    expected = expected.with_header_first("via", FORWARDED_VIA)
+    forwarded = forward_request(
+        received, via=FORWARDED_VIA, record_route=record_route, source=source, reliable=reliable
+    )
+    assert bytes(forwarded) == bytes(expected)
+    assert forwarded == expected
+    assert forwarded._names() == expected._names()
+    # The cache the edit passed on reads as a fresh parse of the same bytes.
+    fresh = parse_message(bytes(expected))
+    assert isinstance(fresh, Request)
+    assert forwarded.max_forwards == fresh.max_forwards
+    assert forwarded.content_length == fresh.content_length
+    assert forwarded.via == fresh.via
+    assert forwarded.record_route == fresh.record_route
+    assert forwarded.route == fresh.route
+    assert forwarded.uri == fresh.uri
+
+
+def test_forward_request_refuses_what_the_edits_refused() -> None:
+    with pytest.raises(LocalSIPError):
+        forward_request(request(max_forwards=0), via=FORWARDED_VIA)
+    with pytest.raises(LocalSIPError):
+        forward_request(request(), via=FORWARDED_VIA + "\r\nX: injected")
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1",
+        "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1;rport",
+        "SIP/2.0/UDP 10.0.0.1:5070;rport=9;branch=z9hG4bK1;received=192.0.2.1",
+        "SIP/2.0/UDP 10.0.0.1:5070",
+        "SIP/2.0/UDP 10.0.0.1:5070;BRANCH=z9hG4bK1;rport",
+        "SIP/2.0/UDP 10.0.0.1:5070 ;branch=z9hG4bK1",
+        "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1 ;rport",
+        "SIP/2.0/UDP 10.0.0.1:5070;rport;rport=5",
+        'SIP/2.0/UDP 10.0.0.1:5070;x="a;b";rport',
+        "SIP/2.0/UDP [2001:db8::1]:5070;received=2001:db8::2;maddr=[::1];ttl=3;lr",
+    ],
+)
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"received": "198.51.100.7"},
+        {"received": "198.51.100.7", "rport": "5062"},
+        {"rport": "5062"},
+        {"received": "2001:db8::7", "rport": "5062"},
+        {"rport": None},
+        {"received": "999.1.1.1"},
+    ],
+)
+def test_via_params_text_is_with_params_spliced(via: str, params: dict[str, str | None]) -> None:
+    top = request(via=via).top_via
+    assert top.with_params_text(**params) == str(top.with_params(**params))
+
+
+def test_via_params_text_refuses_what_with_params_refuses() -> None:
+    top = request().top_via
+    with pytest.raises(LocalSIPError):
+        top.with_params(rport="99999")
+    with pytest.raises(LocalSIPError):
+        top.with_params_text(rport="99999")

@@ -362,3 +362,73 @@ def test_accepted_means_every_read_and_edit_works(data: bytes) -> None:
     answer = build_error_response(refused, to_tag="fz")
     if answer is not None:
         assert isinstance(parse_message(answer), Response)
+
+
+# -- the parser runs the rule itself on its fast path ---------------------------------------
+
+
+def _slowly_parsed(data: bytes, monkeypatch: pytest.MonkeyPatch) -> Request | Response:
+    # The message as the parser gives it without running the rule (the reference).
+    with monkeypatch.context() as patched:
+        patched.setattr("triosip.sip._parser.accept_parsed", lambda *_, **__: None)
+        return parse_message(data)
+
+
+def _checked(m: Request | Response) -> str | None:
+    try:
+        check_message(m)
+    except ParseError as error:
+        return error.reason
+    return None
+
+
+# The usual shapes (the others take the parser's careful path, or hold bytes above 0x7F,
+# and are checked by check_message as before).
+PLAIN = (
+    "bench invite",
+    "plain invite",
+    "plain 200",
+    "long values",
+    "multipart binary",
+    "unknown schemes and transports",
+    "tel uri",
+    "ipv6",
+    "empty reason",
+    "no content-length (udp)",
+    "lower-case version",
+    "combined via line",
+    "record-route and route",
+)
+
+
+@pytest.mark.parametrize("name", PLAIN)
+def test_a_plain_valid_message_is_accepted_in_the_parse_itself(name: str) -> None:
+    m = parse_message(VALID[name])
+    assert m._state.accepted  # check_message has nothing left to do
+    check_message(m)
+    read_everything(m)
+
+
+@pytest.mark.parametrize(("data", "words"), REFUSED)
+def test_what_the_check_refuses_the_parse_does_not_accept(data: bytes, words: str) -> None:
+    m = parse_message(data)
+    assert not m._state.accepted
+    with pytest.raises(ParseError) as caught:
+        check_message(m)
+    assert words in caught.value.reason
+
+
+@FUZZ
+@given(st.one_of(mutated_fields(), st.sampled_from(list(VALID.values()))))
+def test_the_parse_accepts_only_what_the_check_accepts(data: bytes) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        try:
+            reference = _slowly_parsed(data, monkeypatch)
+        except ParseError:
+            return
+    m = parse_message(data)
+    expected = _checked(reference)
+    if m._state.accepted:
+        assert expected is None
+    # And the same answer either way, with the same reason.
+    assert _checked(m) == expected

@@ -353,3 +353,43 @@ def test_error_answer_keeps_an_existing_to_tag() -> None:
     answer = build_error_response(caught.value, to_tag="err1")
     assert answer is not None
     assert parse_message(answer).to.tag == "9"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+        b"Via: SIP/2.0/UDP b;branch=z9hG4bK2\r\nFrom: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+        b"Content-Length: 4\r\n\r\nbody",
+        b"\r\n\r\nSIP/2.0 180  Ringing \xc3\xa9\r\nv: SIP/2.0/UDP a;branch=z9hG4bK1\r\n"
+        b"v: SIP/2.0/UDP b\r\n"
+        b"f: <sip:a@h>;tag=1\r\nt: <sip:b@h>\r\ni: c\r\nCSeq: 1 INVITE\r\n\r\nextra",
+        b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/TCP b\r\n"
+        b"From: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+def test_without_the_top_via_the_bytes_cut_are_the_bytes_joined(data: bytes) -> None:
+    popped = parse_message(data).without_first_value("via")
+    # An edit that changes nothing but drops the bytes: they are joined again.
+    joined = popped.with_header_last("X-Probe", "1").without_header("x-probe")
+    assert bytes(popped) == bytes(joined)
+    assert parse_message(bytes(popped)).lines == popped.lines
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        ("Route: <sip:p1;lr>, <sip:p2;lr>",),
+        ("Route: <sip:p1;lr>", "Route: <sip:p2;lr>, <sip:p3>"),
+        ("Route: <sip:p1;lr>",),
+    ],
+)
+def test_without_the_first_route_the_others_read_as_parsed(routes: tuple[str, ...]) -> None:
+    m = parse_message(request("BYE", "sip:b@h", *routes))
+    _ = m.route  # cached, as check_message leaves it
+    popped = m.without_first_value("route")
+    fresh = parse_message(bytes(popped))
+    assert popped.route == fresh.route
+    assert [str(entry.uri) for entry in popped.route] == [str(e.uri) for e in fresh.route]

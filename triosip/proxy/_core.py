@@ -23,12 +23,11 @@ from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
     RoutingError,
+    forward_request,
     has_looped,
     is_ip_literal,
     is_ours,
     normalise_host,
-    prepare_forward,
-    stamp_received,
     stamped_source,
     strip_own_routes,
     target_of,
@@ -95,15 +94,15 @@ class StatelessRequest:
             f"{request.top_via.branch}\x00{request.call_id}".encode("utf-8", "surrogateescape"),
             digest_size=8,
         ).hexdigest()
-        forwarded = prepare_forward(stamp_received(request, self.inbound.source))
-        if address.reliable:
-            forwarded = forwarded.with_body(forwarded.body)  # a stream needs Content-Length
         try:
             transport = self.proxy.transport
             local = transport.local_address(address.transport, family_of=address.host)
             named = transport.advertised(local, address.host)
             via = via_value(transport.sent_by(local, named), BRANCH_PREFIX + digest)
-            forwarded = forwarded.with_header_first("via", via)
+            # A stream needs Content-Length (reliable); the edits in one copy.
+            forwarded = forward_request(
+                request, via=via, source=self.inbound.source, reliable=address.reliable
+            )
             await self.proxy.transport.send(bytes(forwarded), address)
             self.proxy.counters.requests_forwarded[request.method] += 1
             self.relayed = True

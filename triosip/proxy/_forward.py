@@ -121,6 +121,23 @@ def next_hop_of(uri: URI, *, default_transport: str = "udp") -> NextHop:
         RoutingError: the URI has no host we can send to (a tel: URI, an unknown scheme,
             a transport we don't speak).
     """
+    if default_transport == "udp" and len(uri.text) <= _NEXT_HOP_CACHED_MAX:
+        return _next_hop_of_udp(uri)
+    return _next_hop_of(uri, default_transport)
+
+
+# URIs up to this long have their next hop remembered: the Request-URIs and Route entries
+# of a dialog (and the proxy's own) are asked about on every request; a RoutingError is
+# raised each time, never remembered. A longer URI, which a peer can send, is not kept.
+_NEXT_HOP_CACHED_MAX = 256
+
+
+@functools.lru_cache(maxsize=1024)
+def _next_hop_of_udp(uri: URI) -> NextHop:
+    return _next_hop_of(uri, "udp")
+
+
+def _next_hop_of(uri: URI, default_transport: str) -> NextHop:
     if uri.scheme not in ("sip", "sips") or not uri.host:
         raise RoutingError(f"Cannot route to a {uri.scheme}: URI", status=416)
     if uri.scheme == "sips":
@@ -292,7 +309,14 @@ def stamp_received(request: Request, source: Address) -> Request:
     own would send responses elsewhere); ``rport``, when the client asked for it, gets
     the source port (and ``received`` the source IP), whatever value the client gave it.
     """
-    top = request.top_via
+    stamped = stamped_via(request.top_via, source)
+    if stamped is None:
+        return request
+    return request.with_first_value_replaced("via", stamped)
+
+
+def stamped_via(top: Via, source: Address) -> str | None:
+    """The text of `top` stamped as `stamp_received` says, or None when it needs nothing."""
     host = source.host
     received = top.received
     changes: dict[str, str | None] = {}
@@ -308,9 +332,47 @@ def stamp_received(request: Request, source: Address) -> Request:
     elif normalise_host(top.host) != host:
         changes["received"] = host
     if not changes:
-        return request
-    stamped = top.with_params(**changes)
-    return request.with_first_value_replaced("via", str(stamped))
+        return None
+    return top.with_params_text(**changes)
+
+
+def forward_request(
+    request: Request,
+    *,
+    via: str,
+    record_route: tuple[str, ...] = (),
+    source: Address | None = None,
+    reliable: bool = False,
+) -> Request:
+    """The request as it leaves (RFC 3261 §16.6 steps 3-8), with every edit in one copy.
+
+    The same message as ``prepare_forward(stamp_received(request, source),
+    record_route=record_route)``, then ``with_body(body)`` when `reliable`, then
+    ``with_header_first("via", via)``; a request for a strict router (§16.6 step 6,
+    rare) is edited that way, step by step.
+
+    Args:
+        request: the request as received (after `strip_own_routes`).
+        via: our Via (`via_value`).
+        record_route: our Record-Route entries, top first.
+        source: where the request came from, to stamp on its top Via; None: no stamp.
+        reliable: it goes over a stream, which needs Content-Length (§20.14).
+    """
+    routes = request.route
+    if routes and "lr" not in routes[0].uri.params:
+        stamped = request if source is None else stamp_received(request, source)
+        forwarded = prepare_forward(stamped, record_route=record_route)
+        if reliable:
+            forwarded = forwarded.with_body(forwarded.body)
+        return forwarded.with_header_first("via", via)
+    max_forwards = request.max_forwards
+    return request.forwarded(
+        via=via,
+        max_forwards=DEFAULT_MAX_FORWARDS if max_forwards is None else max_forwards - 1,
+        record_route=record_route,
+        top_via=None if source is None else stamped_via(request.top_via, source),
+        content_length=reliable,
+    )
 
 
 def stamped_source(via: Via) -> Address | None:

@@ -41,10 +41,9 @@ from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
     RoutingError,
+    forward_request,
     loop_hash,
-    prepare_forward,
     record_route_value,
-    stamp_received,
     strip_own_routes,
     target_of,
     via_value,
@@ -352,7 +351,7 @@ class ProxyTransaction:
         return False
 
     async def _prepare_branch(self, branch: Branch, destination: NextHop | None) -> str:
-        request = stamp_received(branch.request, self.server.inbound.source)
+        request = branch.request  # stamped with its source in _forwarded_request
         hop = target_of(request, destination)
         address = await self.proxy.resolve(hop)
         digest = loop_hash(self.server.request, self.server.request.top_via)
@@ -390,13 +389,16 @@ class ProxyTransaction:
                 if named == came_to
                 else (record_route_value(named), record_route_value(came_to))
             )
-        forwarded = prepare_forward(request, record_route=record_route)
-        if address.reliable:
-            # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
-            forwarded = forwarded.with_body(forwarded.body)
         # --workers: this worker's own port, so that the responses come back to it.
         sent_by = transport.sent_by(local, named)
-        return forwarded.with_header_first("via", via_value(sent_by, branch))
+        # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
+        return forward_request(
+            request,
+            via=via_value(sent_by, branch),
+            record_route=record_route,
+            source=self.server.inbound.source,
+            reliable=address.reliable,
+        )
 
     async def _run_branch(self, branch: Branch) -> None:
         branch.task = trio.lowlevel.current_task()

@@ -318,6 +318,14 @@ VIA_PARM = (
 # The first via-parm of a Via line, and what follows its comma (checked when read).
 VIA_FIRST = re.compile(rf"{VIA_PARM}{SWS}(?:,{SWS}(?P<rest>.*+))?", re.DOTALL)
 VIA_GROUPS = 11
+# Every via-parm of every Via line at once, the lines' values joined by CR: only to check
+# them (nothing captured), for the Vias of a response, which the proxy seldom reads.
+# The same via-parm as VIA_FIRST's; the separators as parse_vias splits them (a comma
+# inside a quoted string is the string's, as in LIST_ELEMENT). Each repetition is
+# possessive: a via-parm never ends where another could start, so nothing is retried.
+_VIA_PARM_UNNAMED = re.sub(r"\(\?P<\w+>", "(?:", VIA_PARM)
+_VIA_LINE = rf"{_VIA_PARM_UNNAMED}{SWS}(?:,{SWS}{_VIA_PARM_UNNAMED}{SWS})*+"
+VIA_LINES = re.compile(rf"{_VIA_LINE}(?:\r{_VIA_LINE})*+")
 # From / To / one Contact value: one address (Contact is split at commas first)
 ADDRESS_VALUE = re.compile(ADDRESS)
 ADDRESS_GROUPS = 6
@@ -389,20 +397,25 @@ def _prefixed(pattern: str, prefix: str) -> str:
     return re.sub(r"\(\?P<(\w+)>", lambda m: f"(?P<{prefix}{m.group(1)}>", pattern)
 
 
-# The start line and the five values RFC 3261 §8.1.1 requires (the first via-parm of
-# the first Via line and what follows its comma, From, To, Call-ID, CSeq), joined by CR,
-# in one fullmatch: one call instead of six, and one groups() tuple whose slices are the
-# parts Via and NameAddr keep. CR separates them because none may hold one; it also ends
-# a parameter for END_OF_PARAM. The same rules as REQUEST_LINE / STATUS_LINE, VIA_FIRST,
-# ADDRESS_VALUE, CALLID and CSEQ, which the careful path uses one by one.
+# The start line and the five values RFC 3261 §8.1.1 requires, in two fullmatches of
+# values joined by CR: EAGER the start line, the first via-parm of the first Via line
+# (and what follows its comma) and CSeq; DIALOG From, To and Call-ID, which are the same
+# in every message of a dialog, so that the parser remembers the parts of the texts it
+# matched (_parser._dialog_parts). Two calls instead of six, and groups() tuples whose
+# slices are the parts Via and NameAddr keep. CR separates the values because none may
+# hold one (so matching the two joins is matching the five values one by one); it also
+# ends a parameter for END_OF_PARAM. The same rules as REQUEST_LINE / STATUS_LINE,
+# VIA_FIRST, ADDRESS_VALUE, CALLID and CSEQ, which the careful path uses one by one.
 _START_LINE = (
     rf"(?:{_prefixed(REQUEST_LINE.pattern, 'request_')}"
     rf"|{_prefixed(STATUS_LINE.pattern, 'status_')})"
 )
 EAGER = re.compile(
     rf"{_START_LINE}\r(?P<via>{_prefixed(VIA_PARM, 'via_')})(?:{SWS},{SWS}[^\r]*+)?"
-    rf"\r{_prefixed(ADDRESS, 'from_')}\r{_prefixed(ADDRESS, 'to_')}"
-    rf"\r{CALLID.pattern}\r{_prefixed(CSEQ.pattern, 'cseq_')}"
+    rf"\r{_prefixed(CSEQ.pattern, 'cseq_')}"
+)
+DIALOG = re.compile(
+    rf"{_prefixed(ADDRESS, 'from_')}\r{_prefixed(ADDRESS, 'to_')}\r{CALLID.pattern}"
 )
 _EAGER_INDEX = {name: number - 1 for name, number in EAGER.groupindex.items()}
 G_METHOD = _EAGER_INDEX["request_method"]
@@ -415,8 +428,9 @@ G_VIA = _EAGER_INDEX["via"]
 G_CSEQ_NUMBER = _EAGER_INDEX["cseq_number"]
 G_CSEQ_METHOD = _EAGER_INDEX["cseq_method"]
 G_VIA_PARTS = slice(_EAGER_INDEX["via_protocol"], _EAGER_INDEX["via_rport_value"] + 1)
-G_FROM_PARTS = slice(_EAGER_INDEX["from_quoted"], _EAGER_INDEX["from_tag"] + 1)
-G_TO_PARTS = slice(_EAGER_INDEX["to_quoted"], _EAGER_INDEX["to_tag"] + 1)
+_DIALOG_INDEX = {name: number - 1 for name, number in DIALOG.groupindex.items()}
+G_FROM_PARTS = slice(_DIALOG_INDEX["from_quoted"], _DIALOG_INDEX["from_tag"] + 1)
+G_TO_PARTS = slice(_DIALOG_INDEX["to_quoted"], _DIALOG_INDEX["to_tag"] + 1)
 
 # Each part's place in a Via's or a NameAddr's parts (VIA_FIRST's, ADDRESS_VALUE's groups).
 VIA_PROTOCOL, VIA_TRANSPORT, VIA_HOST, VIA_PORT, VIA_PARAMS = range(5)

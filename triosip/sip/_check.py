@@ -33,18 +33,35 @@ that fails it takes the parse-error path: a request is answered 400 with the rea
 and counted. It is separate from `parse_message` so that the parser stays a lazy
 reader for bytes that do not come from the network (a message the proxy builds and
 parses again, a test that inspects a broken field).
+
+On the parser's fast path (a header section of plain ``long-name:`` lines, no folds,
+all ASCII: nearly every message) the parser runs the same rule itself, in the same
+pass, with the values it has already cut out (`accept_parsed`): nothing there goes
+through the generic accessors. What passes is marked on the message, and
+`check_message` then returns at once. What does not pass is left unmarked and unraised
+(the parser stays lazy): `check_message` reads it again the slow way and raises the
+error that names the problem, so a refused message is answered exactly as before.
+There, what the proxy only carries is checked and not built (a response's Vias, the
+Record-Route and Contact entries), and the lines that are the same in every message of
+a dialog (From, To and Call-ID in the parser; Route, Record-Route, Contact here) are
+matched once while the dialog is in use: what passed is remembered, in bounded memos
+that a sender cannot grow (as the URIs are).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Final
 
+from triosip.sip import _abnf
+from triosip.sip._fields import first_via, parse_addresses, parse_vias
 from triosip.sip._headers import header_lines_named
-from triosip.sip._message import Request, Response
+from triosip.sip._message import Request, Response, check_max_forwards
 from triosip.sip._parse_error import ParseError
-from triosip.sip._uri import check_uri
+from triosip.sip._uri import check_uri, uri_of
 
 if TYPE_CHECKING:
+    import re
     from collections.abc import Iterable
 
     from triosip.sip._fields import NameAddr
@@ -82,6 +99,8 @@ def check_message(message: Request | Response) -> None:
         ParseError: a field is malformed (status 400, the reason names it), completed
             like a parser's error with what `build_error_response` needs to answer it.
     """
+    if message._state.accepted:  # the parser ran this rule already (accept_parsed)
+        return
     try:
         _check(message)
     except ParseError as error:
@@ -141,3 +160,148 @@ def _uris(addresses: Iterable[NameAddr], label: str, *, built: bool) -> None:
                 check_uri(address.uri_text)
         except ParseError as error:
             raise ParseError(f"Bad {label} header: {error.reason}") from None
+
+
+_VIA_LINES: Final = _abnf.VIA_LINES.fullmatch
+_ROUTE_VALUE: Final = _abnf.ROUTE_VALUE
+_ADDRESS_VALUE: Final = _abnf.ADDRESS_VALUE
+
+
+def accept_parsed(
+    message: Request | Response, names: list[str], lines: list[str], *, uris_ok: bool
+) -> None:
+    """`check_message`'s rule, run by the parser on its fast path; marks what passes.
+
+    The same reads in the same order as `_check`, on lines the fast path vouches for:
+    each is ``name:value`` with ``name`` its canonical name, no fold, no CR, LF or NUL,
+    all ASCII (so UTF-8). A value is then the line after ``name:``, stripped. What the
+    reads build is cached on the message as the accessors would cache it. On the first
+    failure it stops without a word: `check_message` will say what is wrong.
+
+    Args:
+        message: the message just parsed (its cache holds the parser's checked fields).
+        names: the canonical name of each header line.
+        lines: the header lines.
+        uris_ok: whether the URIs of From and To passed (the parser checks them with
+            the rest of From, To and Call-ID, once per dialog).
+    """
+    if not uris_ok:
+        return
+    state = message._state
+    request = isinstance(message, Request)
+    try:
+        # RFC 3261 §16.3 step 4 reads every Via (the top one the parser checked).
+        n = names.index("via")
+        if "," not in lines[n] and names.count("via") == 1:
+            if request:  # the top one alone, which loop detection reads all the same
+                state.vias = (message.top_via,)
+        elif request:
+            top = message.top_via
+            values = _values(names, lines, "via")
+            rest = None if values[0] == top.text else first_via(values[0])[2]
+            others = parse_vias(([rest] if rest is not None else []) + values[1:])
+            state.vias = (top, *others)
+        else:
+            # A response's Vias are only checked: the proxy pops the top one and reads
+            # the others only to relay a stray 2xx (which parses them, and cannot fail).
+            # The parser checked the first via-parm; alone on its line, it is skipped.
+            values = _values(names, lines, "via")
+            if _VIA_LINES("\r".join(values if "," in lines[n] else values[1:])) is None:
+                return
+        if isinstance(message, Request):
+            state.uri = uri_of(message.uri_raw)
+        # The lines below are the same in every message of a dialog (the Route set,
+        # the Contact of each side): what passed is remembered, line by line.
+        if "route" in names:
+            route: tuple[NameAddr, ...] = ()
+            for value in _values(names, lines, "route"):
+                route += _route_of(value) if len(value) <= _LINE_CACHED_MAX else _route(value)
+            state.route = route
+        # Record-Route and Contact are checked, not built: the proxy carries them.
+        if "record-route" in names:
+            for value in _values(names, lines, "record-route"):
+                if not _passes(_record_route_passes, value):
+                    return
+        if "contact" in names:
+            values = _values(names, lines, "contact")
+            # RFC 3261 §10.2.2: "Contact: *" (alone) removes every binding of a REGISTER.
+            if len(values) != 1 or values[0] != "*":
+                for value in values:
+                    if not _passes(_contact_passes, value):
+                        return
+        if not state.max_forwards_known:  # a response's (P3 of the parser)
+            count = names.count("max-forwards")
+            if count > 1:
+                return
+            state.max_forwards = (
+                check_max_forwards(_values(names, lines, "max-forwards")[0]) if count else None
+            )
+            state.max_forwards_known = True
+    except ParseError:
+        return
+    state.accepted = True
+
+
+# How many line values the memos below remember, and the longest: a bound on their
+# memory that no sender can raise.
+_LINES_CACHED = 2048
+_LINE_CACHED_MAX = 512
+
+
+def _route(value: str) -> tuple[NameAddr, ...]:
+    # The Route entries of one line, their URIs built (the proxy routes on them).
+    route = parse_addresses([value], header="Route", brackets=True)
+    for entry in route:
+        _ = entry.uri
+    return route
+
+
+# Shared between the messages that hold the same line: a NameAddr is a value (frozen; what
+# it caches is a pure function of its text), as the URIs of _uri.uri_of are. A ParseError
+# is raised each time, never remembered.
+_route_of = functools.lru_cache(maxsize=_LINES_CACHED)(_route)
+
+
+def _addresses_pass(value: str, pattern: re.Pattern[str], *, brackets: bool) -> bool:
+    # Whether the addresses of one line and their URIs pass; built only when the line
+    # holds several.
+    try:
+        if "," in value:
+            for entry in parse_addresses([value], header="", brackets=brackets):
+                check_uri(entry.uri_text)
+            return True
+        m = pattern.fullmatch(value)
+        if m is None:
+            return False
+        check_uri(m.group("uri") or m.group("bare") or "")
+    except ParseError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=_LINES_CACHED)
+def _record_route_passes(value: str) -> bool:
+    return _addresses_pass(value, _ROUTE_VALUE, brackets=True)
+
+
+@functools.lru_cache(maxsize=_LINES_CACHED)
+def _contact_passes(value: str) -> bool:
+    return _addresses_pass(value, _ADDRESS_VALUE, brackets=False)
+
+
+def _passes(remembered: functools._lru_cache_wrapper[bool], value: str) -> bool:
+    if len(value) <= _LINE_CACHED_MAX:
+        return remembered(value)
+    return remembered.__wrapped__(value)
+
+
+def _values(names: list[str], lines: list[str], name: str) -> list[str]:
+    # Each line's value: after "name:" (the fast path has no space before the colon).
+    skip = len(name) + 1
+    if names.count(name) == 1:
+        return [lines[names.index(name)][skip:].strip(" \t")]
+    return [
+        line[skip:].strip(" \t")
+        for line, line_name in zip(lines, names, strict=True)
+        if line_name == name
+    ]

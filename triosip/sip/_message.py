@@ -56,7 +56,7 @@ from triosip.sip._text import show, split_commas, unfold
 from triosip.sip._uri import URI, uri_of
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 _new = object.__new__
 _set = object.__setattr__
@@ -95,6 +95,8 @@ class _State:
     contact: tuple[NameAddr, ...] | None = None
     contact_star: bool = False
     uri: URI | None = None
+    # check_message's rule ran on the parser's fast path and passed (_check.accept_parsed)
+    accepted: bool = False
 
 
 # Which cache entries belong to which header: an edit of that header drops them.
@@ -110,10 +112,31 @@ _ENTRIES: Final[Mapping[str, tuple[str, ...]]] = {
     "record-route": ("record_route",),
     "contact": ("contact", "contact_star"),
 }
-_ALWAYS_DROPPED: Final = ("wire", "headers", "names")
+_ALWAYS_DROPPED: Final = ("wire", "headers", "names", "accepted")
 _DROPPED: Final[Mapping[str, tuple[str, ...]]] = {
     name: _ALWAYS_DROPPED + entries for name, entries in _ENTRIES.items()
 }
+# What Request.forwarded drops (Max-Forwards and Content-Length it sets anew).
+_FORWARD_DROPPED: Final = (
+    *_ALWAYS_DROPPED,
+    *_ENTRIES["via"],
+    *_ENTRIES["record-route"],
+)
+
+
+def _replace_line(lines: list[str], names: list[str], name: str, line: str) -> None:
+    # As Message.with_header_replaced, on lists: the first line of `name` becomes `line`,
+    # its other lines go; added last when absent.
+    if name not in names:
+        lines.append(line)
+        names.append(name)
+        return
+    position = names.index(name)
+    lines[position] = line
+    if names.count(name) > 1:
+        kept = [n for n, line_name in enumerate(names) if line_name != name or n == position]
+        lines[:] = [lines[n] for n in kept]
+        names[:] = [names[n] for n in kept]
 
 
 class _MessageSlots:
@@ -483,11 +506,24 @@ class Message(_MessageSlots):
             rest = value[stop + 1 :].strip(" \t")
             if rest:
                 new += (raw_name.rstrip(" \t") + ": " + rest,)
-        return self._edited(
+        edited = self._edited(
             (*lines[:position], *new, *lines[position + 1 :]),
             (*names[:position], *(canonical,) * len(new), *names[position + 1 :]),
             canonical,
         )
+        state = self._state
+        if not new and canonical == "route" and state.route is not None:
+            # RFC 3261 §16.4: a Route entry naming us popped; the others are as they were.
+            edited._state.route = state.route[1:]
+        wire = state.wire
+        if not new and position == 0 and wire is not None:
+            # The first line gone (a relayed response's top Via, RFC 3261 §16.7 step 3):
+            # the bytes are the same bytes without it, cut out rather than joined again.
+            # The wire's start line is the one _start_line writes (the grammar has one
+            # SP between its parts).
+            start = wire.index(b"\r\n") + 2
+            edited._state.wire = wire[:start] + wire[start + len(_encode(lines[0])) + 2 :]
+        return edited
 
     def without_header(self, name: str) -> Self:
         """A copy without any line of that header."""
@@ -593,6 +629,83 @@ class Request(Message):
         if uri is None:
             uri = state.uri = uri_of(self.uri_raw)
         return uri
+
+    def forwarded(
+        self,
+        *,
+        via: str,
+        max_forwards: int,
+        record_route: Sequence[str] = (),
+        top_via: str | None = None,
+        content_length: bool = False,
+    ) -> Request:
+        """A copy with every edit a proxy makes to a request it forwards, in one go.
+
+        The same message as ``with_first_value_replaced("via", top_via)`` (when given),
+        ``with_max_forwards(max_forwards)``, ``with_header_first("record-route", v)``
+        for each of `record_route` (last first, so that the first ends on top),
+        ``with_body(body)`` (when `content_length`) and ``with_header_first("via",
+        via)`` in this order, without the four or five copies between them.
+
+        Args:
+            via: our Via (RFC 3261 §16.6 step 8), on top.
+            max_forwards: the Max-Forwards to send (step 3).
+            record_route: our Record-Route entries, top first (step 4).
+            top_via: the received top Via rewritten (received, rport: RFC 3261
+                §18.2.1, RFC 3581 §4), or None to leave it as it is.
+            content_length: write Content-Length (a stream needs it, §20.14).
+
+        Raises:
+            LocalSIPError: a value holds CR, LF or NUL, or Max-Forwards is outside 0..255.
+        """
+        if not 0 <= max_forwards <= 255:
+            raise LocalSIPError(f"Max-Forwards {max_forwards} outside 0..255")
+        for value in (via, *record_route, top_via or ""):
+            if "\r" in value or "\n" in value or "\x00" in value:
+                raise LocalSIPError(f"Header value with CR, LF or NUL: {value!r}")
+        lines = list(self.lines)
+        names = list(self._names())
+        if top_via is not None:
+            if "via" in names:
+                position = names.index("via")
+                new = ["Via: " + top_via]
+                raw_name, _, raw_value = lines[position].partition(":")
+                if "," in raw_value:  # "Via: a, b": a is replaced, b keeps its own line
+                    value = unfold(raw_value).strip(" \t")
+                    stop = _abnf.LIST_ELEMENT.match(value).end()  # type: ignore[union-attr]
+                    rest = value[stop + 1 :].strip(" \t")
+                    if rest:
+                        new.append(raw_name.rstrip(" \t") + ": " + rest)
+                lines[position : position + 1] = new
+                names[position : position + 1] = ["via"] * len(new)
+            else:
+                lines.insert(0, "Via: " + top_via)
+                names.insert(0, "via")
+        _replace_line(lines, names, "max-forwards", f"Max-Forwards: {max_forwards}")
+        if record_route:
+            position = names.index("record-route") if "record-route" in names else 0
+            lines[position:position] = ["Record-Route: " + value for value in record_route]
+            names[position:position] = ["record-route"] * len(record_route)
+        if content_length:
+            _replace_line(lines, names, "content-length", f"Content-Length: {len(self.body)}")
+        position = names.index("via") if "via" in names else 0
+        lines.insert(position, "Via: " + via)
+        names.insert(position, "via")
+        # The cache: what no edit touched stays (see _edited), the rest is known.
+        new_request = self._clone()
+        _set(new_request, "lines", tuple(lines))
+        kept = self._state.__dict__.copy()
+        for key in _FORWARD_DROPPED:
+            kept.pop(key, None)
+        kept["names"] = tuple(names)
+        kept["max_forwards"] = max_forwards
+        kept["max_forwards_known"] = True
+        if content_length:
+            kept["content_length"] = len(self.body)
+        state = _new(_State)
+        state.__dict__ = kept
+        _set(new_request, "_state", state)
+        return new_request
 
     def with_uri(self, uri: URI | str) -> Request:
         """A copy with another Request-URI (RFC 3261 §16.5, §16.6 step 6).

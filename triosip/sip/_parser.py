@@ -14,9 +14,12 @@ spends on tens of characters, so the parser is built to make few of them:
    lower-cased copy (`_abnf.FAST_NAMES`). If each line is ``long-name:`` (no fold, no
    compact form, no space before the colon) and there is no stray CR, LF or NUL, the
    counts agree. The start line and the first value of Via, From, To, Call-ID and CSeq
-   are then checked by one ``fullmatch`` of `_abnf.EAGER`, whose groups become the parts
-   of the Via, NameAddr and CSeq values that the accessors hand out; Max-Forwards and
-   Content-Length are plain digits. The other lines are not read at all.
+   are then checked by a ``fullmatch`` of `_abnf.EAGER` (start line, Via, CSeq) and one
+   of `_abnf.DIALOG` (From, To, Call-ID: the same texts in every message of a dialog, so
+   their parts are remembered, `_dialog_parts`), whose groups become the parts of the
+   Via, NameAddr and CSeq values that the accessors hand out; Max-Forwards and
+   Content-Length are plain digits. The acceptance rule of ``_check.py`` runs on the
+   other lines the proxy reads (`accept_parsed`); the rest are not read at all.
 2. Careful path (`_parse_carefully`). Anything the fast path does not accept goes here
    and is read again line by line: folds joined, compact forms expanded, each field
    checked on its own with the same grammar. It either accepts what the fast path
@@ -39,9 +42,11 @@ Leniencies, beyond those of ``_abnf.py``:
 
 from __future__ import annotations
 
-from typing import Final, NoReturn
+import functools
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from triosip.sip import _abnf
+from triosip.sip._check import accept_parsed
 from triosip.sip._fields import check_address, check_cseq, first_via
 from triosip.sip._headers import COMPACT_FORMS, header_lines_named
 from triosip.sip._message import (
@@ -54,6 +59,10 @@ from triosip.sip._message import (
 )
 from triosip.sip._parse_error import ParseError
 from triosip.sip._text import show, unfold, unfold_bytes
+from triosip.sip._uri import check_uri
+
+if TYPE_CHECKING:
+    from triosip.sip._fields import AddressParts
 
 DEFAULT_MAX_SIZE: Final = 65535
 _CRLF: Final = b"\r\n"
@@ -64,6 +73,9 @@ _new = object.__new__
 _set = object.__setattr__
 _FAST_NAMES = _abnf.FAST_NAMES.findall
 _EAGER = _abnf.EAGER.fullmatch
+_DIALOG = _abnf.DIALOG.fullmatch
+_ADDR_URI = _abnf.ADDR_URI
+_ADDR_BARE = _abnf.ADDR_BARE
 _G_METHOD = _abnf.G_METHOD
 _G_URI = _abnf.G_URI
 _G_REQUEST_VERSION = _abnf.G_REQUEST_VERSION
@@ -150,24 +162,23 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         or names.count("max-forwards") > 1
     ):
         return _parse_carefully(data, start, end, head, stream=stream)
-    # Each value starts right after "name:" on the fast path; one pattern checks the
+    # Each value starts right after "name:" on the fast path; two patterns check the
     # start line and the five (see _abnf.EAGER).
     from_ = lines[n_from][5:].strip(" \t")
     to = lines[n_to][3:].strip(" \t")
     call_id = lines[n_call_id][8:].strip(" \t")
     m = _EAGER(
-        "\r".join(
-            (
-                start_line,
-                lines[n_via][4:].strip(" \t"),
-                from_,
-                to,
-                call_id,
-                lines[n_cseq][5:].strip(" \t"),
-            )
-        )
+        "\r".join((start_line, lines[n_via][4:].strip(" \t"), lines[n_cseq][5:].strip(" \t")))
     )
     if m is None:
+        return _parse_carefully(data, start, end, head, stream=stream)
+    dialog = "\r".join((from_, to, call_id))
+    addresses = (
+        _dialog_parts(dialog)
+        if len(dialog) <= _DIALOG_CACHED_MAX
+        else _dialog_parts.__wrapped__(dialog)
+    )
+    if addresses is None:
         return _parse_carefully(data, start, end, head, stream=stream)
     g = m.groups()
     number = g[_G_CSEQ_NUMBER]
@@ -218,8 +229,8 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         "names": tuple(names),
         "wire": data if start == 0 and body_end == len(data) else data[start:body_end],
         "via_p": (g[_G_VIA], g[_G_VIA_PARTS]),
-        "from_p": (from_, g[_G_FROM_PARTS]),
-        "to_p": (to, g[_G_TO_PARTS]),
+        "from_p": (from_, addresses[0]),
+        "to_p": (to, addresses[1]),
         "call_id": call_id,
         "cseq_p": (number, g[_G_CSEQ_METHOD]),
         "content_length": body_end - body_start,
@@ -230,7 +241,35 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
     _set(message, "lines", tuple(lines))
     _set(message, "body", data[body_start:body_end])
     _set(message, "_state", state)
+    if head.isascii():  # O(1) on a str; else check_message reads it line by line
+        accept_parsed(message, names, lines, uris_ok=addresses[2])
     return message
+
+
+# How many From / To / Call-ID texts _dialog_parts remembers, and the longest: a bound on
+# its memory that no sender can raise (the texts of a dialog are a few hundred bytes).
+_DIALOGS_CACHED = 2048
+_DIALOG_CACHED_MAX = 512
+
+
+@functools.lru_cache(maxsize=_DIALOGS_CACHED)
+def _dialog_parts(text: str) -> tuple[AddressParts, AddressParts, bool] | None:
+    # The parts of From and To, and whether their URIs pass (check_message's rule), or
+    # None when From, To or Call-ID (joined by CR) is not what _abnf.DIALOG accepts. The
+    # messages of a dialog carry the same three texts: each is matched once while the
+    # dialog is in use, not once per message.
+    m = _DIALOG(text)
+    if m is None:
+        return None
+    g = m.groups()
+    from_parts = g[_G_FROM_PARTS]
+    to_parts = g[_G_TO_PARTS]
+    try:
+        for parts in (from_parts, to_parts):
+            check_uri(parts[_ADDR_URI] or parts[_ADDR_BARE] or "")
+    except ParseError:
+        return from_parts, to_parts, False
+    return from_parts, to_parts, True
 
 
 def _looks_like_request(data: bytes) -> bool | None:

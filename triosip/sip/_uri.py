@@ -40,7 +40,7 @@ def _params(text: str, pattern: re.Pattern[str]) -> Mapping[str, str | None]:
 
 def _compose_params(params: Mapping[str, str | None]) -> str:
     # ";name" for a parameter without a value (";lr", ";rport"), else ";name=value".
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
 def _port(text: str | None) -> int | None:
