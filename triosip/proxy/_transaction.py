@@ -17,8 +17,9 @@ A `ProxyTransaction` lives inside its server transaction's task and nursery
    answer — waits in a queue for the response loop, in this task, which wakes for it. The
    loop also waits for the per-branch fr timers, on an alarm that the layer's timers loop
    serves (``TransactionLayer.alarm``): when one passes, the branch gets a local 408 and,
-   if it had a provisional response, a CANCEL (§16.8). A branch over TCP runs its client transaction in a task of the nursery, whose
-   connect and sends it awaits; its responses take the same way.
+   if it had a provisional response, a CANCEL (§16.8). A branch over TCP runs its client
+   transaction in a task of the nursery, whose connect and sends it awaits; its responses
+   take the same way.
 
 Routes are plain async callables handed in by the script layer, so this module knows
 nothing of scripts. Everything a route may do to the transaction is a method here.
