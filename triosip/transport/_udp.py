@@ -21,7 +21,7 @@ from triosip.sip import ParseError, check_message, parse_message
 
 from ._address import Address
 from ._errors import TransportError
-from ._handoff import decode_handoff
+from ._handoff import HANDOFF_PACKET_SIZE, HEADS_KEPT, decode_head, split_handoffs
 from ._sockets import PING, PONG, describe_os_error
 from .base import Inbound
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import socket
     from collections.abc import Callable
 
+    from ._handoff import HandOff
     from ._limits import TransportLimits
     from ._statistics import Counters
 
@@ -39,9 +40,6 @@ UDP_BATCH = 64
 
 UDP_RECEIVE_SIZE = 65535
 """The ``recvfrom`` buffer: larger than any UDP payload, so nothing is truncated."""
-
-HANDOFF_HEADER_SIZE = 256
-"""Room for the header line of a hand-off (two addresses) beyond the datagram."""
 
 _CR_LF = frozenset(b"\r\n")
 
@@ -160,7 +158,7 @@ class UdpTransport:
         self,
         sock: socket.socket,
         local: Address,
-        hand_off: Callable[[bytes, tuple[str, int], Address], bool] | None = None,
+        hand_off: HandOff | None = None,
     ) -> None:
         """Receive on ``sock`` until cancelled: the task ``receive udp:<local>``.
 
@@ -168,7 +166,8 @@ class UdpTransport:
             sock: the socket.
             local: the address it is bound to.
             hand_off: for a listener shared by worker processes, called first with each
-                datagram; True means another worker handles it (``_handoff.py``).
+                datagram; True means another worker handles it (``_handoff.py``). Its
+                batch is flushed before the loop waits or yields.
         """
         recvfrom = sock.recvfrom
         receive = self._receive_datagram
@@ -196,32 +195,54 @@ class UdpTransport:
                 receive(sock, data, source, local)
             else:
                 # A full batch: let the other tasks run, then drain on.
+                if hand_off is not None:
+                    hand_off.flush()
                 await trio.lowlevel.checkpoint()
                 continue
+            if hand_off is not None:
+                hand_off.flush()
             await wait_readable(fd)
 
     async def serve_handoffs(self, inbox: socket.socket) -> None:
         """Receive the requests other workers hand over (``_handoff.py``) until cancelled,
         and handle each as if it came to this worker's socket on its listener."""
         recv = inbox.recv
+        receive = self._receive_datagram
+        heads: dict[bytes, tuple[Address, Address, socket.socket] | None] = {}
         while True:
             for _ in range(UDP_BATCH):
                 try:
-                    packet = recv(UDP_RECEIVE_SIZE + HANDOFF_HEADER_SIZE)
+                    packet = recv(HANDOFF_PACKET_SIZE)
                 except BlockingIOError:
                     break
-                handed = decode_handoff(packet)
-                sock = None if handed is None else self._by_local.get(handed[2])
-                if handed is None or sock is None:
-                    # Only the workers write there, with the same listeners: a bug.
-                    logger.warning("a hand-off that names no listener of ours: dropped")
+                records = split_handoffs(packet)
+                if records is None:
+                    # Only the workers write there: a bug.
+                    logger.warning("a hand-off that is no sequence of records: dropped")
                     continue
-                self._counters.udp_handed_in += 1
-                self._receive_datagram(sock, *handed)
+                for head, data in records:
+                    if head in heads:
+                        handed = heads[head]
+                    else:
+                        if len(heads) >= HEADS_KEPT:
+                            heads.clear()
+                        handed = heads[head] = self._handed_from(head)
+                    if handed is None:
+                        # Only the workers write there, with the same listeners: a bug.
+                        logger.warning("a hand-off that names no listener of ours: dropped")
+                        continue
+                    self._counters.udp_handed_in += 1
+                    source, local, sock = handed
+                    receive(sock, data, source, local)
             else:
                 await trio.lowlevel.checkpoint()
                 continue
             await trio.lowlevel.wait_readable(inbox)
+
+    def _handed_from(self, head: bytes) -> tuple[Address, Address, socket.socket] | None:
+        addresses = decode_head(head)
+        sock = None if addresses is None else self._by_local.get(addresses[1])
+        return None if addresses is None or sock is None else (*addresses, sock)
 
     def _receive_datagram(
         self, sock: socket.socket, data: bytes, source: Address, local: Address
