@@ -140,3 +140,24 @@ async def test_two_workers_each_handle_what_they_own() -> None:
             nursery.cancel_scope.cancel()
         handed = [layer.statistics() for layer in layers]
         assert sum(s.udp_handed_off for s in handed) == sum(s.udp_handed_in for s in handed) > 0
+
+
+def test_a_full_queue_drops_the_batch_and_counts_each_message() -> None:
+    # The owner is overloaded (or dead and not replaced yet): its queue is full. Drop, as
+    # a full UDP receive buffer would, and count every message of the batch.
+    with ExitStack() as stack:
+        (out0, _), (out1, inbox1) = pairs(stack, 2)
+        out1.setblocking(False)
+        while True:  # fill the owner's queue
+            try:
+                out1.send(b"x" * 1000)
+            except BlockingIOError:
+                break
+        counters = Counters()
+        hand_off = HandOff(
+            WorkerSockets(index=0, inbox=inbox1, outboxes=(out0, out1)), counters, {}
+        )
+        for data in owned_by(1, 3):
+            assert hand_off(data, ("192.0.2.1", 5070), LOCAL)
+        hand_off.flush()
+        assert (counters.udp_handoff_dropped, counters.udp_handed_off) == (3, 0)
