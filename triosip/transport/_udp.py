@@ -208,6 +208,7 @@ class UdpTransport:
         and handle each as if it came to this worker's socket on its listener."""
         recv = inbox.recv
         receive = self._receive_datagram
+        wait_readable, fd = trio.lowlevel.wait_readable, inbox.fileno()
         heads: dict[bytes, tuple[Address, Address, socket.socket] | None] = {}
         while True:
             for _ in range(UDP_BATCH):
@@ -237,7 +238,7 @@ class UdpTransport:
             else:
                 await trio.lowlevel.checkpoint()
                 continue
-            await trio.lowlevel.wait_readable(inbox)
+            await wait_readable(fd)
 
     def _handed_from(self, head: bytes) -> tuple[Address, Address, socket.socket] | None:
         addresses = decode_head(head)
