@@ -161,3 +161,40 @@ def test_a_full_queue_drops_the_batch_and_counts_each_message() -> None:
             assert hand_off(data, ("192.0.2.1", 5070), LOCAL)
         hand_off.flush()
         assert (counters.udp_handoff_dropped, counters.udp_handed_off) == (3, 0)
+
+
+async def test_a_batch_s_hand_offs_leave_before_its_own_messages_are_handled() -> None:
+    # The owner works on its messages (on another core) while this worker handles its
+    # own: each message handled here finds the other worker's already in its inbox.
+    with ExitStack() as stack, trio.fail_after(5):
+        (out0, inbox0), (out1, inbox1) = pairs(stack, 2)
+        queued_when_handled: list[bool] = []
+        both_handled = trio.Event()
+
+        def on_message(_: object) -> None:
+            try:
+                inbox1.recv(HANDOFF_PACKET_SIZE, socket.MSG_PEEK)
+            except BlockingIOError:
+                queued_when_handled.append(False)
+            else:
+                queued_when_handled.append(True)
+            if len(queued_when_handled) == 2:
+                both_handled.set()
+
+        layer = TransportLayer(
+            [Address("udp", "127.0.0.1", 0)],
+            on_message=on_message,
+            on_parse_error=print,
+            worker=WorkerSockets(index=0, inbox=inbox0, outboxes=(out0, out1)),
+        )
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stack.callback(peer.close)
+        async with trio.open_nursery() as nursery:
+            (listen,) = await nursery.start(layer.serve)
+            mine, theirs = owned_by(0, 2), owned_by(1, 1)
+            for data in (mine[0], theirs[0], mine[1]):  # one burst: one receive batch
+                peer.sendto(data, (listen.host, listen.port))
+            await both_handled.wait()
+            nursery.cancel_scope.cancel()
+        assert queued_when_handled == [True, True]
+        assert layer.statistics().udp_handed_off == 1

@@ -166,9 +166,12 @@ class UdpTransport:
             sock: the socket.
             local: the address it is bound to.
             hand_off: for a listener shared by worker processes, called first with each
-                datagram; True means another worker handles it (``_handoff.py``). Its
-                batch is flushed before the loop waits or yields.
+                datagram; True means another worker handles it (``_handoff.py``). A
+                batch's hand-offs are sent before its own messages are handled.
         """
+        if hand_off is not None:
+            await self._serve_shared(sock, local, hand_off)
+            return
         recvfrom = sock.recvfrom
         receive = self._receive_datagram
         sources: dict[tuple[str, int], Address] = {}  # see PEER_CACHE_SIZE
@@ -183,25 +186,43 @@ class UdpTransport:
                     # An ICMP error for an earlier send, reported by some kernels: it is
                     # not this loop's business (and the send that caused it has returned).
                     continue
-                if hand_off is not None and hand_off(data, peer, local):
-                    continue
-                source = sources.get(peer)
-                if source is None:
-                    if len(sources) >= PEER_CACHE_SIZE:
-                        sources.clear()
-                    # An IPv6 peer is (host, port, flowinfo, scope_id): key on all four,
-                    # but the Address keeps host and port.
-                    source = sources[peer] = Address("udp", peer[0], peer[1])
-                receive(sock, data, source, local)
+                receive(sock, data, sources.get(peer) or _remember(sources, peer), local)
             else:
                 # A full batch: let the other tasks run, then drain on.
-                if hand_off is not None:
-                    hand_off.flush()
                 await trio.lowlevel.checkpoint()
                 continue
-            if hand_off is not None:
-                hand_off.flush()
             await wait_readable(fd)
+
+    async def _serve_shared(self, sock: socket.socket, local: Address, hand_off: HandOff) -> None:
+        # `serve` for a worker: read the batch first and hand the other workers' messages
+        # over at once, then handle this worker's own, so that the owners work on theirs
+        # meanwhile (on another core) rather than after this batch.
+        recvfrom = sock.recvfrom
+        receive = self._receive_datagram
+        sources: dict[tuple[str, int], Address] = {}  # see PEER_CACHE_SIZE
+        wait_readable, fd = trio.lowlevel.wait_readable, sock.fileno()
+        mine: list[tuple[bytes, tuple[str, int]]] = []
+        while True:
+            for _ in range(UDP_BATCH):
+                try:
+                    data, peer = recvfrom(UDP_RECEIVE_SIZE)
+                except BlockingIOError:
+                    full = False
+                    break
+                except (ConnectionRefusedError, ConnectionResetError):
+                    continue  # as in `serve`
+                if not hand_off(data, peer, local):
+                    mine.append((data, peer))
+            else:
+                full = True
+            hand_off.flush()
+            for data, peer in mine:
+                receive(sock, data, sources.get(peer) or _remember(sources, peer), local)
+            mine.clear()
+            if full:
+                await trio.lowlevel.checkpoint()
+            else:
+                await wait_readable(fd)
 
     async def serve_handoffs(self, inbox: socket.socket) -> None:
         """Receive the requests other workers hand over (``_handoff.py``) until cancelled,
@@ -270,3 +291,13 @@ class UdpTransport:
             return
         logger.debug("%s <- %s: %d bytes", local, source, len(data))
         self._on_message(Inbound(message, source, local, None, self._reply_to_via))
+
+
+def _remember(sources: dict[tuple[str, int], Address], peer: tuple[str, int]) -> Address:
+    """The `Address` of `peer`, kept in `sources` (see `PEER_CACHE_SIZE`)."""
+    if len(sources) >= PEER_CACHE_SIZE:
+        sources.clear()
+    # An IPv6 peer is (host, port, flowinfo, scope_id): the key is all four, the Address
+    # host and port.
+    address = sources[peer] = Address("udp", peer[0], peer[1])
+    return address
