@@ -30,9 +30,10 @@ it (a sipp INVITE: ~1 µs against ~65 µs for ``parse_message``, on this loaded 
 machine), and a handed-over message is parsed once, by its owner.
 
 What one receive batch hands over to an owner goes in one datagram (`HandOff.flush`,
-called by the receive loop before it waits or yields): a hand-off costs one ``send`` and
-one ``recv`` per batch rather than per message (~5 µs of system calls each), and the
-owner wakes once per batch; nothing waits longer than the batch it came in. A hand-off
+called by the receive loop once it has read the batch, before it handles its own
+messages, so that the owners work on theirs meanwhile): a hand-off costs one ``send``
+and one ``recv`` per batch rather than per message (~5 µs of system calls each), and the
+owner wakes once per batch. A hand-off
 datagram is a sequence of records, each a 4-byte length and then a header line (the
 source and the listener) and the message's bytes. Each end keeps the header lines it has
 seen (a bounded table): a sipp or a UA sending from one port costs no formatting or
