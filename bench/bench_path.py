@@ -60,6 +60,7 @@ def _peers(
     calls: int,
     concurrency: int,
     ready: multiprocessing.Queue,  # type: ignore[type-arg]
+    go: multiprocessing.Queue,  # type: ignore[type-arg]
 ) -> None:
     caller = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     callee = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -69,7 +70,7 @@ def _peers(
     port = caller.getsockname()[1]
     callee_at = f"127.0.0.1:{callee.getsockname()[1]}"
     ready.put(callee_at)
-    ready.get()  # the proxy knows where the callee is: go
+    go.get()  # the proxy knows where the callee is: go
 
     def send(method: str, call: int, cseq: int, to_tag: str = "") -> None:
         text = _INVITE.format(
@@ -109,14 +110,16 @@ def _peers(
 
 async def _run(calls: int, concurrency: int, profile: cProfile.Profile | None) -> None:
     context = multiprocessing.get_context("spawn")
-    ready = context.Queue()
+    # One queue each way: with one, the parent could read back its own "go" and wait for
+    # peers that never started (this used to hang a run now and then).
+    ready, go = context.Queue(), context.Queue()
     async with trio.open_nursery() as nursery:
         proxy_port = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with proxy_port:  # only to learn a free port
             await proxy_port.bind(("127.0.0.1", 0))
             port = proxy_port.getsockname()[1]
         peers = context.Process(
-            target=_peers, args=(("127.0.0.1", port), calls, concurrency, ready)
+            target=_peers, args=(("127.0.0.1", port), calls, concurrency, ready, go)
         )
         peers.start()
         callee = await trio.to_thread.run_sync(ready.get)
@@ -132,7 +135,7 @@ async def _run(calls: int, concurrency: int, profile: cProfile.Profile | None) -
         times, wall = os.times(), time.perf_counter()
         if profile is not None:
             profile.enable()
-        ready.put("go")
+        go.put("go")
         done = await trio.to_thread.run_sync(ready.get)
         if profile is not None:
             profile.disable()

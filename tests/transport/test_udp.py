@@ -252,7 +252,13 @@ async def test_stopping_closes_the_sockets() -> None:
             again.bind((local.host, local.port))
 
 
-async def test_datagrams_keep_their_sources(nursery: trio.Nursery) -> None:
+@pytest.mark.parametrize("cache_size", [4096, 2])
+async def test_datagrams_keep_their_sources(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch, cache_size: int
+) -> None:
+    # The receive loop keeps the Address of each source it saw (a few, or emptied when
+    # more peers than it keeps send): each message must still name its own source.
+    monkeypatch.setattr("triosip.transport._udp.PEER_CACHE_SIZE", cache_size)
     with trio.fail_after(5):
         _, recorder, [local] = await start_layer(nursery, "udp:127.0.0.1:0")
         peers = [await udp_peer() for _ in range(3)]

@@ -236,6 +236,7 @@ async def test_one_mi_shows_both_workers_and_a_killed_worker_is_replaced(
                 held = {tx["call_id"]: tx["worker"] for tx in tasks["transactions"]}
                 assert held == {invite.call_id: w for w, invite in enumerate(invites)}
                 pids = [worker["pid"] for worker in stats["workers"]]
+                old_mi = stats["workers"][1]["mi"]
                 assert stats["workers_restarted"] == 0
 
                 os.kill(pids[1], signal.SIGKILL)
@@ -244,9 +245,14 @@ async def test_one_mi_shows_both_workers_and_a_killed_worker_is_replaced(
                 while True:
                     stats = await proxy.mi_json("/stats")
                     new_pid = stats["workers"][1]["pid"]
+                    # Until it serves, the new process names no MI. This used to name
+                    # the dead one's: the MI then asked a closed port, and /metrics
+                    # said worker 1 was down after it had answered a call.
+                    if new_pid not in (None, pids[1]):
+                        assert stats["workers"][1]["mi"] != old_mi
                     if new_pid not in (None, pids[1]) and stats["workers"][1]["mi"]:
                         break
-                    await trio.sleep(0.1)
+                    await trio.sleep(0.05)
                 assert stats["workers_restarted"] == 1
                 assert stats["workers"][0]["pid"] == pids[0]
                 # The call on worker 0 went on: a CANCEL, which worker 0 answers with

@@ -11,13 +11,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import secrets
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
+from triosip import ids
 from triosip.log import LogPrefix, LogThrottle, describe_failure, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
@@ -505,7 +505,7 @@ class Proxy:
 
 
 def _local_tag() -> str:
-    return secrets.token_hex(6)
+    return ids.token_hex(6)
 
 
 def _describe(message: Request | Response) -> str:

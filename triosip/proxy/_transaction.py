@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
 
+from triosip import ids
 from triosip.log import LogPrefix, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
@@ -170,7 +170,7 @@ class ProxyTransaction:
     def to_tag(self) -> str:
         """Our To tag for the responses we generate ourselves (RFC 3261 §8.2.6.2)."""
         if self._to_tag is None:
-            self._to_tag = secrets.token_hex(6)
+            self._to_tag = ids.token_hex(6)
         return self._to_tag
 
     @property
@@ -356,7 +356,7 @@ class ProxyTransaction:
         hop = target_of(request, destination)
         address = await self.proxy.resolve(hop)
         digest = loop_hash(self.server.request, self.server.request.top_via)
-        branch.branch = f"{BRANCH_PREFIX}{digest}.{secrets.token_hex(6)}"
+        branch.branch = f"{BRANCH_PREFIX}{digest}.{ids.token_hex(6)}"
         forwarded = self._forwarded_request(request, address, branch.branch)
         if (
             address.transport == "udp"

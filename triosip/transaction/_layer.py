@@ -27,13 +27,13 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import secrets
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
+from triosip import ids
 from triosip.sip import MAGIC_COOKIE, Response, build_response
 from triosip.transport.base import TransportError, response_destination
 
@@ -461,7 +461,7 @@ class TransactionLayer:
 
     def new_branch(self) -> str:
         """A fresh branch: the RFC 3261 magic cookie and 64 random bits (§8.1.1.7)."""
-        return MAGIC_COOKIE + secrets.token_hex(8)
+        return MAGIC_COOKIE + ids.token_hex(8)
 
     def server_transactions(self) -> list[ServerTransaction]:
         """The server transactions not over, oldest first (for the MI): those whose task
@@ -572,7 +572,7 @@ class TransactionLayer:
     def _answer_statelessly(
         self, inbound: Inbound, request: Request, status: int, headers: tuple[tuple[str, str], ...]
     ) -> None:
-        response = build_response(request, status, to_tag=secrets.token_hex(6), headers=headers)
+        response = build_response(request, status, to_tag=ids.token_hex(6), headers=headers)
         destination = response_destination(request.top_via, inbound.source)
         data = bytes(response)
         reliable = inbound.connection is not None or destination.transport != "udp"

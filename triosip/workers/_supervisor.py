@@ -263,6 +263,8 @@ class Supervisor:
             "listen": None if self.listen is None else [str(a) for a in self.listen],
         }
         passed = (ready_write, lifeline_read, inbox.fileno(), *spec["outboxes"])
+        # The dead predecessor's MI is gone: name none until this process reports ready.
+        worker.mi = None
         try:
             worker.process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "triosip", *self.argv, "--worker-of", json.dumps(spec)],
