@@ -35,7 +35,19 @@ from triosip.sip import build_ack
 from triosip.transport.base import TransportError
 
 from ._errors import TransactionError, TransactionTimeout, TransportFailure
-from ._fsm import ICT, NICT, Action, ClientInput, ClientState, client_input_for, due, enter
+from ._fsm import (
+    ICT,
+    NICT,
+    Action,
+    ClientInput,
+    ClientState,
+    Step,
+    Transition,
+    client_input_for,
+    compile_step,
+    compile_table,
+    due,
+)
 from ._port import Counted, TimedPort
 
 if TYPE_CHECKING:
@@ -44,7 +56,7 @@ if TYPE_CHECKING:
     from triosip.sip import Request, Response
     from triosip.transport.base import Address, TcpConnection
 
-    from ._fsm import Machine, Transition
+    from ._fsm import Machine
     from ._keys import ClientKey
 
 logger = logging.getLogger(__name__)
@@ -93,6 +105,7 @@ class ClientTransaction:
         "_on_response",
         "_outbox",
         "_port",
+        "_steps",
         "_wait",
         "_wait_in_accepted",
         "branch",
@@ -136,9 +149,10 @@ class ClientTransaction:
         self.is_invite = request.method == "INVITE"
         machine = ICT if self.is_invite else NICT
         self._machine: Machine[ClientState, ClientInput] = machine
+        self._steps = _STEPS[self.is_invite]
         self.state = machine.start.next_state
         self.name = f"{machine.name} {request.method} {self.branch}"
-        self.created_at = trio.current_time()
+        self.created_at = port.now()
         self.retransmissions = 0
         self.last_response: Response | None = None
         # RFC 3261 §18: TCP (and any stream) is reliable, UDP is not.
@@ -168,7 +182,7 @@ class ClientTransaction:
         """The whole transaction, in the caller's task (see the module docstring)."""
         # "INVITE from TU / INVITE sent" (Figure 5), "Request from TU / send request"
         # (Figure 6): the start transition queues the first transmission, arms A/B or E/F.
-        self._apply(self._machine.start, None)
+        self._apply(_STARTS[self.is_invite], None)
         await self._drain()  # the first transmission, if it could not go out at once
         if self._failure is not None:
             raise self._failure  # §17.1.4: before started(), so nursery.start() raises it
@@ -176,7 +190,7 @@ class ClientTransaction:
         while self.state is not _TERMINATED:
             deadline = self._next_deadline()
             # Already due (a 0 s timer on TCP, an overdue one): no scope to open for it.
-            if deadline > trio.current_time():
+            if deadline > self._port.now():
                 with trio.move_on_at(deadline) as self._wait:
                     await trio.sleep_forever()
                 self._wait = None
@@ -206,7 +220,7 @@ class ClientTransaction:
     def _start(self) -> None:
         """Send the request and arm the timers; from now on the layer's loop runs them."""
         # "INVITE from TU / INVITE sent" (Figure 5), "Request from TU / send request".
-        self._apply(self._machine.start, None)
+        self._apply(_STARTS[self.is_invite], None)
 
     def stop(self) -> None:
         """Stop a transaction made by ``start_client`` now, without a word to the peer (the
@@ -268,18 +282,26 @@ class ClientTransaction:
     # --- the machine ---------------------------------------------------------------------
 
     def _step(self, event: ClientInput, response: Response | None) -> None:
-        self._apply(self._machine.step(self.state, event), response)
+        step = self._steps.get((self.state, event))
+        # A pair missing from the table is a protocol error (_fsm.py, Machine.step).
+        self._apply(_PROTOCOL_ERROR if step is None else step, response)
 
-    def _apply(self, transition: Transition[ClientState], response: Response | None) -> None:
-        next_state = transition.next_state
-        if next_state is not self.state:
+    def _apply(self, step: _Step, response: Response | None) -> None:
+        next_state, handlers, timed = step
+        changed = next_state is not self.state
+        if changed:
+            # Entering a state drops the timers it does not keep (_fsm.enter).
             deadlines = self._deadlines
-            for timer in enter(self._machine, self.state, next_state, deadlines):
-                del deadlines[timer]
+            if deadlines:
+                keep = self._machine.timers[next_state]
+                for timer in tuple(deadlines):
+                    if timer not in keep:
+                        del deadlines[timer]
             self.state = next_state
-        now = trio.current_time()
-        for action in transition.actions:
-            self._act(action, response, now)
+        # One clock read for the transition, and only if it arms a timer.
+        now = self._port.now() if timed else 0.0
+        for handler in handlers:
+            handler(self, response, now)
         if self._failure is not None and self.state is not _TERMINATED:
             self.state = _TERMINATED
             self._deadlines.clear()
@@ -291,93 +313,106 @@ class ClientTransaction:
         wait = self._wait
         if wait is not None:
             wait.deadline = self._next_deadline()
-        elif self._on_end is not None:
-            self._port.schedule(self)
+        elif (changed or timed) and self._on_end is not None:
+            self._port.schedule(self)  # the timers changed: the layer's loop wakes for them
 
-    def _act(self, action: Action, response: Response | None, now: float) -> None:
-        timers = self._port.timers
-        deadlines = self._deadlines
-        if action is Action.PASS_RESPONSE:
-            assert response is not None
-            try:
-                self._on_response(self, response)
-            except Exception as exc:  # the TU's bug: raised from run_client, in its task
-                self._failure = exc
-        elif action is Action.SEND_REQUEST:
-            self._transmit(self._data)
-        elif action is Action.RETRANSMIT_REQUEST:
-            self.retransmissions += 1
-            self._port.count(Counted.RETRANSMISSION_SENT)
-            logger.debug(
-                "%s Call-ID %s: retransmission %d",
-                self.name,
-                self.request.call_id,
-                self.retransmissions,
-            )
-            self._transmit(self._data)
-        elif action is Action.SEND_ACK:
-            assert response is not None
-            if self._ack is None:
-                self._ack = bytes(build_ack(self.request, response))
-            else:
-                self._port.count(Counted.RETRANSMISSION_ABSORBED)
-            self._transmit(self._ack)
-        elif action is Action.START_TIMER_A:
-            # §17.1.1.2: "If a reliable transport is being used, the client transaction
-            # SHOULD NOT start timer A".
-            if not self.reliable:
-                self._interval = timers.timer_a
-                deadlines[ClientInput.TIMER_A] = now + self._interval
-        elif action is Action.DOUBLE_TIMER_A:
-            # §17.1.1.2: intervals double after each transmission; Timer A is not capped.
-            self._interval *= 2
-            deadlines[ClientInput.TIMER_A] = now + self._interval
-        elif action is Action.START_TIMER_B:
-            deadlines[ClientInput.TIMER_B] = now + timers.timer_b
-        elif action is Action.START_TIMER_D:
-            deadlines[ClientInput.TIMER_D] = now + timers.timer_d(self.reliable)
-        elif action is Action.START_TIMER_E:
-            if not self.reliable:  # §17.1.2.2: only "if an unreliable transport is in use"
-                self._interval = timers.timer_e
-                deadlines[ClientInput.TIMER_E] = now + self._interval
-        elif action is Action.DOUBLE_TIMER_E:
-            # §17.1.2.2: MIN(2*T1, T2), then doubling, capped at T2.
-            self._interval = min(2 * self._interval, timers.t2)
-            deadlines[ClientInput.TIMER_E] = now + self._interval
-        elif action is Action.RESET_TIMER_E_T2:
-            # §17.1.2.2: in Proceeding, "Timer E MUST be reset with a value of T2 seconds".
-            self._interval = timers.t2
-            deadlines[ClientInput.TIMER_E] = now + self._interval
-        elif action is Action.START_TIMER_F:
-            deadlines[ClientInput.TIMER_F] = now + timers.timer_f
-        elif action is Action.START_TIMER_K:
-            deadlines[ClientInput.TIMER_K] = now + timers.timer_k(self.reliable)
-        elif action is Action.START_TIMER_M:
-            # RFC 6026 §7.2: Accepted lasts 64*T1, to pass the 2xx retransmissions up. With
-            # wait_in_accepted False it lasts no time, as RFC 3261 §17.1.1.2 had it.
-            wait = timers.timer_m if self._wait_in_accepted else 0.0
-            deadlines[ClientInput.TIMER_M] = now + wait
-        elif action is Action.INFORM_TU_TIMEOUT:
-            self._port.count(Counted.TIMEOUT)
-            # Normal SIP life (a dead or unreachable next hop): INFO, not WARNING.
-            logger.info(
-                "%s Call-ID %s: no final response, timed out in %s",
-                self.name,
-                self.request.call_id,
-                self.state.name,
-            )
-            self._failure = TransactionTimeout(f"{self.name}: no final response")
-        elif action is Action.INFORM_TU_TRANSPORT_ERROR:
-            if self._failure is None:
-                self._failure = TransportFailure(f"{self.name}: transport error")
-        elif action is Action.PROTOCOL_ERROR:
-            logger.warning("%s Call-ID %s: protocol error", self.name, self.request.call_id)
-            self._failure = TransactionError(f"{self.name}: protocol error")
-        else:  # pragma: no cover - every client action is handled above
-            raise AssertionError(action)
+    # The actions (``_fsm.Action``), one handler each; ``_HANDLERS`` below maps them.
+
+    def _pass_response(self, response: Response | None, now: float) -> None:
+        assert response is not None
+        try:
+            self._on_response(self, response)
+        except Exception as exc:  # the TU's bug: raised from run_client, in its task
+            self._failure = exc
+
+    def _send_request(self, response: Response | None, now: float) -> None:
+        self._transmit(self._data)
+
+    def _retransmit_request(self, response: Response | None, now: float) -> None:
+        self.retransmissions += 1
+        self._port.count(Counted.RETRANSMISSION_SENT)
+        logger.debug(
+            "%s Call-ID %s: retransmission %d",
+            self.name,
+            self.request.call_id,
+            self.retransmissions,
+        )
+        self._transmit(self._data)
+
+    def _send_ack(self, response: Response | None, now: float) -> None:
+        assert response is not None
+        if self._ack is None:
+            self._ack = bytes(build_ack(self.request, response))
+        else:
+            self._port.count(Counted.RETRANSMISSION_ABSORBED)
+        self._transmit(self._ack)
+
+    def _start_timer_a(self, response: Response | None, now: float) -> None:
+        # §17.1.1.2: "If a reliable transport is being used, the client transaction
+        # SHOULD NOT start timer A".
+        if not self.reliable:
+            self._interval = self._port.timers.timer_a
+            self._deadlines[ClientInput.TIMER_A] = now + self._interval
+
+    def _double_timer_a(self, response: Response | None, now: float) -> None:
+        # §17.1.1.2: intervals double after each transmission; Timer A is not capped.
+        self._interval *= 2
+        self._deadlines[ClientInput.TIMER_A] = now + self._interval
+
+    def _start_timer_b(self, response: Response | None, now: float) -> None:
+        self._deadlines[ClientInput.TIMER_B] = now + self._port.timers.timer_b
+
+    def _start_timer_d(self, response: Response | None, now: float) -> None:
+        self._deadlines[ClientInput.TIMER_D] = now + self._port.timers.timer_d(self.reliable)
+
+    def _start_timer_e(self, response: Response | None, now: float) -> None:
+        if not self.reliable:  # §17.1.2.2: only "if an unreliable transport is in use"
+            self._interval = self._port.timers.timer_e
+            self._deadlines[ClientInput.TIMER_E] = now + self._interval
+
+    def _double_timer_e(self, response: Response | None, now: float) -> None:
+        # §17.1.2.2: MIN(2*T1, T2), then doubling, capped at T2.
+        self._interval = min(2 * self._interval, self._port.timers.t2)
+        self._deadlines[ClientInput.TIMER_E] = now + self._interval
+
+    def _reset_timer_e_t2(self, response: Response | None, now: float) -> None:
+        # §17.1.2.2: in Proceeding, "Timer E MUST be reset with a value of T2 seconds".
+        self._interval = self._port.timers.t2
+        self._deadlines[ClientInput.TIMER_E] = now + self._interval
+
+    def _start_timer_f(self, response: Response | None, now: float) -> None:
+        self._deadlines[ClientInput.TIMER_F] = now + self._port.timers.timer_f
+
+    def _start_timer_k(self, response: Response | None, now: float) -> None:
+        self._deadlines[ClientInput.TIMER_K] = now + self._port.timers.timer_k(self.reliable)
+
+    def _start_timer_m(self, response: Response | None, now: float) -> None:
+        # RFC 6026 §7.2: Accepted lasts 64*T1, to pass the 2xx retransmissions up. With
+        # wait_in_accepted False it lasts no time, as RFC 3261 §17.1.1.2 had it.
+        wait = self._port.timers.timer_m if self._wait_in_accepted else 0.0
+        self._deadlines[ClientInput.TIMER_M] = now + wait
+
+    def _inform_tu_timeout(self, response: Response | None, now: float) -> None:
+        self._port.count(Counted.TIMEOUT)
+        # Normal SIP life (a dead or unreachable next hop): INFO, not WARNING.
+        logger.info(
+            "%s Call-ID %s: no final response, timed out in %s",
+            self.name,
+            self.request.call_id,
+            self.state.name,
+        )
+        self._failure = TransactionTimeout(f"{self.name}: no final response")
+
+    def _inform_tu_transport_error(self, response: Response | None, now: float) -> None:
+        if self._failure is None:
+            self._failure = TransportFailure(f"{self.name}: transport error")
+
+    def _protocol_error(self, response: Response | None, now: float) -> None:
+        logger.warning("%s Call-ID %s: protocol error", self.name, self.request.call_id)
+        self._failure = TransactionError(f"{self.name}: protocol error")
 
     def _fire_due_timers(self) -> None:
-        for event, _ in due(self._deadlines, trio.current_time()):
+        for event, _ in due(self._deadlines, self._port.now()):
             # An earlier timer of the same pass may have ended the transaction or changed
             # state and dropped this one.
             if event in self._deadlines:
@@ -415,6 +450,36 @@ class ClientTransaction:
                 self._failure = failure
                 self._outbox.clear()
                 self._step(ClientInput.TRANSPORT_ERROR, None)
+
+
+if TYPE_CHECKING:
+    _Handler = Callable[[ClientTransaction, Response | None, float], None]
+    _Step = Step[ClientState, _Handler]
+
+_HANDLERS: dict[Action, _Handler | None] = {
+    Action.PASS_RESPONSE: ClientTransaction._pass_response,
+    Action.SEND_REQUEST: ClientTransaction._send_request,
+    Action.RETRANSMIT_REQUEST: ClientTransaction._retransmit_request,
+    Action.SEND_ACK: ClientTransaction._send_ack,
+    Action.START_TIMER_A: ClientTransaction._start_timer_a,
+    Action.DOUBLE_TIMER_A: ClientTransaction._double_timer_a,
+    Action.START_TIMER_B: ClientTransaction._start_timer_b,
+    Action.START_TIMER_D: ClientTransaction._start_timer_d,
+    Action.START_TIMER_E: ClientTransaction._start_timer_e,
+    Action.DOUBLE_TIMER_E: ClientTransaction._double_timer_e,
+    Action.RESET_TIMER_E_T2: ClientTransaction._reset_timer_e_t2,
+    Action.START_TIMER_F: ClientTransaction._start_timer_f,
+    Action.START_TIMER_K: ClientTransaction._start_timer_k,
+    Action.START_TIMER_M: ClientTransaction._start_timer_m,
+    Action.INFORM_TU_TIMEOUT: ClientTransaction._inform_tu_timeout,
+    Action.INFORM_TU_TRANSPORT_ERROR: ClientTransaction._inform_tu_transport_error,
+    Action.PROTOCOL_ERROR: ClientTransaction._protocol_error,
+}
+
+# Each machine's table and start, compiled once (_fsm.compile_table), by is_invite.
+_STEPS = {True: compile_table(ICT, _HANDLERS), False: compile_table(NICT, _HANDLERS)}
+_STARTS = {True: compile_step(ICT.start, _HANDLERS), False: compile_step(NICT.start, _HANDLERS)}
+_PROTOCOL_ERROR: _Step = compile_step(Transition((Action.PROTOCOL_ERROR,), _TERMINATED), _HANDLERS)
 
 
 def _ignore_response(_client: ClientTransaction, _response: Response) -> None:

@@ -23,8 +23,9 @@ and K last zero seconds there. This module is pure: no trio, no clock, no I/O.
 from __future__ import annotations
 
 import enum
+import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -130,8 +131,16 @@ class Action(_Member):
     START_TIMER_L = "start Timer L (64*T1)"
 
 
+# The actions that arm a timer: a transition with one of them reads the clock.
+TIMER_ACTIONS = frozenset(
+    action
+    for action in Action
+    if action.name.startswith(("START_TIMER_", "DOUBLE_TIMER_", "RESET_TIMER_"))
+)
+
 S = TypeVar("S", ClientState, ServerState)
 I = TypeVar("I", ClientInput, ServerInput)  # noqa: E741 - the usual name for an input alphabet
+H = TypeVar("H")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,11 +223,48 @@ def due(deadlines: Mapping[I, float], now: float) -> list[tuple[I, float]]:
     Each is an input of the machine, to step in this order: an earlier one may end the
     transaction or disarm a later one (the caller checks it is still armed).
     """
-    return sorted([item for item in deadlines.items() if item[1] <= now], key=_when)
+    return sorted([item for item in deadlines.items() if item[1] <= now], key=_WHEN)
 
 
-def _when(item: tuple[I, float]) -> float:
-    return item[1]
+_WHEN = operator.itemgetter(1)  # a C function: no Python call per item sorted
+
+
+class Step(NamedTuple, Generic[S, H]):
+    """A transition made ready to run: what a transaction does on every message.
+
+    Attributes:
+        next_state: the transition's next state.
+        handlers: one handler per action, in the transition's order (actions that need no
+            work of the transaction are left out).
+        timed: whether an action arms a timer (the transaction then reads the clock once).
+    """
+
+    next_state: S
+    handlers: tuple[H, ...]
+    timed: bool
+
+
+def compile_step(transition: Transition[S], handlers: Mapping[Action, H | None]) -> Step[S, H]:
+    """``transition`` with each action replaced by its handler (None: nothing to do).
+
+    Raises:
+        KeyError: an action has no entry in ``handlers``.
+    """
+    return Step(
+        transition.next_state,
+        tuple(h for h in (handlers[a] for a in transition.actions) if h is not None),
+        any(action in TIMER_ACTIONS for action in transition.actions),
+    )
+
+
+def compile_table(
+    machine: Machine[S, I], handlers: Mapping[Action, H | None]
+) -> dict[tuple[S, I], Step[S, H]]:
+    """The machine's table with each transition compiled (:func:`compile_step`), so that a
+    transaction runs a transition as a dict lookup and one call per handler, with no
+    dispatch on the action. A pair missing from it is a protocol error, as in
+    :meth:`Machine.step`."""
+    return {key: compile_step(t, handlers) for key, t in machine.table.items()}
 
 
 def _t(next_state: S, *actions: Action) -> Transition[S]:

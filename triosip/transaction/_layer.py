@@ -209,6 +209,8 @@ class TransactionLayer:
         Args:
             task_status: ``started()`` once :meth:`receive` can start transactions.
         """
+        # The run's clock, read directly: trio.current_time() costs two more calls.
+        self._port.now = trio.lowlevel.current_clock().current_time
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -278,7 +280,7 @@ class TransactionLayer:
             self._counters.dropped += 1
             return
         pike = self._pike
-        if pike is not None and not pike.allow(inbound.source.host, trio.current_time()):
+        if pike is not None and not pike.allow(inbound.source.host, self._port.now()):
             self._counters.rate_limited += 1
             return
         if len(self._live) >= self.limits.max_transactions and not self._beyond_cap(
@@ -587,15 +589,20 @@ class TransactionLayer:
         self._schedule(server)
 
     def _schedule(self, timed: Timed) -> None:
-        """Have the timers loop wake for the earliest deadline of ``timed``."""
+        """Have the timers loop wake for the earliest deadline of ``timed``: its deadlines
+        changed (or it has just fired)."""
         deadlines = timed._deadlines
-        if not deadlines:
-            return
-        when = min(deadlines.values())
-        # A later deadline needs no new entry: the one we have wakes us early, and
-        # _fire_timers then schedules the real one.
-        if when >= timed._heap_at:
-            return
+        when = min(deadlines.values()) if deadlines else math.inf
+        at = timed._heap_at
+        if when >= at:
+            if when == at:
+                return
+            # Later than the entry we have (a 1xx disarmed Timer A and B, a final Timer E):
+            # that entry goes stale now, rather than waking the loop for nothing.
+            timed._heap_seq = 0
+            timed._heap_at = math.inf
+            if not deadlines:
+                return
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, timed))
         timed._heap_at = when
@@ -623,6 +630,7 @@ class TransactionLayer:
             wait.deadline = -math.inf
 
     async def _run_held_timers(self) -> None:
+        clock = self._port.now
         heap = self._heap
         later = self._later
         while True:
@@ -640,11 +648,11 @@ class TransactionLayer:
                     else:
                         logger.info("stateless response to %s not sent: %s", destination, exc)
             deadline = _slot_end(heap[0][0]) if heap else math.inf
-            if deadline > trio.current_time():
+            if deadline > clock():
                 with trio.move_on_at(deadline) as self._timers_wait:
                     await trio.sleep_forever()
                 self._timers_wait = None
-            now = trio.current_time()
+            now = clock()
             while heap and heap[0][0] <= now:
                 _, seq, timed = heapq.heappop(heap)
                 if seq == timed._heap_seq:
@@ -703,7 +711,8 @@ class Alarm:
             self._deadlines.clear()
             return
         self._deadlines[None] = when
-        self._schedule(self)
+        if when < self._heap_at:  # a later deadline: the loop wakes early and reschedules
+            self._schedule(self)
 
     def close(self) -> None:
         """Never fire again, and let go of the callback (the heap may hold the alarm a
@@ -743,6 +752,7 @@ class _Port:
         "forget_server",
         "handle",
         "hold",
+        "now",
         "pass_stray",
         "schedule",
         "send_later",
@@ -756,6 +766,8 @@ class _Port:
         self.timers: TimerConfig = layer.timers
         self.transport: Transport = layer._transport
         self.count: Callable[[Counted], None] = layer._count
+        # trio.current_time() until the layer serves (serve() reads the run's clock).
+        self.now: Callable[[], float] = trio.current_time
         self.handle: Callable[[ServerTransaction], Awaitable[None]] = layer._on_request
         self.pass_stray: Callable[[Inbound], None] = layer._pass_stray
         self.forget_server: Callable[[ServerTransaction], None] = layer._forget_server

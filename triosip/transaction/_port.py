@@ -76,6 +76,10 @@ class Port(Protocol):
         """Add one to the layer's statistic for ``event``."""
         ...
 
+    def now(self) -> float:
+        """The current trio time (``trio.current_time()``, read from the run's clock)."""
+        ...
+
 
 class Timed(Protocol):
     """A transaction whose timers the layer's one timers loop runs, as a record without a

@@ -44,7 +44,6 @@ cannot leave a transaction behind forever.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from typing import TYPE_CHECKING, Protocol
@@ -55,15 +54,27 @@ from triosip.sip import Request, Response, build_response, parse_message
 from triosip.transport.base import Inbound, TransportError, response_destination
 
 from ._errors import TransactionError, TransportFailure
-from ._fsm import IST, NIST, Action, ServerInput, ServerState, due, enter, server_input_for
+from ._fsm import (
+    IST,
+    NIST,
+    Action,
+    ServerInput,
+    ServerState,
+    Step,
+    Transition,
+    compile_step,
+    compile_table,
+    due,
+    server_input_for,
+)
 from ._port import Counted, TimedPort
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from triosip.transport.base import Address, TcpConnection
 
-    from ._fsm import Machine, Transition
+    from ._fsm import Machine
     from ._keys import ServerKey
 
 logger = logging.getLogger(__name__)
@@ -153,6 +164,7 @@ class ServerTransaction:
         "_request",
         "_request_bytes",
         "_source",
+        "_steps",
         "_task_ended",
         "_timers_task",
         "_wait",
@@ -194,9 +206,10 @@ class ServerTransaction:
         self.is_invite = request.method == "INVITE"
         machine = IST if self.is_invite else NIST
         self._machine: Machine[ServerState, ServerInput] = machine
+        self._steps = _STEPS[self.is_invite]
         self.state = machine.start.next_state
         self.name = f"{machine.name} {request.method} {branch}"
-        self.created_at = trio.current_time()
+        self.created_at = port.now()
         self._final: Response | None = None
         self._last: Response | None = None
         self._final_bytes: bytes | None = None
@@ -324,8 +337,8 @@ class ServerTransaction:
         """Step the machine for a response of the TU; its bytes, to be sent by the caller."""
         # A pair missing from the table is a protocol error (_fsm.py), but here the TU made
         # it: refuse before anything is sent rather than end the transaction for the peer.
-        transition = self._machine.table.get((self.state, server_input_for(response.status)))
-        if transition is None:
+        step = self._steps.get((self.state, server_input_for(response.status)))
+        if step is None:
             raise TransactionError(
                 f"{self.name}: cannot send {response.status} in state {self.state.name}"
             )
@@ -345,7 +358,7 @@ class ServerTransaction:
                 response.status,
                 self.state.name,
             )
-        self._apply(transition, None)
+        self._apply(step, None)
         if ServerInput.TIMER_G in self._deadlines and not self._held:
             self._ensure_loop()  # Timer G must not wait for on_request to return
         return data
@@ -393,8 +406,10 @@ class ServerTransaction:
         self._inbound = None
         self._last = None
         self._final = None
-        with contextlib.suppress(AttributeError):  # ended before its nursery opened
+        try:  # noqa: SIM105 - contextlib.suppress costs two calls on every transaction
             del self.nursery
+        except AttributeError:  # ended before its nursery opened
+            pass
 
     async def _send_trying(self) -> None:
         # RFC 3261 §17.2.1: "send 100 if TU won't in 200 ms"; a proxy can never know it
@@ -460,8 +475,13 @@ class ServerTransaction:
         self._terminate()
 
     async def _run_timers(self) -> None:
+        if self._may_hold():
+            # The usual case, answered while on_request ran: straight to the layer (below).
+            self._port.hold(self)
+            return
+        clock = self._port.now
         period = self._port.timers.timer_h
-        self._watchdog = trio.current_time() + period
+        self._watchdog = clock() + period
         while self.state is not _TERMINATED:
             if self._may_hold():
                 # Answered, and on_request has returned: the layer's one timers loop
@@ -470,13 +490,13 @@ class ServerTransaction:
                 return
             deadline = self._next_deadline()
             # Already due (a 0 s timer on TCP, an overdue one): no scope to open for it.
-            if deadline > trio.current_time():
+            if deadline > clock():
                 with trio.move_on_at(deadline) as self._wait:
                     await trio.sleep_forever()
                 self._wait = None
             await self._drain()
             # Every due timer is an input of the machine, in deadline order.
-            now = trio.current_time()
+            now = clock()
             for event, _ in due(self._deadlines, now):
                 if event in self._deadlines:  # an earlier one may have dropped it
                     del self._deadlines[event]
@@ -531,76 +551,89 @@ class ServerTransaction:
         self._step(event, inbound)
 
     def _step(self, event: ServerInput, inbound: Inbound | None) -> None:
-        self._apply(self._machine.step(self.state, event), inbound)
+        step = self._steps.get((self.state, event))
+        # A pair missing from the table is a protocol error (_fsm.py, Machine.step).
+        self._apply(_PROTOCOL_ERROR if step is None else step, inbound)
 
-    def _apply(self, transition: Transition[ServerState], inbound: Inbound | None) -> None:
-        next_state = transition.next_state
-        if next_state is not self.state:
+    def _apply(self, step: _Step, inbound: Inbound | None) -> None:
+        next_state, handlers, timed = step
+        changed = next_state is not self.state
+        if changed:
+            # Entering a state drops the timers it does not keep (_fsm.enter).
             deadlines = self._deadlines
-            for timer in enter(self._machine, self.state, next_state, deadlines):
-                del deadlines[timer]
+            if deadlines:
+                keep = self._machine.timers[next_state]
+                for timer in tuple(deadlines):
+                    if timer not in keep:
+                        del deadlines[timer]
             self.state = next_state
-        now = trio.current_time()
-        for action in transition.actions:
-            self._act(action, inbound, now)
+        # One clock read for the transition, and only if it arms a timer.
+        now = self._port.now() if timed else 0.0
+        for handler in handlers:
+            handler(self, inbound, now)
         if self.state is _TERMINATED:
             self._terminate()
-        elif self._held:
-            self._port.schedule(self)
+        elif self._held and (changed or timed):
+            self._port.schedule(self)  # the timers changed: the layer's loop wakes for them
         wait = self._wait
         if wait is not None:
             wait.deadline = self._next_deadline()
 
-    def _act(self, action: Action, inbound: Inbound | None, now: float) -> None:
-        timers = self._port.timers
-        deadlines = self._deadlines
-        if action is Action.SEND_RESPONSE:
-            pass  # respond() sends it, so that its caller learns of a transport failure
-        elif action is Action.RESEND_RESPONSE:
-            if self._last_bytes is not None:  # None: the 100 Trying is not out yet
-                self._port.count(Counted.RETRANSMISSION_SENT)
-                self._transmit(self._last_bytes)
-        elif action is Action.PASS_ACK:
-            # RFC 6026 §8.7: the ACK of a 2xx belongs to the TU; a proxy forwards it.
-            assert inbound is not None
-            self._port.pass_stray(inbound)
-        elif action is Action.START_TIMER_G:
-            # §17.2.1: "For unreliable transports, timer G is set to fire in T1 seconds".
-            if not self.reliable:
-                self._interval_g = timers.timer_g
-                deadlines[ServerInput.TIMER_G] = now + self._interval_g
-                if len(self._last_bytes or b"") > len(self._request_bytes):
-                    self._g_limit = AMPLIFIED_TIMER_G_RETRANSMISSIONS
-        elif action is Action.DOUBLE_TIMER_G:
-            # §17.2.1: MIN(2*T1, T2), then doubling, capped at T2; not re-armed once a
-            # response larger than its request has been re-sent its share.
-            self._g_sent += 1
-            if self._g_sent < self._g_limit:
-                self._interval_g = min(2 * self._interval_g, timers.t2)
-                deadlines[ServerInput.TIMER_G] = now + self._interval_g
-        elif action is Action.START_TIMER_H:
-            deadlines[ServerInput.TIMER_H] = now + timers.timer_h
-        elif action is Action.START_TIMER_I:
-            deadlines[ServerInput.TIMER_I] = now + timers.timer_i(self.reliable)
-        elif action is Action.START_TIMER_J:
-            deadlines[ServerInput.TIMER_J] = now + timers.timer_j(self.reliable)
-        elif action is Action.START_TIMER_L:
-            deadlines[ServerInput.TIMER_L] = now + timers.timer_l
-        elif action is Action.INFORM_TU_TIMEOUT:
-            # Timer H: the UAC never ACKed our final. Normal when a phone vanishes: INFO.
-            self._port.count(Counted.TIMEOUT)
-            logger.info("%s Call-ID %s: Timer H fired, no ACK", self.name, self.request.call_id)
-        elif action is Action.INFORM_TU_TRANSPORT_ERROR:
-            pass  # respond() raises TransportFailure; a timer's resend has just logged it
-        elif action is Action.PROTOCOL_ERROR:
-            logger.warning(
-                "%s Call-ID %s: protocol error in %s",
-                self.name,
-                self.request.call_id,
-                self.state.name,
-            )
-        else:  # pragma: no cover - START_TRYING/PASS_REQUEST are run() 's own
-            raise AssertionError(action)
+    # The actions (``_fsm.Action``), one handler each; ``_HANDLERS`` below maps them. The
+    # 100 Trying and passing the request up are run()'s own; a response of the TU is sent
+    # by respond(), so that its caller learns of a transport failure (which respond()
+    # raises, and a timer's resend has logged).
+
+    def _resend_response(self, inbound: Inbound | None, now: float) -> None:
+        if self._last_bytes is not None:  # None: the 100 Trying is not out yet
+            self._port.count(Counted.RETRANSMISSION_SENT)
+            self._transmit(self._last_bytes)
+
+    def _pass_ack(self, inbound: Inbound | None, now: float) -> None:
+        # RFC 6026 §8.7: the ACK of a 2xx belongs to the TU; a proxy forwards it.
+        assert inbound is not None
+        self._port.pass_stray(inbound)
+
+    def _start_timer_g(self, inbound: Inbound | None, now: float) -> None:
+        # §17.2.1: "For unreliable transports, timer G is set to fire in T1 seconds".
+        if not self.reliable:
+            self._interval_g = self._port.timers.timer_g
+            self._deadlines[ServerInput.TIMER_G] = now + self._interval_g
+            if len(self._last_bytes or b"") > len(self._request_bytes):
+                self._g_limit = AMPLIFIED_TIMER_G_RETRANSMISSIONS
+
+    def _double_timer_g(self, inbound: Inbound | None, now: float) -> None:
+        # §17.2.1: MIN(2*T1, T2), then doubling, capped at T2; not re-armed once a
+        # response larger than its request has been re-sent its share.
+        self._g_sent += 1
+        if self._g_sent < self._g_limit:
+            self._interval_g = min(2 * self._interval_g, self._port.timers.t2)
+            self._deadlines[ServerInput.TIMER_G] = now + self._interval_g
+
+    def _start_timer_h(self, inbound: Inbound | None, now: float) -> None:
+        self._deadlines[ServerInput.TIMER_H] = now + self._port.timers.timer_h
+
+    def _start_timer_i(self, inbound: Inbound | None, now: float) -> None:
+        self._deadlines[ServerInput.TIMER_I] = now + self._port.timers.timer_i(self.reliable)
+
+    def _start_timer_j(self, inbound: Inbound | None, now: float) -> None:
+        self._deadlines[ServerInput.TIMER_J] = now + self._port.timers.timer_j(self.reliable)
+
+    def _start_timer_l(self, inbound: Inbound | None, now: float) -> None:
+        self._deadlines[ServerInput.TIMER_L] = now + self._port.timers.timer_l
+
+    def _inform_tu_timeout(self, inbound: Inbound | None, now: float) -> None:
+        # Timer H: the UAC never ACKed our final. Normal when a phone vanishes: INFO.
+        self._port.count(Counted.TIMEOUT)
+        logger.info("%s Call-ID %s: Timer H fired, no ACK", self.name, self.request.call_id)
+
+    def _protocol_error(self, inbound: Inbound | None, now: float) -> None:
+        logger.warning(
+            "%s Call-ID %s: protocol error in %s",
+            self.name,
+            self.request.call_id,
+            self.state.name,
+        )
 
     def _terminate(self) -> None:
         # §17.2.1/§17.2.2: a terminated transaction "MUST be destroyed": it no longer matches.
@@ -662,6 +695,30 @@ class ServerTransaction:
             except TransportError as exc:
                 self._outbox.clear()
                 self._transport_error(exc)
+
+
+if TYPE_CHECKING:
+    _Handler = Callable[[ServerTransaction, Inbound | None, float], None]
+    _Step = Step[ServerState, _Handler]
+
+_HANDLERS: dict[Action, _Handler | None] = {
+    Action.SEND_RESPONSE: None,  # respond() sends it
+    Action.RESEND_RESPONSE: ServerTransaction._resend_response,
+    Action.PASS_ACK: ServerTransaction._pass_ack,
+    Action.START_TIMER_G: ServerTransaction._start_timer_g,
+    Action.DOUBLE_TIMER_G: ServerTransaction._double_timer_g,
+    Action.START_TIMER_H: ServerTransaction._start_timer_h,
+    Action.START_TIMER_I: ServerTransaction._start_timer_i,
+    Action.START_TIMER_J: ServerTransaction._start_timer_j,
+    Action.START_TIMER_L: ServerTransaction._start_timer_l,
+    Action.INFORM_TU_TIMEOUT: ServerTransaction._inform_tu_timeout,
+    Action.INFORM_TU_TRANSPORT_ERROR: None,  # respond() raises it; a resend has logged it
+    Action.PROTOCOL_ERROR: ServerTransaction._protocol_error,
+}
+
+# Each machine's table, compiled once (_fsm.compile_table), by is_invite.
+_STEPS = {True: compile_table(IST, _HANDLERS), False: compile_table(NIST, _HANDLERS)}
+_PROTOCOL_ERROR: _Step = compile_step(Transition((Action.PROTOCOL_ERROR,), _TERMINATED), _HANDLERS)
 
 
 def _parsed(data: bytes | None) -> Response | None:
