@@ -182,7 +182,8 @@ class ClientTransaction:
         """The whole transaction, in the caller's task (see the module docstring)."""
         # "INVITE from TU / INVITE sent" (Figure 5), "Request from TU / send request"
         # (Figure 6): the start transition queues the first transmission, arms A/B or E/F.
-        self._apply(_STARTS[self.is_invite], None)
+        # Its timers count from created_at: the same moment, read once.
+        self._apply(_STARTS[self.is_invite], None, self.created_at)
         await self._drain()  # the first transmission, if it could not go out at once
         if self._failure is not None:
             raise self._failure  # §17.1.4: before started(), so nursery.start() raises it
@@ -220,7 +221,8 @@ class ClientTransaction:
     def _start(self) -> None:
         """Send the request and arm the timers; from now on the layer's loop runs them."""
         # "INVITE from TU / INVITE sent" (Figure 5), "Request from TU / send request".
-        self._apply(_STARTS[self.is_invite], None)
+        # Its timers count from created_at: the same moment, read once.
+        self._apply(_STARTS[self.is_invite], None, self.created_at)
 
     def stop(self) -> None:
         """Stop a transaction made by ``start_client`` now, without a word to the peer (the
@@ -277,7 +279,8 @@ class ClientTransaction:
                 response.status,
                 self.state.name,
             )
-        self._step(event, response)
+        step = self._steps.get((self.state, event))
+        self._apply(_PROTOCOL_ERROR if step is None else step, response)  # _step(), inline
 
     # --- the machine ---------------------------------------------------------------------
 
@@ -286,7 +289,7 @@ class ClientTransaction:
         # A pair missing from the table is a protocol error (_fsm.py, Machine.step).
         self._apply(_PROTOCOL_ERROR if step is None else step, response)
 
-    def _apply(self, step: _Step, response: Response | None) -> None:
+    def _apply(self, step: _Step, response: Response | None, now: float | None = None) -> None:
         next_state, handlers, timed = step
         changed = next_state is not self.state
         if changed:
@@ -298,8 +301,9 @@ class ClientTransaction:
                     if timer not in keep:
                         del deadlines[timer]
             self.state = next_state
-        # One clock read for the transition, and only if it arms a timer.
-        now = self._port.now() if timed else 0.0
+        if now is None:
+            # One clock read for the transition, and only if it arms a timer.
+            now = self._port.now() if timed else 0.0
         for handler in handlers:
             handler(self, response, now)
         if self._failure is not None and self.state is not _TERMINATED:

@@ -45,7 +45,7 @@ def server_key(request: Request) -> ServerKey:
     via = request.top_via
     branch = via.branch
     method = request.method
-    if has_magic_cookie(branch):
+    if branch is not None and branch.startswith(MAGIC_COOKIE):  # has_magic_cookie, inline
         # §17.2.3: same branch, same sent-by, and the same method, "except for ACK, where
         # the method of the request that created the transaction is INVITE". A CANCEL has
         # its INVITE's branch and so is told apart by its method alone.
@@ -87,7 +87,7 @@ def invite_key(request: Request) -> ServerKey:
     """
     via = request.top_via
     branch = via.branch
-    if has_magic_cookie(branch):
+    if branch is not None and branch.startswith(MAGIC_COOKIE):  # has_magic_cookie, inline
         host, port = via.sent_by
         return (branch, host.lower(), port, "INVITE")
     return (

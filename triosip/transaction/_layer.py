@@ -40,7 +40,7 @@ from triosip.transport.base import TransportError, response_destination
 from ._client import ClientTransaction
 from ._errors import TransactionError
 from ._fsm import ServerInput, ServerState
-from ._keys import client_key, has_magic_cookie, invite_key, response_key, server_key
+from ._keys import client_key, invite_key, response_key, server_key
 from ._limits import LoadLimits, Pike
 from ._server import ServerTransaction
 from ._timers import TimerConfig
@@ -188,6 +188,7 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, Timed]] = []
         self._seq = 0
         self._timers_wait: trio.CancelScope | None = None
+        self._timers_wake = math.inf  # its deadline, kept here: a scope's is a property
         self._later: deque[
             tuple[bytes, Address, Address | None, TcpConnection | None, Timed | None]
         ] = deque()
@@ -458,7 +459,8 @@ class TransactionLayer:
             counters.ict_total += 1
         else:
             counters.nict_total += 1
-        logger.debug("%s Call-ID %s: sending to %s", client.name, request.call_id, destination)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s Call-ID %s: sending to %s", client.name, request.call_id, destination)
         return client
 
     def new_branch(self) -> str:
@@ -504,26 +506,35 @@ class TransactionLayer:
     # --- for the transactions ------------------------------------------------------------
 
     def _new_server(self, inbound: Inbound, request: Request, key: ServerKey) -> ServerTransaction:
-        branch = request.top_via.branch
-        rfc2543 = not has_magic_cookie(branch)
+        # server_key() gave an RFC 3261 request a key of 4 items, the first its branch.
+        rfc2543 = len(key) != 4
         keys: tuple[ServerKey, ...] = (key,)
-        if rfc2543 and request.method == "INVITE":
-            # The second key is what its ACK and CANCEL will carry (§17.2.3, §9.2).
-            keys = (key, invite_key(request))
-        if branch is None:
-            branch = f"rfc2543-{request.call_id}-{request.cseq.number}"
+        if not rfc2543:
+            branch = key[0]
+            assert isinstance(branch, str)
+        else:
+            if request.method == "INVITE":
+                # The second key is what its ACK and CANCEL will carry (§17.2.3, §9.2).
+                keys = (key, invite_key(request))
+            via_branch = request.top_via.branch
+            if via_branch is None:
+                branch = f"rfc2543-{request.call_id}-{request.cseq.number}"
+            else:
+                branch = via_branch
         server = ServerTransaction(
             self._port, inbound, request, keys=keys, branch=branch, rfc2543=rfc2543
         )
+        servers = self._servers
         for each in keys:
-            self._servers[each] = server
+            servers[each] = server
         self._running[server] = None
         self._live[server] = None
         if server.is_invite:
             self._counters.ist_total += 1
         else:
             self._counters.nist_total += 1
-        logger.debug("%s Call-ID %s: new from %s", server.name, request.call_id, inbound.source)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s Call-ID %s: new from %s", server.name, request.call_id, inbound.source)
         return server
 
     def _forget_server(self, server: ServerTransaction) -> None:
@@ -608,10 +619,10 @@ class TransactionLayer:
         timed._heap_at = when
         timed._heap_seq = self._seq
         wait = self._timers_wait
-        if wait is not None and when < wait.deadline:
+        if wait is not None and when < self._timers_wake:
             wake = _slot_end(when)
-            if wake < wait.deadline:
-                wait.deadline = wake
+            if wake < self._timers_wake:
+                wait.deadline = self._timers_wake = wake
 
     def _send_later(
         self,
@@ -627,7 +638,7 @@ class TransactionLayer:
         self._later.append((data, destination, local, connection, timed))
         wait = self._timers_wait
         if wait is not None:
-            wait.deadline = -math.inf
+            wait.deadline = self._timers_wake = -math.inf
 
     async def _run_held_timers(self) -> None:
         clock = self._port.now
@@ -649,6 +660,7 @@ class TransactionLayer:
                         logger.info("stateless response to %s not sent: %s", destination, exc)
             deadline = _slot_end(heap[0][0]) if heap else math.inf
             if deadline > clock():
+                self._timers_wake = deadline
                 with trio.move_on_at(deadline) as self._timers_wait:
                     await trio.sleep_forever()
                 self._timers_wait = None

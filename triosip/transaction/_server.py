@@ -143,7 +143,6 @@ class ServerTransaction:
         "_connection",
         "_deadlines",
         "_destination",
-        "_final",
         "_final_bytes",
         "_g_limit",
         "_g_sent",
@@ -151,17 +150,14 @@ class ServerTransaction:
         "_heap_at",
         "_heap_seq",
         "_held",
-        "_inbound",
         "_interval_g",
         "_keys",
-        "_last",
         "_last_bytes",
         "_local",
         "_loop_in_child",
         "_machine",
         "_outbox",
         "_port",
-        "_request",
         "_request_bytes",
         "_source",
         "_steps",
@@ -171,10 +167,14 @@ class ServerTransaction:
         "_watchdog",
         "branch",
         "created_at",
+        "final_response",
+        "inbound",
         "is_invite",
+        "last_response",
         "name",
         "nursery",
         "reliable",
+        "request",
         "retransmissions_absorbed",
         "rfc2543",
         "state",
@@ -194,8 +194,8 @@ class ServerTransaction:
     ) -> None:
         self._port = port
         self._keys = keys
-        self._inbound: Inbound | None = inbound
-        self._request: Request | None = request
+        self.inbound = inbound
+        self.request = request
         # A parsed request's bytes are the datagram itself: no copy.
         self._request_bytes = bytes(request)
         self._source = inbound.source
@@ -210,8 +210,8 @@ class ServerTransaction:
         self.state = machine.start.next_state
         self.name = f"{machine.name} {request.method} {branch}"
         self.created_at = port.now()
-        self._final: Response | None = None
-        self._last: Response | None = None
+        self.final_response: Response | None = None
+        self.last_response: Response | None = None
         self._final_bytes: bytes | None = None
         self.retransmissions_absorbed = 0
         self._last_bytes: bytes | None = None
@@ -238,41 +238,30 @@ class ServerTransaction:
     def __repr__(self) -> str:
         return f"<ServerTransaction {self.name} {self.state.name}>"
 
-    # The parsed messages are dropped once the task ends (_release); read from the bytes
-    # again after that, for the rare reader that still wants them.
+    # The parsed messages are read on every message of a call (the proxy's route and
+    # responses): plain slots, not properties, which would cost a call each time. They are
+    # dropped once the task ends (_release); then __getattr__, which Python calls only for
+    # a slot that is not set, reads them from the bytes again, for the rare reader that
+    # still wants them. (Hidden from mypy, so that it still checks every other attribute.)
+    if not TYPE_CHECKING:
 
-    @property
-    def request(self) -> Request:
-        """The request that created the transaction."""
-        request = self._request
-        if request is None:
-            parsed = parse_message(self._request_bytes)
-            assert isinstance(parsed, Request)  # the same bytes parsed as a request before
-            return parsed
-        return request
-
-    @property
-    def inbound(self) -> Inbound:
-        """Where the request came from (source, local address, TCP connection)."""
-        inbound = self._inbound
-        if inbound is None:
-            return Inbound(
-                message=self.request,
-                source=self._source,
-                local=self._local,
-                connection=self._connection,
-            )
-        return inbound
-
-    @property
-    def final_response(self) -> Response | None:
-        """The first final response sent, if any."""
-        return self._final if self._final is not None else _parsed(self._final_bytes)
-
-    @property
-    def last_response(self) -> Response | None:
-        """The last response sent (the 100 Trying included)."""
-        return self._last if self._last is not None else _parsed(self._last_bytes)
+        def __getattr__(self, name: str) -> object:
+            if name == "request":
+                parsed = parse_message(self._request_bytes)
+                assert isinstance(parsed, Request)  # these bytes parsed as a request before
+                return parsed
+            if name == "inbound":
+                return Inbound(
+                    message=self.request,
+                    source=self._source,
+                    local=self._local,
+                    connection=self._connection,
+                )
+            if name == "final_response":
+                return _parsed(self._final_bytes)
+            if name == "last_response":
+                return _parsed(self._last_bytes)
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def destination(self) -> Address:
@@ -345,10 +334,10 @@ class ServerTransaction:
         # Serialized once: every retransmission (Timer G, or a retransmitted request) sends
         # these very bytes (§17.2.1 "passed to the transport layer once more").
         data = bytes(response)
-        self._last = response
+        self.last_response = response
         self._last_bytes = data
         if response.status >= 200 and self._final_bytes is None:
-            self._final = response
+            self.final_response = response
             self._final_bytes = data
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -376,7 +365,32 @@ class ServerTransaction:
                         if action is Action.SEND_TRYING:
                             await self._send_trying()
                         elif action is Action.PASS_REQUEST and self.state is not _TERMINATED:
-                            await self._pass_request()
+                            # The route runs right here, not in a coroutine of its own:
+                            # each of its resumptions passes every frame down to it.
+                            self._handler_running = True
+                            returned = False
+                            try:
+                                await port.handle(self)
+                                returned = True
+                            except Exception:
+                                self._handler_running = False
+                                # RFC 3261 §16 has no word for a crashing route; log it
+                                # with its traceback, answer 500, and carry on.
+                                logger.exception(
+                                    "%s Call-ID %s: on_request raised",
+                                    self.name,
+                                    self.request.call_id,
+                                )
+                                port.count(Counted.HANDLER_ERROR)
+                                await self._answer_500()
+                            finally:
+                                self._handler_running = False
+                                wait = self._wait
+                                if wait is not None:
+                                    # The loop in a child task may hand over now.
+                                    wait.deadline = -math.inf
+                            if returned and self.state in _NOT_ANSWERED and not self._tu_tasks():
+                                self._drop()
                     if not self._timers_task:
                         await self._run_timers()
             except* Exception:
@@ -402,10 +416,11 @@ class ServerTransaction:
     def _release(self) -> None:
         # What only the task and the TU needed: the parsed request and responses, the
         # nursery (and through it the task). The bytes stay (properties above).
-        self._request = None
-        self._inbound = None
-        self._last = None
-        self._final = None
+        del self.request, self.inbound
+        if self.final_response is not None:
+            del self.final_response
+        if self.last_response is not None:
+            del self.last_response
         try:  # noqa: SIM105 - contextlib.suppress costs two calls on every transaction
             del self.nursery
         except AttributeError:  # ended before its nursery opened
@@ -415,32 +430,18 @@ class ServerTransaction:
         # RFC 3261 §17.2.1: "send 100 if TU won't in 200 ms"; a proxy can never know it
         # will, so the 100 goes at once, before the route runs (§16.2 also allows it).
         trying = build_response(self.request, 100)
-        self._last = trying
+        self.last_response = trying
         self._last_bytes = data = bytes(trying)
-        try:
-            await self._send(data)
-        except TransportError as exc:
-            self._transport_error(exc)
-
-    async def _pass_request(self) -> None:
-        self._handler_running = True
-        try:
-            await self._port.handle(self)
-        except Exception:
-            self._handler_running = False
-            # RFC 3261 §16 has no word for a crashing route; log it
-            # with its traceback, answer 500, and carry on.
-            logger.exception("%s Call-ID %s: on_request raised", self.name, self.request.call_id)
-            self._port.count(Counted.HANDLER_ERROR)
-            await self._answer_500()
-            return
-        finally:
-            self._handler_running = False
-            wait = self._wait
-            if wait is not None:
-                wait.deadline = -math.inf  # the loop in a child task may hand over now
-        if self.state in _NOT_ANSWERED and not self._tu_tasks():
-            self._drop()
+        transport = self._port.transport
+        local = self._local
+        # _send(), inline: UDP goes out at once, with nothing to await.
+        if self.reliable or not transport.send_nowait(data, self._destination, local=local):
+            try:
+                await transport.send(
+                    data, self._destination, connection=self._connection, local=local
+                )
+            except TransportError as exc:
+                self._transport_error(exc)
 
     async def _answer_500(self) -> None:
         if self.final_response is not None or self.state is _TERMINATED:
