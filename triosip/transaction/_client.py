@@ -43,7 +43,6 @@ from ._fsm import (
     ClientState,
     Step,
     Transition,
-    client_input_for,
     compile_step,
     compile_table,
     due,
@@ -270,7 +269,14 @@ class ClientTransaction:
         """A response matched this transaction (§17.1.3). Synchronous, from the transport."""
         # §17.1.1.2, §17.1.2.2: the class of the status code is the machine's input.
         self.last_response = response
-        event = client_input_for(response.status)
+        status = response.status
+        # client_input_for(), inline (a call per response saved).
+        if status < 200:
+            event = ClientInput.RESPONSE_1XX
+        elif status < 300:
+            event = ClientInput.RESPONSE_2XX
+        else:
+            event = ClientInput.RESPONSE_300_699
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
                 "%s Call-ID %s: %d received in %s",

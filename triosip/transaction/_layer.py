@@ -40,7 +40,7 @@ from triosip.transport.base import TransportError, response_destination
 from ._client import ClientTransaction
 from ._errors import TransactionError
 from ._fsm import ServerInput, ServerState
-from ._keys import client_key, invite_key, response_key, server_key
+from ._keys import client_key, invite_key, server_key
 from ._limits import LoadLimits, Pike
 from ._server import ServerTransaction
 from ._timers import TimerConfig
@@ -243,8 +243,10 @@ class TransactionLayer:
             # §17.1.3: by the top Via's branch and the CSeq method. No match: §17.1.1.2 and
             # RFC 6026 §8.4 pass it to the core (a retransmitted 2xx after the ICT ended is
             # forwarded by the proxy; anything else is dropped there).
-            key = response_key(message)
-            client = self._clients.get(key) if key is not None else None
+            branch = message.top_via.branch  # response_key(), inline
+            client = (
+                self._clients.get((branch, message.cseq.method)) if branch is not None else None
+            )
             if client is None:
                 self._pass_stray(inbound)
             else:
