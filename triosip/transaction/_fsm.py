@@ -223,6 +223,9 @@ def due(deadlines: Mapping[I, float], now: float) -> list[tuple[I, float]]:
     Each is an input of the machine, to step in this order: an earlier one may end the
     transaction or disarm a later one (the caller checks it is still armed).
     """
+    if len(deadlines) == 1:  # the usual case: no list to build and sort
+        ((event, when),) = deadlines.items()
+        return [(event, when)] if when <= now else []
     return sorted([item for item in deadlines.items() if item[1] <= now], key=_WHEN)
 
 

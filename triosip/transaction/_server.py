@@ -399,7 +399,10 @@ class ServerTransaction:
                             if returned and self.state in _NOT_ANSWERED and not self._tu_tasks():
                                 self._drop()
                     if not self._timers_task:
-                        await self._run_timers()
+                        if self._may_hold():
+                            port.hold(self)  # the usual case: answered, the layer's now
+                        else:
+                            await self._run_timers()
             except* Exception:
                 # A task the TU started in st.nursery raised: the TU's bug. The nursery is
                 # gone; answer if nobody did, and let the machine finish on its own.
