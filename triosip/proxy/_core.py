@@ -31,10 +31,9 @@ from triosip.proxy._forward import (
     stamped_source,
     strip_own_routes,
     target_of,
-    via_value,
 )
 from triosip.proxy._names import route_name
-from triosip.proxy._port import ProxyConfig
+from triosip.proxy._port import OwnStamps, ProxyConfig
 from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
 from triosip.proxy._transaction import ProxyTransaction
 from triosip.proxy.inspection import ProxyInspection
@@ -84,6 +83,7 @@ class StatelessRequest:
         request = self.request
         try:
             address = await self.proxy.resolve(target_of(request, destination))
+            stamps = self.proxy.stamps.toward(address, None)
         except RoutingError as exc:
             reason = shown(exc.reason)
             logger.info("%s cannot relay %s: %s", self.log_prefix(), request.method, reason)
@@ -94,21 +94,20 @@ class StatelessRequest:
             f"{request.top_via.branch}\x00{request.call_id}".encode("utf-8", "surrogateescape"),
             digest_size=8,
         ).hexdigest()
+        # A stream needs Content-Length (reliable); the edits in one copy.
+        forwarded = forward_request(
+            request,
+            via=stamps.via_before_branch + BRANCH_PREFIX + digest,
+            source=self.inbound.source,
+            reliable=address.reliable,
+        )
         try:
-            transport = self.proxy.transport
-            local = transport.local_address(address.transport, family_of=address.host)
-            named = transport.advertised(local, address.host)
-            via = via_value(transport.sent_by(local, named), BRANCH_PREFIX + digest)
-            # A stream needs Content-Length (reliable); the edits in one copy.
-            forwarded = forward_request(
-                request, via=via, source=self.inbound.source, reliable=address.reliable
-            )
             await self.proxy.transport.send(bytes(forwarded), address)
-            self.proxy.counters.requests_forwarded[request.method] += 1
-            self.relayed = True
         except TransportError as exc:
             logger.info("%s %s not sent: %s", self.log_prefix(), request.method, exc)
             return False
+        self.proxy.counters.requests_forwarded[request.method] += 1
+        self.relayed = True
         return True
 
 
@@ -195,6 +194,7 @@ class Proxy:
         self.transactions = transactions
         self.own_addresses: Container[tuple[str, int]] = frozenset()
         self.counters = ProxyCounters()
+        self.stamps = OwnStamps(transport)
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
         self._nursery: trio.Nursery | None = None

@@ -44,10 +44,8 @@ from triosip.proxy._forward import (
     RoutingError,
     forward_request,
     loop_hash,
-    record_route_value,
     strip_own_routes,
     target_of,
-    via_value,
 )
 from triosip.proxy._names import route_name
 from triosip.proxy._response import best_response, forwarded_status, merge_challenges
@@ -64,7 +62,7 @@ from triosip.transaction import (
 from triosip.transport import Address, TransportError
 
 if TYPE_CHECKING:
-    from triosip.proxy._port import ProxyPort
+    from triosip.proxy._port import ProxyPort, Stamps
 
 logger = logging.getLogger(__name__)
 
@@ -355,48 +353,37 @@ class ProxyTransaction:
         request = branch.request  # stamped with its source in _forwarded_request
         hop = target_of(request, destination)
         address = await self.proxy.resolve(hop)
-        digest = loop_hash(self.server.request, self.server.request.top_via)
+        received = self.server.request
+        digest = loop_hash(received, received.top_via)
         branch.branch = f"{BRANCH_PREFIX}{digest}.{ids.token_hex(6)}"
-        forwarded = self._forwarded_request(request, address, branch.branch)
+        came = self.server.inbound if self.record_route_requested else None
+        stamps = self.proxy.stamps.toward(address, came)
+        forwarded = self._forwarded_request(request, address, branch.branch, stamps)
         if (
             address.transport == "udp"
-            and any(a.transport == "tcp" for a in self.proxy.transport.listeners)
+            and stamps.tcp_listener
             and len(bytes(forwarded)) > UDP_SIZE_LIMIT
         ):
             # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1300 bytes when
             # the MTU is unknown) goes over a congestion-controlled transport instead.
             branch.udp_fallback = (forwarded, address)
             address = Address("tcp", address.host, address.port)
-            forwarded = self._forwarded_request(request, address, branch.branch)
+            stamps = self.proxy.stamps.toward(address, came)
+            forwarded = self._forwarded_request(request, address, branch.branch, stamps)
         branch.request = forwarded
         branch.destination = address
         branch.fr_deadline = trio.current_time() + self.fr_timeout
         return f"{address} {branch.branch}"
 
-    def _forwarded_request(self, request: Request, address: Address, branch: str) -> Request:
+    def _forwarded_request(
+        self, request: Request, address: Address, branch: str, stamps: Stamps
+    ) -> Request:
         """The request as it leaves for `address`: Max-Forwards, Record-Route, our Via."""
-        transport = self.proxy.transport
-        try:
-            local = transport.local_address(address.transport, family_of=address.host)
-        except TransportError as exc:
-            raise RoutingError(f"cannot send to {address}: {exc}") from None
-        named = transport.advertised(local, address.host)
-        record_route: tuple[str, ...] = ()
-        if self.record_route_requested:
-            inbound = self.server.inbound
-            came_to = transport.advertised(inbound.local, inbound.source.host)
-            record_route = (
-                (record_route_value(named),)
-                if named == came_to
-                else (record_route_value(named), record_route_value(came_to))
-            )
-        # --workers: this worker's own port, so that the responses come back to it.
-        sent_by = transport.sent_by(local, named)
         # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
         return forward_request(
             request,
-            via=via_value(sent_by, branch),
-            record_route=record_route,
+            via=stamps.via_before_branch + branch,
+            record_route=stamps.record_route,
             source=self.server.inbound.source,
             reliable=address.reliable,
         )
