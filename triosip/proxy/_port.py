@@ -156,6 +156,6 @@ class ProxyPort(Protocol):
         """The transport address of a next hop (DNS for a name)."""
         ...
 
-    async def run_route(self, tx: Any, route: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run a route, isolating the proxy from its exceptions."""
+    def route_failed(self, tx: Any, route: Callable[..., Awaitable[Any]], exc: Exception) -> None:
+        """A route raised `exc`: log it (throttled), isolating the proxy from it."""
         ...

@@ -306,7 +306,12 @@ class ProxyTransaction:
         self._routes.append(running)
         try:
             with scope:
-                await self.proxy.run_route(self, route, *args)
+                try:
+                    await route(*args)
+                except Exception as exc:
+                    self.proxy.route_failed(self, route, exc)
+                    if not self.final_sent:
+                        await self.reply(500, "Server Internal Error")
         finally:
             self._routes.remove(running)
         if scope.cancelled_caught and not self.cancelled:
