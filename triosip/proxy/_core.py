@@ -197,7 +197,8 @@ class Proxy:
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
         self._nursery: trio.Nursery | None = None
-        self._answered = trio.Event()
+        # Made by all_answered() (shutdown): until then, no event to set per answer.
+        self._answered: trio.Event | None = None
         # What a remote peer can make us log at will is throttled (per source host).
         self._bad_message_log = LogThrottle(logger, what="bad messages")
         self._failure_log = LogThrottle(logger, what="messages whose handling raised")
@@ -275,7 +276,8 @@ class Proxy:
 
     def note_answered(self) -> None:
         """A transaction sent its final response or ended: wake `all_answered()`."""
-        self._answered.set()
+        if self._answered is not None:
+            self._answered.set()
 
     def is_myself(self, uri: URI) -> bool:
         """Whether `uri` names one of our listeners (Kamailio's ``myself``)."""

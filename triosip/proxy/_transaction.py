@@ -144,7 +144,7 @@ class ProxyTransaction:
         self.cancelled = False
         # The routes running now, with their scopes (the request route's is `work_scope`):
         # a CANCEL cancels them, and with them every op the routes await or started.
-        self.work_scope = trio.CancelScope()
+        self.work_scope = trio.CancelScope(deadline=server.created_at + self.fr_timeout)
         self._routes: list[RunningRoute] = []
         self._to_tag: str | None = None
         # What waits for the response loop (a response needing a route, a branch's end),
@@ -267,7 +267,6 @@ class ProxyTransaction:
         """The server transaction's body: checks, request route, responses (see module doc)."""
         if await self._reject_if_invalid():
             return
-        self.work_scope.deadline = self.server.created_at + self.fr_timeout
         finished = await self.run_route(self.proxy.handlers.request, self, scope=self.work_scope)
         if not finished and not self.final_sent:
             if self.cancelled:
@@ -280,8 +279,7 @@ class ProxyTransaction:
         try:
             await self._process_responses()
         finally:
-            self._stop_unanswered_clients()
-            self._unlink_clients()
+            self._release_clients()
         if not self.final_sent and not self.branches:
             logger.info("%s %s dropped by the route", self.log_prefix(), self.request.method)
 
@@ -486,7 +484,7 @@ class ProxyTransaction:
         else in the response loop. Synchronous: called where the response arrives."""
         if not self._inbox and self.reply_route is None:
             if response is None:
-                if not branch.pending:
+                if branch.response is not None:
                     self._end_branch(branch)
                     return
             elif response.status < 200 or response.status // 100 == 2:
@@ -579,23 +577,20 @@ class ProxyTransaction:
         else:
             branch.scope.cancel()
 
-    def _stop_unanswered_clients(self) -> None:
+    def _release_clients(self) -> None:
         # The transaction is over (or cancelled from outside): a task-less client
-        # transaction still waiting for its answer has nobody to give it to.
+        # transaction still waiting for its answer has nobody to give it to. One that
+        # absorbs retransmissions of its final (Timer D/K) may outlive us: it must not keep
+        # the call's objects alive through its callbacks (they name its branch and us), nor
+        # may the branch name it back: a reference cycle per call that only the garbage
+        # collector would free.
         for branch in self.branches:
-            for client in (branch.client, branch.cancel_client):
-                if client is not None and client.state in _UNANSWERED and branch.task is None:
-                    client.stop()
-
-    def _unlink_clients(self) -> None:
-        # A client transaction may outlive us (absorbing retransmissions of its final for
-        # Timer D/K): it must not keep the call's objects alive through its callbacks
-        # (they name its branch and us), nor may the branch name it back: a reference
-        # cycle per call that only the garbage collector would free.
-        for branch in self.branches:
-            for client in (branch.client, branch.cancel_client):
-                if client is not None and branch.task is None:
-                    client.detach()
+            if branch.task is None:
+                for client in (branch.client, branch.cancel_client):
+                    if client is not None:
+                        if client.state in _UNANSWERED:
+                            client.stop()
+                        client.detach()
             branch.client = branch.cancel_client = None
 
     def _end_branch(self, branch: Branch) -> None:
@@ -622,7 +617,8 @@ class ProxyTransaction:
 
         `noted`: the provisional was noted before an onreply route ran."""
         status = response.status
-        if not branch.pending and not (status // 100 == 2 and self.request.method == "INVITE"):
+        pending = branch.response is None
+        if not pending and not (status // 100 == 2 and self.request.method == "INVITE"):
             return True  # a late answer on a branch we already closed (its local 408, say)
         if status < 200:
             if not noted:
@@ -634,7 +630,7 @@ class ProxyTransaction:
             return True
         if status // 100 != 2:
             return False
-        if branch.pending:
+        if pending:
             branch.response = response
             self._deadlines_changed()
         # RFC 3261 §16.7 step 5: every 2xx goes upstream at once, then the other branches
@@ -722,7 +718,7 @@ class ProxyTransaction:
 
     def _cancel_pending_branches(self) -> None:
         for branch in self.branches:
-            if branch.pending and not branch.ended:
+            if branch.response is None and not branch.ended:
                 self._send_cancel(branch)
 
     def _send_cancel(self, branch: Branch) -> None:
