@@ -360,7 +360,8 @@ class Proxy:
 
     async def _on_request(self, server: ServerTransaction) -> None:
         request = server.request
-        ack = self._acks_in_flight.get(request.call_id)
+        acks = self._acks_in_flight
+        ack = acks.get(request.call_id) if acks else None
         if ack is not None:
             # The ACK came first: it is relayed first. Each message runs in a task of its
             # own, and trio starts tasks in no promised order; a UA that sends its ACK
@@ -420,10 +421,10 @@ class Proxy:
         message = inbound.message
         if isinstance(message, Request):
             if message.method == "ACK":
-                ack = self._acks_in_flight[message.call_id] = _AckInFlight()
+                call_id = message.call_id
+                ack = self._acks_in_flight[call_id] = _AckInFlight()
                 assert self._nursery is not None
-                name = f"ACK {message.call_id}"
-                self._nursery.start_soon(self._run_stateless, inbound, ack, name=name)
+                self._nursery.start_soon(self._run_stateless, inbound, ack, name=f"ACK {call_id}")
             return
         if message.status // 100 == 2:
             # RFC 6026 §8.4: a 2xx that matches no client transaction is forwarded
@@ -456,8 +457,9 @@ class Proxy:
         finally:
             if ack.relayed is not None:
                 ack.relayed.set()
-            if self._acks_in_flight.get(request.call_id) is ack:
-                del self._acks_in_flight[request.call_id]
+            call_id = request.call_id
+            if self._acks_in_flight.get(call_id) is ack:
+                del self._acks_in_flight[call_id]
 
     async def _forward_stray_response(self, response: Response) -> None:
         vias = response.via
