@@ -121,6 +121,8 @@ class RunningRoute(NamedTuple):
 
     route: Callable[..., Awaitable[Any]]
     scope: trio.CancelScope
+    # The nursery its ops run in; `scope` is the nursery's own.
+    ops: trio.Nursery
 
 
 class ProxyTransaction:
@@ -144,7 +146,8 @@ class ProxyTransaction:
         self.cancelled = False
         # The routes running now, with their scopes (the request route's is `work_scope`):
         # a CANCEL cancels them, and with them every op the routes await or started.
-        self.work_scope = trio.CancelScope(deadline=server.created_at + self.fr_timeout)
+        # The request route's scope, once it runs (`run_route`).
+        self.work_scope: trio.CancelScope | None = None
         self._routes: list[RunningRoute] = []
         self._to_tag: str | None = None
         # What waits for the response loop (a response needing a route, a branch's end),
@@ -188,7 +191,8 @@ class ProxyTransaction:
         if not seconds > 0:
             raise ValueError(f"fr_timeout must be > 0, not {seconds}")
         self.fr_timeout = seconds
-        self.work_scope.deadline = self.server.created_at + seconds
+        if self.work_scope is not None:
+            self.work_scope.deadline = self.server.created_at + seconds
 
     def set_fr_inv_timeout(self, seconds: float) -> None:
         """tm's fr_inv_timeout: how long an INVITE branch may ring after a provisional reply."""
@@ -267,7 +271,7 @@ class ProxyTransaction:
         """The server transaction's body: checks, request route, responses (see module doc)."""
         if await self._reject_if_invalid():
             return
-        finished = await self.run_route(self.proxy.handlers.request, self, scope=self.work_scope)
+        finished = await self.run_route(self.proxy.handlers.request, self, request_route=True)
         if not finished and not self.final_sent:
             if self.cancelled:
                 if not self.branches:
@@ -287,31 +291,44 @@ class ProxyTransaction:
         self,
         route: Callable[..., Awaitable[Any]],
         *args: Any,
-        scope: trio.CancelScope | None = None,
+        request_route: bool = False,
     ) -> bool:
         """Run one of the transaction's routes, with what it awaits and the ops it starts,
-        inside a cancel scope that a CANCEL cancels and whose deadline is the fr timer: the
-        request route's `work_scope`, else a scope of its own `fr_timeout` long.
+        in a nursery for its ops (`route_nursery`) whose cancel scope a CANCEL cancels and
+        whose deadline is the fr timer: for the request route, the transaction's (its
+        `work_scope`), else `fr_timeout` from now. The route's run ends when its ops have.
 
         Returns:
             False when the scope was cancelled (CANCEL or fr timeout) before the route ended.
         """
-        if scope is None:
-            scope = trio.CancelScope(deadline=trio.current_time() + self.fr_timeout)
-        if self.cancelled:
-            scope.cancel()
-        running = RunningRoute(route, scope)
-        self._routes.append(running)
+        deadline = (
+            self.server.created_at if request_route else trio.current_time()
+        ) + self.fr_timeout
+        running: RunningRoute | None = None
+        scope: trio.CancelScope | None = None
         try:
-            with scope:
-                try:
+            try:
+                # One nursery, whose own scope is the route's: a scope around a nursery
+                # would cost as much again, per route.
+                async with trio.open_nursery() as ops:
+                    scope = ops.cancel_scope
+                    scope.deadline = deadline
+                    if request_route:
+                        self.work_scope = scope
+                    if self.cancelled:
+                        scope.cancel()
+                    running = RunningRoute(route, scope, ops)
+                    self._routes.append(running)
                     await route(*args)
-                except Exception as exc:
-                    self.proxy.route_failed(self, route, exc)
-                    if not self.final_sent:
-                        await self.reply(500, "Server Internal Error")
-        finally:
-            self._routes.remove(running)
+            finally:
+                if running is not None:
+                    self._routes.remove(running)
+        except Exception as exc:
+            # The route's, or its ops' (an ExceptionGroup): logged, answered 500.
+            self.proxy.route_failed(self, route, exc)
+            if not self.final_sent:
+                await self.reply(500, "Server Internal Error")
+        assert scope is not None
         if scope.cancelled_caught and not self.cancelled:
             logger.info(
                 "%s route %s: fr_timeout (%g s) passed, its ops cancelled",
@@ -320,6 +337,12 @@ class ProxyTransaction:
                 self.fr_timeout,
             )
         return not scope.cancelled_caught
+
+    @property
+    def route_nursery(self) -> trio.Nursery:
+        """The nursery of the innermost route running now, for the ops it starts (inside
+        the route's cancel scope: a CANCEL or its fr timer cancels them)."""
+        return self._routes[-1].ops
 
     def is_cancelled(self) -> bool:
         """Whether a CANCEL matched (a method, so that type narrowing doesn't outlive an

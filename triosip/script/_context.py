@@ -454,8 +454,8 @@ class RequestContext(MessageView, _RouteContext):
         params, environment = self.params, self._environment
 
         async def run_failure(proxy_tx: ProxyTransaction, best: Response) -> None:
-            async with trio.open_nursery() as ops:
-                await route(FailureContext(proxy_tx, params, environment, ops, best))
+            ops = proxy_tx.route_nursery
+            await route(FailureContext(proxy_tx, params, environment, ops, best))
 
         run_failure.__qualname__ = route_name(route)  # the MI and the logs show the route
         tx.failure_route = run_failure
@@ -466,6 +466,8 @@ class RequestContext(MessageView, _RouteContext):
         params, environment = self.params, self._environment
 
         async def run_reply(proxy_tx: ProxyTransaction, branch: Branch, response: Response) -> bool:
+            # A nursery of its own: the verdict is read once its resume routes (which may
+            # drop() too) have ended.
             async with trio.open_nursery() as ops:
                 context = ReplyContext(proxy_tx, params, environment, ops, branch, response)
                 await route(context)
@@ -480,8 +482,8 @@ class RequestContext(MessageView, _RouteContext):
         params, environment = self.params, self._environment
 
         async def run_branch(proxy_tx: ProxyTransaction, branch: Branch) -> None:
-            async with trio.open_nursery() as ops:
-                await route(BranchContext(proxy_tx, params, environment, ops, branch))
+            ops = proxy_tx.route_nursery
+            await route(BranchContext(proxy_tx, params, environment, ops, branch))
 
         run_branch.__qualname__ = route_name(route)
         tx.branch_route = run_branch
