@@ -6,8 +6,9 @@ A `ProxyTransaction` lives inside its server transaction's task and nursery
 (`ServerTransaction.nursery`). `run()` is that task's body:
 
 1. the §16.3 checks (483, 482, 420), answered at once;
-2. the request route, inside `work_scope`, whose deadline is the transaction's fr timer
-   and which a CANCEL cancels: whatever the route awaits (ops, DNS) is cancelled with it;
+2. the request route, in a nursery for its ops whose own cancel scope is `work_scope`:
+   its deadline is the transaction's fr timer and a CANCEL cancels it, so whatever the
+   route awaits or starts (ops, DNS) is cancelled with it;
 3. the responses: each branch is one client transaction. Over UDP it is a record that
    the transaction layer runs without a task (``TransactionLayer.start_client``), and what
    needs no route is done where the response arrives, synchronously: a provisional or a
