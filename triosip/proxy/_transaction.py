@@ -28,6 +28,7 @@ nothing of scripts. Everything a route may do to the transaction is a method her
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import deque
@@ -247,7 +248,8 @@ class ProxyTransaction:
             branch.client = self.proxy.transactions.start_client(
                 branch.request,
                 branch.destination,
-                on_response=lambda _client, response: self._client_response(branch, response),
+                # A partial, not a lambda: no frame of ours per response.
+                on_response=functools.partial(self._client_response, branch),
                 on_end=lambda _client, failure: self._client_ended(branch, failure),
                 # The 2xx retransmissions that the Accepted state would pass up go through
                 # on_stray, forwarded statelessly (RFC 6026 §8.4).
@@ -474,7 +476,9 @@ class ProxyTransaction:
 
     # -- the responses ----------------------------------------------------------------
 
-    def _client_response(self, branch: Branch, response: Response) -> None:
+    def _client_response(
+        self, branch: Branch, _client: ClientTransaction, response: Response
+    ) -> None:
         """A response from a branch's task-less client transaction (``start_client``)."""
         self._post(branch, response)
         if response.status >= 200 and not branch.ended:
@@ -556,14 +560,12 @@ class ProxyTransaction:
             self._alarm.close()
 
     def _next_deadline(self) -> float:
-        return min(
-            (
-                min(b.fr_deadline, b.stop_at)
-                for b in self.branches
-                if not b.ended and (b.pending or b.stop_at < math.inf)
-            ),
-            default=math.inf,
-        )
+        # A loop rather than min() over a generator: it runs at each park and provisional.
+        deadline = math.inf
+        for b in self.branches:
+            if not b.ended and (b.response is None or b.stop_at < math.inf):
+                deadline = min(deadline, b.fr_deadline, b.stop_at)
+        return deadline
 
     def _deadlines_changed(self) -> None:
         if self._parked is not None:
