@@ -33,8 +33,8 @@ from triosip.proxy._forward import (
 )
 from triosip.proxy._names import route_name
 from triosip.proxy._port import OwnStamps, ProxyConfig
-from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
-from triosip.proxy._transaction import ProxyTransaction
+from triosip.proxy._statistics import ProxyCounters, ProxyStatistics
+from triosip.proxy._transaction import STATUS_CLASSES, ProxyTransaction
 from triosip.proxy.inspection import ProxyInspection
 from triosip.sip import URI, ParseError, Request, Response, build_error_response, build_response
 from triosip.transaction import ServerTransaction, TransactionError
@@ -194,6 +194,7 @@ class Proxy:
         self.own_addresses: Container[tuple[str, int]] = frozenset()
         self.counters = ProxyCounters()
         self.stamps = OwnStamps(transport)
+        self._literal_hops: dict[NextHop, Address] = {}
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
         self._nursery: trio.Nursery | None = None
@@ -300,8 +301,15 @@ class Proxy:
         Raises:
             RoutingError: the name does not resolve to an address we can send to.
         """
+        address = self._literal_hops.get(hop)
+        if address is not None:
+            return address
         if is_ip_literal(hop.host):
-            return Address(hop.transport, hop.host, hop.port)
+            # Kept: the same few next hops, again and again (bounded: hops come from the wire).
+            if len(self._literal_hops) >= OwnStamps.SIZE:
+                self._literal_hops.clear()
+            address = self._literal_hops[hop] = Address(hop.transport, hop.host, hop.port)
+            return address
         try:
             infos = await trio.socket.getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
         except OSError as exc:
@@ -328,7 +336,7 @@ class Proxy:
         if isinstance(message, Request):
             self.counters.requests_received[message.method] += 1
         else:
-            self.counters.replies_received[status_class(message.status)] += 1
+            self.counters.replies_received[STATUS_CLASSES[message.status // 100]] += 1
         try:
             self.transactions.receive(inbound)
         except Exception:

@@ -33,7 +33,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
@@ -68,6 +68,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# `status_class` of each hundred, looked up per response rather than formatted (statuses
+# are 100-699: checked when parsed, and ours).
+STATUS_CLASSES = tuple(status_class(hundred * 100) for hundred in range(10))
+
 # RFC 3261 §18.1.1: requests larger than this go over TCP when the path MTU is unknown.
 UDP_SIZE_LIMIT = 1300
 
@@ -92,7 +96,8 @@ class Branch:
     request: Request
     destination: Address | None = None
     branch: str = ""
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # The cancel scope of the branch's task (over TCP): made when first needed (`scope`).
+    _scope: trio.CancelScope | None = None
     fr_deadline: float = math.inf
     provisional: bool = False
     response: Response | None = None
@@ -111,6 +116,13 @@ class Branch:
     client: ClientTransaction | None = None
     cancel_task: trio.lowlevel.Task | None = None
     cancel_client: ClientTransaction | None = None
+
+    @property
+    def scope(self) -> trio.CancelScope:
+        """The cancel scope of the branch's task, over TCP (a branch over UDP runs none)."""
+        if self._scope is None:
+            self._scope = trio.CancelScope()
+        return self._scope
 
     @property
     def pending(self) -> bool:
@@ -730,7 +742,7 @@ class ProxyTransaction:
     def _send_upstream(self, response: Response, *, generated: bool = False) -> None:
         counters = self.proxy.counters
         sent = counters.replies_generated if generated else counters.replies_forwarded
-        sent[status_class(response.status)] += 1
+        sent[STATUS_CLASSES[response.status // 100]] += 1
         counters.replies_sent[response.status] += 1
         try:
             # Not awaited: a response that cannot go out at once (TCP, a full socket) goes
