@@ -194,7 +194,7 @@ class Proxy:
         self.own_addresses: Container[tuple[str, int]] = frozenset()
         self.counters = ProxyCounters()
         self.stamps = OwnStamps(transport)
-        self._literal_hops: dict[NextHop, Address] = {}
+        self._literal_hops: dict[tuple[str, str, int], Address] = {}
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
         self._nursery: trio.Nursery | None = None
@@ -301,14 +301,16 @@ class Proxy:
         Raises:
             RoutingError: the name does not resolve to an address we can send to.
         """
-        address = self._literal_hops.get(hop)
+        # Kept: the same few next hops, again and again (bounded: hops come from the wire).
+        # By a tuple: a NextHop's hash and equality are Python calls.
+        key = (hop.transport, hop.host, hop.port)
+        address = self._literal_hops.get(key)
         if address is not None:
             return address
         if is_ip_literal(hop.host):
-            # Kept: the same few next hops, again and again (bounded: hops come from the wire).
             if len(self._literal_hops) >= OwnStamps.SIZE:
                 self._literal_hops.clear()
-            address = self._literal_hops[hop] = Address(hop.transport, hop.host, hop.port)
+            address = self._literal_hops[key] = Address(hop.transport, hop.host, hop.port)
             return address
         try:
             infos = await trio.socket.getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
