@@ -8,7 +8,6 @@ parse).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import socket
@@ -31,12 +30,11 @@ from triosip.proxy._forward import (
     stamped_source,
     strip_own_routes,
     target_of,
-    via_value,
 )
 from triosip.proxy._names import route_name
-from triosip.proxy._port import ProxyConfig
-from triosip.proxy._statistics import ProxyCounters, ProxyStatistics, status_class
-from triosip.proxy._transaction import ProxyTransaction
+from triosip.proxy._port import OwnStamps, ProxyConfig
+from triosip.proxy._statistics import ProxyCounters, ProxyStatistics
+from triosip.proxy._transaction import STATUS_CLASSES, ProxyTransaction
 from triosip.proxy.inspection import ProxyInspection
 from triosip.sip import URI, ParseError, Request, Response, build_error_response, build_response
 from triosip.transaction import ServerTransaction, TransactionError
@@ -84,6 +82,7 @@ class StatelessRequest:
         request = self.request
         try:
             address = await self.proxy.resolve(target_of(request, destination))
+            stamps = self.proxy.stamps.toward(address, None)
         except RoutingError as exc:
             reason = shown(exc.reason)
             logger.info("%s cannot relay %s: %s", self.log_prefix(), request.method, reason)
@@ -94,21 +93,20 @@ class StatelessRequest:
             f"{request.top_via.branch}\x00{request.call_id}".encode("utf-8", "surrogateescape"),
             digest_size=8,
         ).hexdigest()
+        # A stream needs Content-Length (reliable); the edits in one copy.
+        forwarded = forward_request(
+            request,
+            via=stamps.via_before_branch + BRANCH_PREFIX + digest,
+            source=self.inbound.source,
+            reliable=address.reliable,
+        )
         try:
-            transport = self.proxy.transport
-            local = transport.local_address(address.transport, family_of=address.host)
-            named = transport.advertised(local, address.host)
-            via = via_value(transport.sent_by(local, named), BRANCH_PREFIX + digest)
-            # A stream needs Content-Length (reliable); the edits in one copy.
-            forwarded = forward_request(
-                request, via=via, source=self.inbound.source, reliable=address.reliable
-            )
             await self.proxy.transport.send(bytes(forwarded), address)
-            self.proxy.counters.requests_forwarded[request.method] += 1
-            self.relayed = True
         except TransportError as exc:
             logger.info("%s %s not sent: %s", self.log_prefix(), request.method, exc)
             return False
+        self.proxy.counters.requests_forwarded[request.method] += 1
+        self.relayed = True
         return True
 
 
@@ -195,10 +193,13 @@ class Proxy:
         self.transactions = transactions
         self.own_addresses: Container[tuple[str, int]] = frozenset()
         self.counters = ProxyCounters()
+        self.stamps = OwnStamps(transport)
+        self._literal_hops: dict[tuple[str, str, int], Address] = {}
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
         self._nursery: trio.Nursery | None = None
-        self._answered = trio.Event()
+        # Made by all_answered() (shutdown): until then, no event to set per answer.
+        self._answered: trio.Event | None = None
         # What a remote peer can make us log at will is throttled (per source host).
         self._bad_message_log = LogThrottle(logger, what="bad messages")
         self._failure_log = LogThrottle(logger, what="messages whose handling raised")
@@ -206,7 +207,7 @@ class Proxy:
         self._route_error_log = LogThrottle(logger, what="route exceptions")
         # The ACKs whose stateless route runs now, by Call-ID: a later request of the
         # dialog waits for its ACK to be relayed first (see _on_request).
-        self._acks_in_flight: dict[str, trio.Event] = {}
+        self._acks_in_flight: dict[str, _AckInFlight] = {}
         inbox._proxy = self
 
     async def serve(
@@ -276,7 +277,8 @@ class Proxy:
 
     def note_answered(self) -> None:
         """A transaction sent its final response or ended: wake `all_answered()`."""
-        self._answered.set()
+        if self._answered is not None:
+            self._answered.set()
 
     def is_myself(self, uri: URI) -> bool:
         """Whether `uri` names one of our listeners (Kamailio's ``myself``)."""
@@ -299,8 +301,17 @@ class Proxy:
         Raises:
             RoutingError: the name does not resolve to an address we can send to.
         """
+        # Kept: the same few next hops, again and again (bounded: hops come from the wire).
+        # By a tuple: a NextHop's hash and equality are Python calls.
+        key = (hop.transport, hop.host, hop.port)
+        address = self._literal_hops.get(key)
+        if address is not None:
+            return address
         if is_ip_literal(hop.host):
-            return Address(hop.transport, hop.host, hop.port)
+            if len(self._literal_hops) >= OwnStamps.SIZE:
+                self._literal_hops.clear()
+            address = self._literal_hops[key] = Address(hop.transport, hop.host, hop.port)
+            return address
         try:
             infos = await trio.socket.getaddrinfo(hop.host, hop.port, type=socket.SOCK_DGRAM)
         except OSError as exc:
@@ -311,30 +322,23 @@ class Proxy:
                 return Address(hop.transport, str(sockaddr[0]), hop.port)
         raise RoutingError(f"{hop.host} has no address we can reach", status=503)
 
-    async def run_route(self, tx: Any, route: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run a route, isolating the proxy from its bugs: an exception is logged in one
-        line that names the route, its file and line (its traceback at DEBUG) and, if the
-        transaction has no answer yet, answered 500.
-        """
-        try:
-            return await route(*args)
-        except Exception as exc:
-            # A route may fail on what a peer sends, at will: a few lines per route and
-            # exception type in each window, then a summary.
-            name = route_name(route)
-            if self._route_error_log.allow(f"route {name}", type(exc).__name__):
-                logger.error("%s %s", tx.log_prefix(), describe_failure(exc))
-                logger.debug("%s %s: the traceback", tx.log_prefix(), name, exc_info=True)
-            if isinstance(tx, ProxyTransaction) and not tx.final_sent:
-                await tx.reply(500, "Server Internal Error")
-            return None
+    def route_failed(self, tx: Any, route: Callable[..., Awaitable[Any]], exc: Exception) -> None:
+        """A route raised: the proxy is isolated from its bugs. Logs one line that names the
+        route, its file and line (its traceback at DEBUG); the caller answers 500 if the
+        transaction has no answer yet."""
+        # A route may fail on what a peer sends, at will: a few lines per route and
+        # exception type in each window, then a summary.
+        name = route_name(route)
+        if self._route_error_log.allow(f"route {name}", type(exc).__name__):
+            logger.error("%s %s", tx.log_prefix(), describe_failure(exc))
+            logger.debug("%s %s: the traceback", tx.log_prefix(), name, exc_info=exc)
 
     def _receive(self, inbound: Inbound) -> None:
         message = inbound.message
         if isinstance(message, Request):
             self.counters.requests_received[message.method] += 1
         else:
-            self.counters.replies_received[status_class(message.status)] += 1
+            self.counters.replies_received[STATUS_CLASSES[message.status // 100]] += 1
         try:
             self.transactions.receive(inbound)
         except Exception:
@@ -366,12 +370,15 @@ class Proxy:
 
     async def _on_request(self, server: ServerTransaction) -> None:
         request = server.request
-        ack = self._acks_in_flight.get(request.call_id)
+        acks = self._acks_in_flight
+        ack = acks.get(request.call_id) if acks else None
         if ack is not None:
             # The ACK came first: it is relayed first. Each message runs in a task of its
             # own, and trio starts tasks in no promised order; a UA that sends its ACK
             # and then its BYE expects them in that order (sipp's uas aborts otherwise).
-            await ack.wait()
+            if ack.relayed is None:
+                ack.relayed = trio.Event()
+            await ack.relayed.wait()
         if request.method == "CANCEL":
             await self._on_cancel(server)
             return
@@ -424,19 +431,19 @@ class Proxy:
         message = inbound.message
         if isinstance(message, Request):
             if message.method == "ACK":
-                done = self._acks_in_flight[message.call_id] = trio.Event()
-                self._start_guarded(
-                    functools.partial(self._run_stateless, done=done),
-                    inbound,
-                    f"ACK {message.call_id}",
-                )
+                call_id = message.call_id
+                ack = self._acks_in_flight[call_id] = _AckInFlight()
+                assert self._nursery is not None
+                self._nursery.start_soon(self._run_stateless, inbound, ack, name=f"ACK {call_id}")
             return
         if message.status // 100 == 2:
             # RFC 6026 §8.4: a 2xx that matches no client transaction is forwarded
             # statelessly, so that the caller's retransmitted 2xx still get through.
             self._start_guarded(self._forward_stray_response, message, f"2xx {message.call_id}")
 
-    async def _run_stateless(self, inbound: Inbound, *, done: trio.Event) -> None:
+    async def _run_stateless(self, inbound: Inbound, ack: _AckInFlight) -> None:
+        """The stateless work of an ACK, in its own task of the proxy's nursery (guarded as
+        `_start_guarded` does, without its layers: a third of a call's requests)."""
         request = inbound.message
         assert isinstance(request, Request)
         try:
@@ -444,17 +451,25 @@ class Proxy:
             if stateless.request.max_forwards == 0:
                 why = "Max-Forwards 0"
             else:
-                with trio.move_on_after(self.config.fr_timeout):
-                    await self.run_route(stateless, self.handlers.request, stateless)
+                route = self.handlers.request
+                with trio.CancelScope(deadline=trio.current_time() + self.config.fr_timeout):
+                    try:
+                        await route(stateless)
+                    except Exception as exc:
+                        self.route_failed(stateless, route, exc)
                 if stateless.relayed:
                     return
                 why = "the route relayed it nowhere"
             if self._dropped_log.allow(inbound.source.host, why):
                 logger.info("%s ACK dropped: %s", stateless.log_prefix(), why)
+        except Exception:
+            self._message_failed(f"ACK {request.call_id}")
         finally:
-            done.set()
-            if self._acks_in_flight.get(request.call_id) is done:
-                del self._acks_in_flight[request.call_id]
+            if ack.relayed is not None:
+                ack.relayed.set()
+            call_id = request.call_id
+            if self._acks_in_flight.get(call_id) is ack:
+                del self._acks_in_flight[call_id]
 
     async def _forward_stray_response(self, response: Response) -> None:
         vias = response.via
@@ -502,6 +517,16 @@ class Proxy:
                     await self.transport.send(answer, bad.source)
                 except TransportError as exc:
                     logger.info("400 to %s not sent: %s", bad.source, exc)
+
+
+class _AckInFlight:
+    """An ACK whose stateless route runs now; `relayed` is made only if a later request
+    of its dialog has to wait for it (rarely: no event per ACK)."""
+
+    __slots__ = ("relayed",)
+
+    def __init__(self) -> None:
+        self.relayed: trio.Event | None = None
 
 
 def _local_tag() -> str:

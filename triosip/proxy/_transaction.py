@@ -6,8 +6,9 @@ A `ProxyTransaction` lives inside its server transaction's task and nursery
 (`ServerTransaction.nursery`). `run()` is that task's body:
 
 1. the §16.3 checks (483, 482, 420), answered at once;
-2. the request route, inside `work_scope`, whose deadline is the transaction's fr timer
-   and which a CANCEL cancels: whatever the route awaits (ops, DNS) is cancelled with it;
+2. the request route, in a nursery for its ops whose own cancel scope is `work_scope`:
+   its deadline is the transaction's fr timer and a CANCEL cancels it, so whatever the
+   route awaits or starts (ops, DNS) is cancelled with it;
 3. the responses: each branch is one client transaction. Over UDP it is a record that
    the transaction layer runs without a task (``TransactionLayer.start_client``), and what
    needs no route is done where the response arrives, synchronously: a provisional or a
@@ -27,11 +28,12 @@ nothing of scripts. Everything a route may do to the transaction is a method her
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import trio
@@ -44,10 +46,8 @@ from triosip.proxy._forward import (
     RoutingError,
     forward_request,
     loop_hash,
-    record_route_value,
     strip_own_routes,
     target_of,
-    via_value,
 )
 from triosip.proxy._names import route_name
 from triosip.proxy._response import best_response, forwarded_status, merge_challenges
@@ -64,9 +64,13 @@ from triosip.transaction import (
 from triosip.transport import Address, TransportError
 
 if TYPE_CHECKING:
-    from triosip.proxy._port import ProxyPort
+    from triosip.proxy._port import ProxyPort, Stamps
 
 logger = logging.getLogger(__name__)
+
+# `status_class` of each hundred, looked up per response rather than formatted (statuses
+# are 100-699: checked when parsed, and ours).
+STATUS_CLASSES = tuple(status_class(hundred * 100) for hundred in range(10))
 
 # RFC 3261 §18.1.1: requests larger than this go over TCP when the path MTU is unknown.
 UDP_SIZE_LIMIT = 1300
@@ -92,7 +96,8 @@ class Branch:
     request: Request
     destination: Address | None = None
     branch: str = ""
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # The cancel scope of the branch's task (over TCP): made when first needed (`scope`).
+    _scope: trio.CancelScope | None = None
     fr_deadline: float = math.inf
     provisional: bool = False
     response: Response | None = None
@@ -113,6 +118,13 @@ class Branch:
     cancel_client: ClientTransaction | None = None
 
     @property
+    def scope(self) -> trio.CancelScope:
+        """The cancel scope of the branch's task, over TCP (a branch over UDP runs none)."""
+        if self._scope is None:
+            self._scope = trio.CancelScope()
+        return self._scope
+
+    @property
     def pending(self) -> bool:
         """No final response yet."""
         return self.response is None
@@ -123,6 +135,8 @@ class RunningRoute(NamedTuple):
 
     route: Callable[..., Awaitable[Any]]
     scope: trio.CancelScope
+    # The nursery its ops run in; `scope` is the nursery's own.
+    ops: trio.Nursery
 
 
 class ProxyTransaction:
@@ -146,7 +160,8 @@ class ProxyTransaction:
         self.cancelled = False
         # The routes running now, with their scopes (the request route's is `work_scope`):
         # a CANCEL cancels them, and with them every op the routes await or started.
-        self.work_scope = trio.CancelScope()
+        # The request route's scope, once it runs (`run_route`).
+        self.work_scope: trio.CancelScope | None = None
         self._routes: list[RunningRoute] = []
         self._to_tag: str | None = None
         # What waits for the response loop (a response needing a route, a branch's end),
@@ -190,7 +205,8 @@ class ProxyTransaction:
         if not seconds > 0:
             raise ValueError(f"fr_timeout must be > 0, not {seconds}")
         self.fr_timeout = seconds
-        self.work_scope.deadline = self.server.created_at + seconds
+        if self.work_scope is not None:
+            self.work_scope.deadline = self.server.created_at + seconds
 
     def set_fr_inv_timeout(self, seconds: float) -> None:
         """tm's fr_inv_timeout: how long an INVITE branch may ring after a provisional reply."""
@@ -244,7 +260,8 @@ class ProxyTransaction:
             branch.client = self.proxy.transactions.start_client(
                 branch.request,
                 branch.destination,
-                on_response=lambda _client, response: self._client_response(branch, response),
+                # A partial, not a lambda: no frame of ours per response.
+                on_response=functools.partial(self._client_response, branch),
                 on_end=lambda _client, failure: self._client_ended(branch, failure),
                 # The 2xx retransmissions that the Accepted state would pass up go through
                 # on_stray, forwarded statelessly (RFC 6026 §8.4).
@@ -269,8 +286,7 @@ class ProxyTransaction:
         """The server transaction's body: checks, request route, responses (see module doc)."""
         if await self._reject_if_invalid():
             return
-        self.work_scope.deadline = self.server.created_at + self.fr_timeout
-        finished = await self.run_route(self.proxy.handlers.request, self, scope=self.work_scope)
+        finished = await self.run_route(self.proxy.handlers.request, self, request_route=True)
         if not finished and not self.final_sent:
             if self.cancelled:
                 if not self.branches:
@@ -282,8 +298,7 @@ class ProxyTransaction:
         try:
             await self._process_responses()
         finally:
-            self._stop_unanswered_clients()
-            self._unlink_clients()
+            self._release_clients()
         if not self.final_sent and not self.branches:
             logger.info("%s %s dropped by the route", self.log_prefix(), self.request.method)
 
@@ -291,26 +306,44 @@ class ProxyTransaction:
         self,
         route: Callable[..., Awaitable[Any]],
         *args: Any,
-        scope: trio.CancelScope | None = None,
+        request_route: bool = False,
     ) -> bool:
         """Run one of the transaction's routes, with what it awaits and the ops it starts,
-        inside a cancel scope that a CANCEL cancels and whose deadline is the fr timer: the
-        request route's `work_scope`, else a scope of its own `fr_timeout` long.
+        in a nursery for its ops (`route_nursery`) whose cancel scope a CANCEL cancels and
+        whose deadline is the fr timer: for the request route, the transaction's (its
+        `work_scope`), else `fr_timeout` from now. The route's run ends when its ops have.
 
         Returns:
             False when the scope was cancelled (CANCEL or fr timeout) before the route ended.
         """
-        if scope is None:
-            scope = trio.CancelScope(deadline=trio.current_time() + self.fr_timeout)
-        if self.cancelled:
-            scope.cancel()
-        running = RunningRoute(route, scope)
-        self._routes.append(running)
+        deadline = (
+            self.server.created_at if request_route else trio.current_time()
+        ) + self.fr_timeout
+        running: RunningRoute | None = None
+        scope: trio.CancelScope | None = None
         try:
-            with scope:
-                await self.proxy.run_route(self, route, *args)
-        finally:
-            self._routes.remove(running)
+            try:
+                # One nursery, whose own scope is the route's: a scope around a nursery
+                # would cost as much again, per route.
+                async with trio.open_nursery() as ops:
+                    scope = ops.cancel_scope
+                    scope.deadline = deadline
+                    if request_route:
+                        self.work_scope = scope
+                    if self.cancelled:
+                        scope.cancel()
+                    running = RunningRoute(route, scope, ops)
+                    self._routes.append(running)
+                    await route(*args)
+            finally:
+                if running is not None:
+                    self._routes.remove(running)
+        except Exception as exc:
+            # The route's, or its ops' (an ExceptionGroup): logged, answered 500.
+            self.proxy.route_failed(self, route, exc)
+            if not self.final_sent:
+                await self.reply(500, "Server Internal Error")
+        assert scope is not None
         if scope.cancelled_caught and not self.cancelled:
             logger.info(
                 "%s route %s: fr_timeout (%g s) passed, its ops cancelled",
@@ -319,6 +352,12 @@ class ProxyTransaction:
                 self.fr_timeout,
             )
         return not scope.cancelled_caught
+
+    @property
+    def route_nursery(self) -> trio.Nursery:
+        """The nursery of the innermost route running now, for the ops it starts (inside
+        the route's cancel scope: a CANCEL or its fr timer cancels them)."""
+        return self._routes[-1].ops
 
     def is_cancelled(self) -> bool:
         """Whether a CANCEL matched (a method, so that type narrowing doesn't outlive an
@@ -355,48 +394,37 @@ class ProxyTransaction:
         request = branch.request  # stamped with its source in _forwarded_request
         hop = target_of(request, destination)
         address = await self.proxy.resolve(hop)
-        digest = loop_hash(self.server.request, self.server.request.top_via)
+        received = self.server.request
+        digest = loop_hash(received, received.top_via)
         branch.branch = f"{BRANCH_PREFIX}{digest}.{ids.token_hex(6)}"
-        forwarded = self._forwarded_request(request, address, branch.branch)
+        came = self.server.inbound if self.record_route_requested else None
+        stamps = self.proxy.stamps.toward(address, came)
+        forwarded = self._forwarded_request(request, address, branch.branch, stamps)
         if (
             address.transport == "udp"
-            and any(a.transport == "tcp" for a in self.proxy.transport.listeners)
+            and stamps.tcp_listener
             and len(bytes(forwarded)) > UDP_SIZE_LIMIT
         ):
             # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1300 bytes when
             # the MTU is unknown) goes over a congestion-controlled transport instead.
             branch.udp_fallback = (forwarded, address)
             address = Address("tcp", address.host, address.port)
-            forwarded = self._forwarded_request(request, address, branch.branch)
+            stamps = self.proxy.stamps.toward(address, came)
+            forwarded = self._forwarded_request(request, address, branch.branch, stamps)
         branch.request = forwarded
         branch.destination = address
         branch.fr_deadline = trio.current_time() + self.fr_timeout
         return f"{address} {branch.branch}"
 
-    def _forwarded_request(self, request: Request, address: Address, branch: str) -> Request:
+    def _forwarded_request(
+        self, request: Request, address: Address, branch: str, stamps: Stamps
+    ) -> Request:
         """The request as it leaves for `address`: Max-Forwards, Record-Route, our Via."""
-        transport = self.proxy.transport
-        try:
-            local = transport.local_address(address.transport, family_of=address.host)
-        except TransportError as exc:
-            raise RoutingError(f"cannot send to {address}: {exc}") from None
-        named = transport.advertised(local, address.host)
-        record_route: tuple[str, ...] = ()
-        if self.record_route_requested:
-            inbound = self.server.inbound
-            came_to = transport.advertised(inbound.local, inbound.source.host)
-            record_route = (
-                (record_route_value(named),)
-                if named == came_to
-                else (record_route_value(named), record_route_value(came_to))
-            )
-        # --workers: this worker's own port, so that the responses come back to it.
-        sent_by = transport.sent_by(local, named)
         # A stream needs Content-Length (RFC 3261 §20.14); a datagram may come without.
         return forward_request(
             request,
-            via=via_value(sent_by, branch),
-            record_route=record_route,
+            via=stamps.via_before_branch + branch,
+            record_route=stamps.record_route,
             source=self.server.inbound.source,
             reliable=address.reliable,
         )
@@ -460,7 +488,9 @@ class ProxyTransaction:
 
     # -- the responses ----------------------------------------------------------------
 
-    def _client_response(self, branch: Branch, response: Response) -> None:
+    def _client_response(
+        self, branch: Branch, _client: ClientTransaction, response: Response
+    ) -> None:
         """A response from a branch's task-less client transaction (``start_client``)."""
         self._post(branch, response)
         if response.status >= 200 and not branch.ended:
@@ -494,7 +524,7 @@ class ProxyTransaction:
         else in the response loop. Synchronous: called where the response arrives."""
         if not self._inbox and self.reply_route is None:
             if response is None:
-                if not branch.pending:
+                if branch.response is not None:
                     self._end_branch(branch)
                     return
             elif response.status < 200 or response.status // 100 == 2:
@@ -542,14 +572,12 @@ class ProxyTransaction:
             self._alarm.close()
 
     def _next_deadline(self) -> float:
-        return min(
-            (
-                min(b.fr_deadline, b.stop_at)
-                for b in self.branches
-                if not b.ended and (b.pending or b.stop_at < math.inf)
-            ),
-            default=math.inf,
-        )
+        # A loop rather than min() over a generator: it runs at each park and provisional.
+        deadline = math.inf
+        for b in self.branches:
+            if not b.ended and (b.response is None or b.stop_at < math.inf):
+                deadline = min(deadline, b.fr_deadline, b.stop_at)
+        return deadline
 
     def _deadlines_changed(self) -> None:
         if self._parked is not None:
@@ -587,23 +615,20 @@ class ProxyTransaction:
         else:
             branch.scope.cancel()
 
-    def _stop_unanswered_clients(self) -> None:
+    def _release_clients(self) -> None:
         # The transaction is over (or cancelled from outside): a task-less client
-        # transaction still waiting for its answer has nobody to give it to.
+        # transaction still waiting for its answer has nobody to give it to. One that
+        # absorbs retransmissions of its final (Timer D/K) may outlive us: it must not keep
+        # the call's objects alive through its callbacks (they name its branch and us), nor
+        # may the branch name it back: a reference cycle per call that only the garbage
+        # collector would free.
         for branch in self.branches:
-            for client in (branch.client, branch.cancel_client):
-                if client is not None and client.state in _UNANSWERED and branch.task is None:
-                    client.stop()
-
-    def _unlink_clients(self) -> None:
-        # A client transaction may outlive us (absorbing retransmissions of its final for
-        # Timer D/K): it must not keep the call's objects alive through its callbacks
-        # (they name its branch and us), nor may the branch name it back: a reference
-        # cycle per call that only the garbage collector would free.
-        for branch in self.branches:
-            for client in (branch.client, branch.cancel_client):
-                if client is not None and branch.task is None:
-                    client.detach()
+            if branch.task is None:
+                for client in (branch.client, branch.cancel_client):
+                    if client is not None:
+                        if client.state in _UNANSWERED:
+                            client.stop()
+                        client.detach()
             branch.client = branch.cancel_client = None
 
     def _end_branch(self, branch: Branch) -> None:
@@ -630,7 +655,8 @@ class ProxyTransaction:
 
         `noted`: the provisional was noted before an onreply route ran."""
         status = response.status
-        if not branch.pending and not (status // 100 == 2 and self.request.method == "INVITE"):
+        pending = branch.response is None
+        if not pending and not (status // 100 == 2 and self.request.method == "INVITE"):
             return True  # a late answer on a branch we already closed (its local 408, say)
         if status < 200:
             if not noted:
@@ -642,7 +668,7 @@ class ProxyTransaction:
             return True
         if status // 100 != 2:
             return False
-        if branch.pending:
+        if pending:
             branch.response = response
             self._deadlines_changed()
         # RFC 3261 §16.7 step 5: every 2xx goes upstream at once, then the other branches
@@ -716,7 +742,7 @@ class ProxyTransaction:
     def _send_upstream(self, response: Response, *, generated: bool = False) -> None:
         counters = self.proxy.counters
         sent = counters.replies_generated if generated else counters.replies_forwarded
-        sent[status_class(response.status)] += 1
+        sent[STATUS_CLASSES[response.status // 100]] += 1
         counters.replies_sent[response.status] += 1
         try:
             # Not awaited: a response that cannot go out at once (TCP, a full socket) goes
@@ -730,7 +756,7 @@ class ProxyTransaction:
 
     def _cancel_pending_branches(self) -> None:
         for branch in self.branches:
-            if branch.pending and not branch.ended:
+            if branch.response is None and not branch.ended:
                 self._send_cancel(branch)
 
     def _send_cancel(self, branch: Branch) -> None:

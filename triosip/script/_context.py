@@ -10,6 +10,7 @@ ACK of a 2xx) has none of. `ReplyContext`, `BranchContext`, `ReportContext` and
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,14 +82,24 @@ class _RouteContext:
         params: Mapping[str, str],
         environment: ScriptEnvironment,
         ops: trio.Nursery | None,
-        log_prefix: LogPrefix | str,
+        log_prefix: LogPrefix | str | None,
     ) -> None:
         self.params = params
-        self.log = _RouteLog(log_prefix)
         self.result: Any = None
         self.error: OpError | None = None
         self._environment = environment
         self._ops = ops
+        self._log_prefix = log_prefix
+
+    @functools.cached_property
+    def log(self) -> _RouteLog:
+        """A logger whose lines start with the Call-ID and branch (made when first used:
+        most routes log nothing)."""
+        return _RouteLog(self._prefix())
+
+    def _prefix(self) -> LogPrefix | str:
+        assert self._log_prefix is not None
+        return self._log_prefix
 
     @property
     def db(self) -> Database:
@@ -298,18 +309,13 @@ class RequestContext(MessageView, _RouteContext):
         transaction: ProxyTransaction | None,
         source: Address,
     ) -> None:
-        super().__init__(params, environment, ops, target.log_prefix())
-        self._target = target
+        super().__init__(params, environment, ops, None)
+        self._target = self._holder = target
         self._tx = transaction
         self._source = source
 
-    @property
-    def _request(self) -> Request:
-        return self._target.request
-
-    @_request.setter
-    def _request(self, value: Request) -> None:
-        self._target.request = value
+    def _prefix(self) -> LogPrefix | str:
+        return self._target.log_prefix()
 
     @property
     def vars(self) -> dict[str, Any]:
@@ -320,7 +326,7 @@ class RequestContext(MessageView, _RouteContext):
     @property
     def ruri_is_myself(self) -> bool:
         """Whether the Request-URI names this proxy (Kamailio's ``uri == myself``)."""
-        return self._target.proxy.is_myself(self._request.uri)
+        return self._target.proxy.is_myself(self._target.request.uri)
 
     @property
     def is_stateless(self) -> bool:
@@ -378,7 +384,7 @@ class RequestContext(MessageView, _RouteContext):
                     destination,
                 )
                 return False
-        elif not self._request.route and self.ruri_is_myself:
+        elif not self._target.request.route and self.ruri_is_myself:
             self.log.info(
                 "cannot relay %s: it has no Route and its Request-URI names this proxy",
                 self.method,
@@ -417,8 +423,12 @@ class RequestContext(MessageView, _RouteContext):
         self.loose_route()
         # Our own entries gone (one, or two when we record-routed twice), no Route left
         # and a Request-URI naming us: relayed as it is, it would come back to us.
-        destination = fallback if not self._request.route and self.ruri_is_myself else None
-        if await self.relay(destination):
+        if not self._target.request.route and self.ruri_is_myself:
+            relayed = await self.relay(fallback)
+        else:
+            # What relay(None) would do, without asking the same again.
+            relayed = await self._target.relay(None)
+        if relayed:
             return True
         tx = self._tx
         if tx is not None and not tx.final_sent and not tx.is_cancelled():
@@ -444,8 +454,8 @@ class RequestContext(MessageView, _RouteContext):
         params, environment = self.params, self._environment
 
         async def run_failure(proxy_tx: ProxyTransaction, best: Response) -> None:
-            async with trio.open_nursery() as ops:
-                await route(FailureContext(proxy_tx, params, environment, ops, best))
+            ops = proxy_tx.route_nursery
+            await route(FailureContext(proxy_tx, params, environment, ops, best))
 
         run_failure.__qualname__ = route_name(route)  # the MI and the logs show the route
         tx.failure_route = run_failure
@@ -456,6 +466,8 @@ class RequestContext(MessageView, _RouteContext):
         params, environment = self.params, self._environment
 
         async def run_reply(proxy_tx: ProxyTransaction, branch: Branch, response: Response) -> bool:
+            # A nursery of its own: the verdict is read once its resume routes (which may
+            # drop() too) have ended.
             async with trio.open_nursery() as ops:
                 context = ReplyContext(proxy_tx, params, environment, ops, branch, response)
                 await route(context)
@@ -470,8 +482,8 @@ class RequestContext(MessageView, _RouteContext):
         params, environment = self.params, self._environment
 
         async def run_branch(proxy_tx: ProxyTransaction, branch: Branch) -> None:
-            async with trio.open_nursery() as ops:
-                await route(BranchContext(proxy_tx, params, environment, ops, branch))
+            ops = proxy_tx.route_nursery
+            await route(BranchContext(proxy_tx, params, environment, ops, branch))
 
         run_branch.__qualname__ = route_name(route)
         tx.branch_route = run_branch
@@ -589,16 +601,8 @@ class BranchContext(MessageView, _RouteContext):
     ) -> None:
         super().__init__(params, environment, ops, tx.log_prefix())
         self._tx = tx
-        self._branch = branch
+        self._holder = branch
         self.branch_index = branch.index
-
-    @property
-    def _request(self) -> Request:
-        return self._branch.request
-
-    @_request.setter
-    def _request(self, value: Request) -> None:
-        self._branch.request = value
 
     @property
     def vars(self) -> dict[str, Any]:

@@ -9,8 +9,6 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import trio
-
 from triosip.errors import TriosipError
 from triosip.proxy import StatelessRequest
 from triosip.script._context import ErrorContext, RequestContext
@@ -120,13 +118,18 @@ class ScriptHandlers:
         route = self.routes.request_route
         assert route is not None  # load_routes() checked
         source = tx.server.inbound.source
-        # The route's ops (async_) run in this nursery, inside the transaction's cancel
-        # scope: the route's run ends when they and their resume routes have ended.
-        async with trio.open_nursery() as ops:
-            context = RequestContext(
-                tx, self.routes.params, self.environment, ops, transaction=tx, source=source
-            )
-            await route(context)
+        # The route's ops (async_) run in the route's nursery, whose scope is the
+        # transaction's cancel scope: the route's run ends when they and their resume
+        # routes have ended.
+        context = RequestContext(
+            tx,
+            self.routes.params,
+            self.environment,
+            tx.route_nursery,
+            transaction=tx,
+            source=source,
+        )
+        await route(context)
 
     async def stateless(self, request: StatelessRequest) -> None:
         """The request route, for a request with no transaction (the ACK of a 2xx)."""
