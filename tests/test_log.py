@@ -226,6 +226,10 @@ async def test_route_exceptions_a_peer_causes_at_will_are_throttled(
             for _ in range(12):
                 await caller.send(caller.request("OPTIONS"), running.udp)
                 assert (await caller.receive_response()).status == 500  # each answered
+            # The summary line's reasons name what the route raised. (This used to say
+            # ExceptionGroup once the route ran in its ops' nursery.)
+            [window] = running.proxy._route_error_log._windows.values()
+            assert dict(window.reasons) == {"ZeroDivisionError": 7}
             running.stop()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 5  # the rest are counted for the summary line

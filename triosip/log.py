@@ -320,6 +320,14 @@ _LIBRARIES = tuple(
 )
 
 
+def first_leaf(exc: BaseException) -> BaseException:
+    """What a route raised, out of the exception groups of the nurseries it ran in (its
+    ops' nursery, a task of it): the first leaf."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def describe_failure(exc: BaseException) -> str:
     """An exception a route raised, in one line: the route, its file and line, and the
     exception: ``route main raised ZeroDivisionError: division by zero at
@@ -330,8 +338,7 @@ def describe_failure(exc: BaseException) -> str:
     that called into triosip or a library that did). Without such a frame (routes
     installed as a package), the frames outside triosip.
     """
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]  # a route's task raised in a nursery: the first leaf
+    exc = first_leaf(exc)
     frames = traceback.extract_tb(exc.__traceback__)
     # Routes installed as a package live among the libraries: then anything not ours.
     user = [f for f in frames if not f.filename.startswith((_OURS, *_LIBRARIES))] or [

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import trio
 
 from triosip import ids
-from triosip.log import LogPrefix, LogThrottle, describe_failure, shown
+from triosip.log import LogPrefix, LogThrottle, describe_failure, first_leaf, shown
 from triosip.proxy._forward import (
     BRANCH_PREFIX,
     NextHop,
@@ -329,7 +329,7 @@ class Proxy:
         # A route may fail on what a peer sends, at will: a few lines per route and
         # exception type in each window, then a summary.
         name = route_name(route)
-        if self._route_error_log.allow(f"route {name}", type(exc).__name__):
+        if self._route_error_log.allow(f"route {name}", type(first_leaf(exc)).__name__):
             logger.error("%s %s", tx.log_prefix(), describe_failure(exc))
             logger.debug("%s %s: the traceback", tx.log_prefix(), name, exc_info=exc)
 
