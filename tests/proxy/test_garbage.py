@@ -86,3 +86,21 @@ async def test_a_finished_call_leaves_no_cycle(final: int) -> None:
             # must go by reference counting alone.
             running.stop()
     assert cycles == []
+
+
+async def test_a_request_the_proxy_rejects_leaves_no_cycle() -> None:
+    # This used to leave the transaction in a cycle (its alarm's callback names it) when
+    # it was answered before waiting for any branch: Max-Forwards 0 here (483).
+    routes = Routes()
+
+    @routes.request
+    async def main(req: RequestContext) -> None:
+        raise AssertionError("a request with Max-Forwards 0 never reaches the route")
+
+    with _cycles_of_ours() as cycles, trio.fail_after(5):
+        async with open_udp_peer() as caller, trio.open_nursery() as nursery:
+            running = await start_proxy(nursery, routes)
+            await caller.send(caller.request("OPTIONS", max_forwards=0), running.udp)
+            assert (await caller.receive_response()).status == 483
+            running.stop()
+    assert cycles == []

@@ -54,6 +54,7 @@ from triosip.proxy._response import best_response, forwarded_status, merge_chall
 from triosip.proxy._statistics import status_class
 from triosip.sip import Request, Response, build_cancel, build_response
 from triosip.transaction import (
+    Alarm,
     ClientState,
     ClientTransaction,
     ServerTransaction,
@@ -171,7 +172,9 @@ class ProxyTransaction:
         # The branches' timers (fr, Timer C, 64*T1 after a CANCEL) wake the parked loop
         # from the layer's timers loop: no cancel scope per wait, no deadline to move in
         # trio's each time a provisional response restarts Timer C.
-        self._alarm = proxy.transactions.alarm(self._wake)
+        # Made when the loop first parks, closed when it ends: its callback names us, so
+        # an alarm left open would keep the transaction in a reference cycle.
+        self._alarm: Alarm | None = None
         self._live_branches = 0
 
     # -- what routes see ------------------------------------------------------------
@@ -565,11 +568,15 @@ class ProxyTransaction:
                     continue
                 deadline = self._next_deadline()
                 if deadline > trio.current_time():
+                    if self._alarm is None:
+                        self._alarm = self.proxy.transactions.alarm(self._wake)
                     self._alarm.set(deadline)
                     await self._park()
                 await self._expire_fr_timers()
         finally:
-            self._alarm.close()
+            if self._alarm is not None:
+                self._alarm.close()
+                self._alarm = None
 
     def _next_deadline(self) -> float:
         # A loop rather than min() over a generator: it runs at each park and provisional.
@@ -580,7 +587,7 @@ class ProxyTransaction:
         return deadline
 
     def _deadlines_changed(self) -> None:
-        if self._parked is not None:
+        if self._parked is not None and self._alarm is not None:
             self._alarm.set(self._next_deadline())
 
     async def _expire_fr_timers(self) -> None:
