@@ -26,6 +26,7 @@ from triosip.testing.sipp import (
     UAS_RINGING,
     UAS_SILENT,
     HarnessError,
+    _common_args,
     _duration_ms,
     _percentile,
     find_free_port,
@@ -333,6 +334,19 @@ def test_find_free_port_is_bindable() -> None:
                 sock.listen()
             assert is_listening(os.getpid(), port, transport)
         assert not is_listening(os.getpid(), port, transport)
+
+
+def test_the_control_port_is_never_the_sip_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    # This used to start sipp now and then with "-p P ... -cp P" (one run in a few hundred
+    # under a loaded suite): both ports are picked by binding port 0 and letting go, and
+    # the kernel may hand a port it just got back out again; sipp then exits 254, "Unable
+    # to bind remote control socket". The kernel's choice is made here to repeat itself.
+    sip_port, other = find_free_port("udp"), find_free_port("udp")
+    handed_out = iter([sip_port, sip_port, other])
+    monkeypatch.setattr("triosip.testing.sipp.find_free_port", lambda transport: next(handed_out))
+    args = _common_args("udp", port=sip_port, rtt_freq=None)
+    assert args[args.index("-p") + 1] == str(sip_port)
+    assert args[args.index("-cp") + 1] == str(other)
 
 
 async def test_stop_process_kills_the_whole_group() -> None:

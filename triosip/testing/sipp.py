@@ -627,14 +627,28 @@ async def _open_sipp(argv: Sequence[str]) -> AsyncIterator[_SippRun]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+_CONTROL_PORT_DRAWS = 8
+
+
 def _common_args(transport: Transport, *, port: int, rtt_freq: int | None) -> list[str]:
     args = ["-t", _TRANSPORT_MODES[transport], "-i", LOCAL_IP, "-p", str(port), "-bind_local"]
-    args += ["-mi", LOCAL_IP, "-ci", LOCAL_IP, "-cp", str(find_free_port("udp"))]
+    args += ["-mi", LOCAL_IP, "-ci", LOCAL_IP, "-cp", str(_control_port(port))]
     args += ["-nostdin", "-trace_stat", "-stf", _STATS_FILE, "-fd", "1"]
     args += ["-trace_err", "-error_file", _ERRORS_FILE]
     if rtt_freq is not None:
         args += ["-trace_rtt", "-rtt_freq", str(rtt_freq)]
     return args
+
+
+def _control_port(sip_port: int) -> int:
+    # sipp's remote-control socket (-cp) is UDP, and sipp cannot bind it on its own SIP
+    # port: it exits 254. Both come from find_free_port, and the kernel may hand a port it
+    # has just got back out again at once, so a port equal to the SIP port is drawn again.
+    for _ in range(_CONTROL_PORT_DRAWS):
+        port = find_free_port("udp")
+        if port != sip_port:
+            return port
+    raise HarnessError(f"no free UDP port for sipp's control socket besides {sip_port}")
 
 
 def _behaviours(abort_unexpected: bool) -> list[str]:
