@@ -69,7 +69,9 @@ class UdpTransport:
         self._reply_to_via = limits.reply_to_via
         self._counters = counters
         self._by_local: dict[Address, socket.socket] = {}
-        self._by_family: dict[bool, socket.socket] = {}  # is_ipv6 -> first listener
+        # [is_ipv6] -> the first listener of that family: a list indexed by a bool, so
+        # that a send finds it with no call.
+        self._by_family: list[socket.socket | None] = [None, None]
         self._write_locks: dict[socket.socket, trio.Lock] = {}
         # The listener a response was last sent from, compared by identity: the `local`
         # every response of a transaction names is the very Address its receive loop
@@ -85,14 +87,14 @@ class UdpTransport:
         """Send from ``sock`` when asked to send from ``local``, or (`family_default`, the
         first socket added so) from its family."""
         self._by_local[local] = sock
-        if family_default:
-            self._by_family.setdefault(local.is_ipv6, sock)
+        if family_default and self._by_family[local.is_ipv6] is None:
+            self._by_family[local.is_ipv6] = sock
         self._write_locks[sock] = trio.Lock()
 
     def clear(self) -> None:
         """Forget every socket (the layer closes them)."""
         self._by_local.clear()
-        self._by_family.clear()
+        self._by_family = [None, None]
         self._write_locks.clear()
         self._last_local = self._last_sock = None
 
@@ -108,7 +110,7 @@ class UdpTransport:
         # identity first (the sendto itself, ~5 µs of kernel time on loopback, is most of
         # the cost).
         if local is None:
-            sock = self._by_family.get(":" in destination.host)
+            sock = self._by_family[":" in destination.host]
         elif local is self._last_local:
             sock = self._last_sock
         else:
@@ -116,7 +118,7 @@ class UdpTransport:
             if sock is not None:
                 self._last_local, self._last_sock = local, sock
             else:
-                sock = self._by_family.get(":" in destination.host)
+                sock = self._by_family[":" in destination.host]
         if sock is None:
             return False
         try:
@@ -138,7 +140,7 @@ class UdpTransport:
             sock = self._by_local.get(local)
             if sock is not None:
                 return sock
-        return self._by_family.get(":" in destination.host)
+        return self._by_family[":" in destination.host]
 
     async def send(self, data: bytes, destination: Address, local: Address | None) -> None:
         """`TransportLayer.send` for a UDP destination.
@@ -211,7 +213,11 @@ class UdpTransport:
                     # An ICMP error for an earlier send, reported by some kernels: it is
                     # not this loop's business (and the send that caused it has returned).
                     continue
-                receive(sock, data, sources.get(peer) or _remember(sources, peer), local)
+                try:
+                    source = sources[peer]
+                except KeyError:  # rare: a new peer (a subscript, not a get() call)
+                    source = _remember(sources, peer)
+                receive(sock, data, source, local)
             else:
                 # A full batch: let the other tasks run, then drain on.
                 await trio.lowlevel.checkpoint()
