@@ -310,7 +310,8 @@ async def test_ict_without_accepted_ends_with_its_2xx_and_leaves_retransmissions
         # 0); its retransmission matches nothing, and goes to the proxy as a stray.
         assert ended == [pytest.approx(start + 0.3)]
         layer.receive(inbound(ok, NEXT_HOP))
-    assert seen == [(200, ClientState.ACCEPTED)]
+    # RFC 3261's machine: the 2xx is passed up as it enters Terminated (no Accepted).
+    assert seen == [(200, ClientState.TERMINATED)]
     assert [i.message for i in strays] == [ok]
     assert transport.lines() == [INVITE_LINE]
     assert layer.client_transactions() == []

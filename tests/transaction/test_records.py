@@ -98,6 +98,41 @@ async def test_ict_record_1xx_stops_timer_a_and_timer_m_ends_it_after_the_2xx(
     assert ended - (start + 40.0) == pytest.approx(32.0, abs=TIMER_SLACK)
 
 
+async def test_ict_record_without_accepted_ends_as_its_2xx_is_received(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # RFC 3261 §17.1.1.2 (wait_in_accepted=False, a proxy's branch): a 2xx "MUST cause the
+    # client transaction to enter the Terminated state". This used to pass through Accepted
+    # with a Timer M of 0 s, and end only when the layer's timers loop next woke.
+    transport = FakeTransport()
+    ends = Ends()
+    states: list[ClientState] = []
+    invite = proxied("INVITE", branch="z9hG4bKrecord0")
+
+    def on_response(client: ClientTransaction, answer: Response) -> None:
+        states.append(client.state)
+        ends.on_response(client, answer)
+
+    async with trio.open_nursery() as nursery:
+        layer = await serving(nursery, transport)
+        client = layer.start_client(
+            invite, NEXT_HOP, on_response=on_response, on_end=ends.on_end, wait_in_accepted=False
+        )
+        await trio.sleep(0.1)
+        layer.receive(inbound(response(invite, 180), NEXT_HOP))
+        layer.receive(inbound(response(invite, 200), NEXT_HOP))
+        received_at = trio.current_time()
+        # Ended within receive(), before anything else ran.
+        assert client.state is ClientState.TERMINATED
+        assert ends.ends == [(received_at, None)]
+        assert client.timer_deadlines() == {}
+        assert layer.client_transactions() == []
+        nursery.cancel_scope.cancel()
+    assert ends.responses == [180, 200]
+    # The 2xx is passed up as the machine leaves for Terminated.
+    assert states == [ClientState.PROCEEDING, ClientState.TERMINATED]
+
+
 async def test_nict_record_retransmits_on_timer_e_until_the_final_then_timer_k_ends_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
