@@ -1,8 +1,10 @@
 """The transaction layer's own cost, in process: no sockets, no proxy, no sipp.
 
 N INVITE server transactions (received, 100 Trying, answered 200 by ``on_request``, held
-for Timer L) and N INVITE client transactions (sent, answered 180 then 200, ended with
-``wait_in_accepted=False``), over a transport whose sends always succeed at once. It
+for Timer L), N INVITE client transactions run in a task each (sent, answered 180 then
+200, ended with ``wait_in_accepted=False``) and N more run as records by the layer's timers
+loop (``start_client``, a proxy's UDP branch, the same answers and ending), over a
+transport whose sends always succeed at once. It
 prints the CPU microseconds per transaction of each kind (best of ``--runs``: the run
 least disturbed by the rest of the machine) and, from cProfile, the Python function calls
 of triosip per server + client pair: a figure that hardly depends on the machine's load
@@ -65,8 +67,9 @@ def invite(number: int, branch: str) -> Request:
     return message
 
 
-async def run(count: int) -> tuple[float, float]:
-    """CPU seconds for ``count`` server transactions, then ``count`` client ones."""
+async def run(count: int) -> tuple[float, float, float]:
+    """CPU seconds for ``count`` server transactions, then ``count`` client ones in tasks,
+    then ``count`` client records."""
 
     async def on_request(server: ServerTransaction) -> None:
         await server.respond(build_response(server.request, 200, to_tag="callee"))
@@ -76,6 +79,10 @@ async def run(count: int) -> tuple[float, float]:
     outgoing = [invite(n, f"z9hG4bKc{n}") for n in range(count)]
     answers: list[tuple[Response, Response]] = [
         (build_response(r, 180), build_response(r, 200, to_tag="callee")) for r in outgoing
+    ]
+    recorded = [invite(n, f"z9hG4bKr{n}") for n in range(count)]
+    record_answers: list[tuple[Response, Response]] = [
+        (build_response(r, 180), build_response(r, 200, to_tag="callee")) for r in recorded
     ]
 
     ended = 0
@@ -114,8 +121,31 @@ async def run(count: int) -> tuple[float, float]:
         await all_ended.wait()
         clients = time.process_time() - start
         assert layer.statistics().client_active == 0
+        records_ended = 0
+        all_records_ended = trio.Event()
+
+        def record_ended(_client: object, _failure: BaseException | None) -> None:
+            nonlocal records_ended
+            records_ended += 1
+            if records_ended == count:
+                all_records_ended.set()
+
+        start = time.process_time()
+        for request in recorded:
+            layer.start_client(
+                request,
+                NEXT_HOP,
+                on_response=lambda c, r: None,
+                on_end=record_ended,
+                wait_in_accepted=False,
+            )
+        for ringing, final in record_answers:
+            layer.receive(Inbound(ringing, NEXT_HOP, LOCAL, None))
+            layer.receive(Inbound(final, NEXT_HOP, LOCAL, None))
+        await all_records_ended.wait()  # ended at once, or by the timers loop
+        records = time.process_time() - start
         nursery.cancel_scope.cancel()
-    return servers, clients
+    return servers, clients, records
 
 
 def main() -> None:
@@ -127,6 +157,7 @@ def main() -> None:
     results = [trio.run(run, count) for _ in range(args.runs)]
     best_server = min(r[0] for r in results) / count * 1e6
     best_client = min(r[1] for r in results) / count * 1e6
+    best_record = min(r[2] for r in results) / count * 1e6
     profile = cProfile.Profile()
     profile.enable()
     trio.run(run, 2000)
@@ -135,10 +166,12 @@ def main() -> None:
     package = str(Path(triosip.__file__).parent)
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     calls = sum(row[1] for key, row in stats.items() if key[0].startswith(package)) / 2000
+    calls_per_kind = "server + client pair + client record"
     print(f"{count} transactions of each kind, best of {args.runs} runs")
     print(f"server (IST, 100 + 200, held): {best_server:6.1f} µs CPU per transaction")
     print(f"client (ICT, 180 + 200):       {best_client:6.1f} µs CPU per transaction")
-    print(f"calls of triosip functions per server + client pair (cProfile): {calls:.1f}")
+    print(f"client record (start_client):  {best_record:6.1f} µs CPU per transaction")
+    print(f"calls of triosip functions per {calls_per_kind} (cProfile): {calls:.1f}")
 
 
 if __name__ == "__main__":

@@ -306,11 +306,12 @@ async def test_ict_without_accepted_ends_with_its_2xx_and_leaves_retransmissions
         ok = response(req, 200)
         layer.receive(inbound(ok, NEXT_HOP))
         await trio.sleep(0.5)
-        # RFC 3261 §17.1.1.2 without RFC 6026: the 2xx ended the ICT at once (a Timer M of
-        # 0); its retransmission matches nothing, and goes to the proxy as a stray.
+        # RFC 3261 §17.1.1.2 without RFC 6026: the 2xx ended the ICT at once (Figure 5 as
+        # published); its retransmission matches nothing, and goes to the proxy as a stray.
         assert ended == [pytest.approx(start + 0.3)]
         layer.receive(inbound(ok, NEXT_HOP))
-    assert seen == [(200, ClientState.ACCEPTED)]
+    # RFC 3261's machine: the 2xx is passed up as it enters Terminated (no Accepted).
+    assert seen == [(200, ClientState.TERMINATED)]
     assert [i.message for i in strays] == [ok]
     assert transport.lines() == [INVITE_LINE]
     assert layer.client_transactions() == []

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from triosip.transaction._fsm import (
     ICT,
+    ICT_WITHOUT_ACCEPTED,
     IST,
     NICT,
     NIST,
@@ -31,7 +32,9 @@ CI = ClientInput
 SS = ServerState
 SI = ServerInput
 
-MACHINES: list[Machine[Any, Any]] = [ICT, NICT, IST, NIST]
+# The ICT as RFC 3261 published it too (a 2xx ends it), for a TU that does not wait in
+# RFC 6026's Accepted.
+MACHINES: list[Machine[Any, Any]] = [ICT, ICT_WITHOUT_ACCEPTED, NICT, IST, NIST]
 
 # Which timer each START/DOUBLE/RESET action arms.
 TIMER_OF_ACTION = {
@@ -165,6 +168,9 @@ RFC_ROWS: list[tuple[Machine[Any, Any], Any, Any, tuple[Action, ...], Any]] = [
     (ICT, CS.PROCEEDING, CI.RESPONSE_2XX, (A.PASS_RESPONSE, A.START_TIMER_M), CS.ACCEPTED),
     (ICT, CS.ACCEPTED, CI.RESPONSE_2XX, (A.PASS_RESPONSE,), CS.ACCEPTED),
     (ICT, CS.ACCEPTED, CI.TIMER_M, (), CS.TERMINATED),
+    # Figure 5 as RFC 3261 published it: "2xx / 2xx to TU" ends the transaction.
+    (ICT_WITHOUT_ACCEPTED, CS.CALLING, CI.RESPONSE_2XX, (A.PASS_RESPONSE,), CS.TERMINATED),
+    (ICT_WITHOUT_ACCEPTED, CS.PROCEEDING, CI.RESPONSE_2XX, (A.PASS_RESPONSE,), CS.TERMINATED),
     # Figure 6 (NICT)
     (NICT, CS.TRYING, CI.TIMER_E, (A.RETRANSMIT_REQUEST, A.DOUBLE_TIMER_E), CS.TRYING),
     (NICT, CS.TRYING, CI.TIMER_F, (A.INFORM_TU_TIMEOUT,), CS.TERMINATED),

@@ -98,6 +98,79 @@ async def test_ict_record_1xx_stops_timer_a_and_timer_m_ends_it_after_the_2xx(
     assert ended - (start + 40.0) == pytest.approx(32.0, abs=TIMER_SLACK)
 
 
+async def test_ict_record_without_accepted_ends_as_its_2xx_is_received(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # RFC 3261 §17.1.1.2 (wait_in_accepted=False, a proxy's branch): a 2xx "MUST cause the
+    # client transaction to enter the Terminated state". This used to pass through Accepted
+    # with a Timer M of 0 s, and end only when the layer's timers loop next woke.
+    transport = FakeTransport()
+    ends = Ends()
+    states: list[ClientState] = []
+    invite = proxied("INVITE", branch="z9hG4bKrecord0")
+
+    def on_response(client: ClientTransaction, answer: Response) -> None:
+        states.append(client.state)
+        ends.on_response(client, answer)
+
+    async with trio.open_nursery() as nursery:
+        layer = await serving(nursery, transport)
+        client = layer.start_client(
+            invite, NEXT_HOP, on_response=on_response, on_end=ends.on_end, wait_in_accepted=False
+        )
+        await trio.sleep(0.1)
+        layer.receive(inbound(response(invite, 180), NEXT_HOP))
+        layer.receive(inbound(response(invite, 200), NEXT_HOP))
+        received_at = trio.current_time()
+        # Ended within receive(), before anything else ran.
+        assert client.state is ClientState.TERMINATED
+        assert ends.ends == [(received_at, None)]
+        assert client.timer_deadlines() == {}
+        assert layer.client_transactions() == []
+        nursery.cancel_scope.cancel()
+    assert ends.responses == [180, 200]
+    # The 2xx is passed up as the machine leaves for Terminated.
+    assert states == [ClientState.PROCEEDING, ClientState.TERMINATED]
+
+
+class TaskSteps(trio.abc.Instrument):
+    """Counts the steps of the tasks whose name ends with `suffix`."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(self.suffix):
+            self.steps += 1
+
+
+async def test_a_timer_disarmed_in_a_record_wakes_the_timers_loop_for_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A 1xx disarms the ICT's Timer A and B; the loop's heap entry for Timer A is then
+    # stale. This used to wake the layer's timers loop at T1 for nothing (a cancel scope
+    # and a trip through the scheduler per call, at low call rates).
+    transport = FakeTransport()
+    ends = Ends()
+    invite = proxied("INVITE", branch="z9hG4bKrecordstale")
+    loop = TaskSteps(".serve")
+    async with trio.open_nursery() as nursery:
+        layer = await serving(nursery, transport)
+        client = layer.start_client(
+            invite, NEXT_HOP, on_response=ends.on_response, on_end=ends.on_end
+        )
+        await trio.sleep(0.1)
+        layer.receive(inbound(response(invite, 180), NEXT_HOP))
+        await trio.sleep(0.1)
+        trio.lowlevel.add_instrument(loop)
+        await trio.sleep(2.0)  # past Timer A's first T1 (0.5 s)
+        trio.lowlevel.remove_instrument(loop)
+        assert client.state is ClientState.PROCEEDING
+        assert loop.steps == 0
+        nursery.cancel_scope.cancel()
+
+
 async def test_nict_record_retransmits_on_timer_e_until_the_final_then_timer_k_ends_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -206,6 +206,42 @@ async def test_send_from_a_chosen_listener(nursery: trio.Nursery) -> None:
         assert senders == [first.port, second.port, second.port]
 
 
+async def test_send_nowait_alternating_listeners(nursery: trio.Nursery) -> None:
+    # send_nowait remembers the last listener it sent from, by identity: switching back
+    # and forth, and an equal Address that is another object, must each use the right one.
+    with trio.fail_after(5):
+        layer, _, [first, second] = await start_layer(nursery, "udp:127.0.0.1:0", "udp:127.0.0.1:0")
+        with await udp_peer() as peer:
+            destination = peer_address(peer, "udp")
+            for local in (second, first, second, Address("udp", first.host, first.port), None):
+                assert layer.send_nowait(b"x", destination, local=local)
+            senders = [(await peer.recvfrom(100))[1][1] for _ in range(5)]
+        assert senders == [second.port, first.port, second.port, first.port, first.port]
+
+
+async def test_debug_lines_follow_the_level(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The receive loop reads the level once per batch: a level set while it waits shows
+    # from the next datagram on, for what it receives and what is sent.
+    with trio.fail_after(5):
+        layer, recorder, [local] = await start_layer(nursery, "udp:127.0.0.1:0")
+        with await udp_peer() as peer:
+            await peer.sendto(request("OPTIONS"), (local.host, local.port))
+            inbound = await recorder.next_message()
+            assert not [r for r in caplog.records if r.name == "triosip.transport._udp"]
+            caplog.set_level("DEBUG", logger="triosip.transport._udp")
+            await peer.sendto(request("OPTIONS"), (local.host, local.port))
+            inbound = await recorder.next_message()
+            assert layer.send_nowait(response(200), inbound.source)
+            await peer.recvfrom(65535)
+        lines = [r.getMessage() for r in caplog.records if r.name == "triosip.transport._udp"]
+        assert any(
+            line.endswith(f"{len(request('OPTIONS'))} bytes") and "<-" in line for line in lines
+        )
+        assert any(line.startswith("udp -> ") for line in lines)
+
+
 def free_port(kind: socket.SocketKind) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -37,6 +37,7 @@ from triosip.transport.base import TransportError
 from ._errors import TransactionError, TransactionTimeout, TransportFailure
 from ._fsm import (
     ICT,
+    ICT_WITHOUT_ACCEPTED,
     NICT,
     Action,
     ClientInput,
@@ -106,7 +107,6 @@ class ClientTransaction:
         "_port",
         "_steps",
         "_wait",
-        "_wait_in_accepted",
         "branch",
         "connection",
         "created_at",
@@ -138,7 +138,6 @@ class ClientTransaction:
         self._on_end = on_end
         self._heap_at = math.inf
         self._heap_seq = 0
-        self._wait_in_accepted = wait_in_accepted
         self._key = key
         self._on_response = on_response
         self.request = request
@@ -146,9 +145,14 @@ class ClientTransaction:
         self.connection = connection
         self.branch = key[0]
         self.is_invite = request.method == "INVITE"
-        machine = ICT if self.is_invite else NICT
-        self._machine: Machine[ClientState, ClientInput] = machine
-        self._steps = _STEPS[self.is_invite]
+        self._machine: Machine[ClientState, ClientInput]
+        if not self.is_invite:
+            self._machine, self._steps = NICT, _NICT_STEPS
+        elif wait_in_accepted:
+            self._machine, self._steps = ICT, _ICT_STEPS
+        else:  # RFC 3261 §17.1.1.2 without RFC 6026: a 2xx ends it at once
+            self._machine, self._steps = ICT_WITHOUT_ACCEPTED, _ICT_WITHOUT_ACCEPTED_STEPS
+        machine = self._machine
         self.state = machine.start.next_state
         self.name = f"{machine.name} {request.method} {self.branch}"
         self.created_at = port.now()
@@ -397,10 +401,9 @@ class ClientTransaction:
         self._deadlines[ClientInput.TIMER_K] = now + self._port.timers.timer_k(self.reliable)
 
     def _start_timer_m(self, response: Response | None, now: float) -> None:
-        # RFC 6026 §7.2: Accepted lasts 64*T1, to pass the 2xx retransmissions up. With
-        # wait_in_accepted False it lasts no time, as RFC 3261 §17.1.1.2 had it.
-        wait = self._port.timers.timer_m if self._wait_in_accepted else 0.0
-        self._deadlines[ClientInput.TIMER_M] = now + wait
+        # RFC 6026 §7.2: Accepted lasts 64*T1, to pass the 2xx retransmissions up. (With
+        # wait_in_accepted False the machine is RFC 3261's, which never enters Accepted.)
+        self._deadlines[ClientInput.TIMER_M] = now + self._port.timers.timer_m
 
     def _inform_tu_timeout(self, response: Response | None, now: float) -> None:
         self._port.count(Counted.TIMEOUT)
@@ -486,8 +489,10 @@ _HANDLERS: dict[Action, _Handler | None] = {
     Action.PROTOCOL_ERROR: ClientTransaction._protocol_error,
 }
 
-# Each machine's table and start, compiled once (_fsm.compile_table), by is_invite.
-_STEPS = {True: compile_table(ICT, _HANDLERS), False: compile_table(NICT, _HANDLERS)}
+# Each machine's table and start, compiled once (_fsm.compile_table).
+_ICT_STEPS = compile_table(ICT, _HANDLERS)
+_ICT_WITHOUT_ACCEPTED_STEPS = compile_table(ICT_WITHOUT_ACCEPTED, _HANDLERS)
+_NICT_STEPS = compile_table(NICT, _HANDLERS)
 _STARTS = {True: compile_step(ICT.start, _HANDLERS), False: compile_step(NICT.start, _HANDLERS)}
 _PROTOCOL_ERROR: _Step = compile_step(Transition((Action.PROTOCOL_ERROR,), _TERMINATED), _HANDLERS)
 

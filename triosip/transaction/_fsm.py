@@ -340,6 +340,24 @@ ICT: Machine[ClientState, ClientInput] = Machine(
     terminated=CS.TERMINATED,
 )
 
+# RFC 3261 Figure 5 as published, before RFC 6026: a 2xx ends the ICT at once. What a TU
+# that will not wait in Accepted gets (``wait_in_accepted=False``, a proxy's branch whose
+# 2xx retransmissions are forwarded statelessly): the same machine, without passing
+# through Accepted with a Timer M of 0 s (a clock read, a timer armed, a wake-up later).
+ICT_WITHOUT_ACCEPTED: Machine[ClientState, ClientInput] = Machine(
+    name="ICT",
+    start=ICT.start,
+    table={
+        **ICT.table,
+        # §17.1.1.2: "reception of a 2xx response MUST cause the client transaction to
+        # enter the 'Terminated' state, and the response MUST be passed up to the TU".
+        (CS.CALLING, CI.RESPONSE_2XX): _t(CS.TERMINATED, A.PASS_RESPONSE),
+        (CS.PROCEEDING, CI.RESPONSE_2XX): _t(CS.TERMINATED, A.PASS_RESPONSE),
+    },
+    timers=ICT.timers,
+    terminated=CS.TERMINATED,
+)
+
 # RFC 3261 Figure 6, "non-INVITE client transaction".
 NICT: Machine[ClientState, ClientInput] = Machine(
     name="NICT",

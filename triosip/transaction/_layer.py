@@ -614,6 +614,10 @@ class TransactionLayer:
             # that entry goes stale now, rather than waking the loop for nothing.
             timed._heap_seq = 0
             timed._heap_at = math.inf
+            heap = self._heap
+            if heap and heap[0][2] is timed:
+                # The loop sleeps until this entry's slot, perhaps: let it sleep on.
+                self._drop_stale_top()
             if not deadlines:
                 return
         self._seq += 1
@@ -624,6 +628,19 @@ class TransactionLayer:
         if wait is not None and when < self._timers_wake:
             wake = _slot_end(when)
             if wake < self._timers_wake:
+                wait.deadline = self._timers_wake = wake
+
+    def _drop_stale_top(self) -> None:
+        # Stale entries at the top of the heap are popped now, and the loop, if it sleeps
+        # until then, wakes at the next live entry's slot instead: an entry's staleness
+        # is otherwise found only when the loop wakes for it.
+        heap = self._heap
+        while heap and heap[0][1] != heap[0][2]._heap_seq:
+            heapq.heappop(heap)
+        wait = self._timers_wait
+        if wait is not None and not self._later:
+            wake = _slot_end(heap[0][0]) if heap else math.inf
+            if wake > self._timers_wake:
                 wait.deadline = self._timers_wake = wake
 
     def _send_later(
@@ -660,6 +677,10 @@ class TransactionLayer:
                         timed._transport_error(exc)
                     else:
                         logger.info("stateless response to %s not sent: %s", destination, exc)
+            # Entries gone stale meanwhile (a 1xx disarmed Timer A and B, a final Timer E)
+            # are dropped from the top now, rather than woken for at their time.
+            while heap and heap[0][1] != heap[0][2]._heap_seq:
+                heapq.heappop(heap)
             deadline = _slot_end(heap[0][0]) if heap else math.inf
             if deadline > clock():
                 self._timers_wake = deadline

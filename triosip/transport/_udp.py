@@ -69,34 +69,58 @@ class UdpTransport:
         self._reply_to_via = limits.reply_to_via
         self._counters = counters
         self._by_local: dict[Address, socket.socket] = {}
-        self._by_family: dict[bool, socket.socket] = {}  # is_ipv6 -> first listener
+        # [is_ipv6] -> the first listener of that family: a list indexed by a bool, so
+        # that a send finds it with no call.
+        self._by_family: list[socket.socket | None] = [None, None]
         self._write_locks: dict[socket.socket, trio.Lock] = {}
+        # The listener a response was last sent from, compared by identity: the `local`
+        # every response of a transaction names is the very Address its receive loop
+        # handed up, so the usual send finds its socket with no dict lookup (hashing an
+        # Address is a Python call).
+        self._last_local: Address | None = None
+        self._last_sock: socket.socket | None = None
+        # Whether this module logs at DEBUG: read once per batch by the receive loops,
+        # rather than twice per datagram received and sent (`_refresh_debug`).
+        self._debug = logger.isEnabledFor(logging.DEBUG)
 
     def add(self, sock: socket.socket, local: Address, *, family_default: bool = True) -> None:
         """Send from ``sock`` when asked to send from ``local``, or (`family_default`, the
         first socket added so) from its family."""
         self._by_local[local] = sock
-        if family_default:
-            self._by_family.setdefault(local.is_ipv6, sock)
+        if family_default and self._by_family[local.is_ipv6] is None:
+            self._by_family[local.is_ipv6] = sock
         self._write_locks[sock] = trio.Lock()
 
     def clear(self) -> None:
         """Forget every socket (the layer closes them)."""
         self._by_local.clear()
-        self._by_family.clear()
+        self._by_family = [None, None]
         self._write_locks.clear()
+        self._last_local = self._last_sock = None
+
+    def _refresh_debug(self) -> None:
+        # A level changed meanwhile (logging has no hook for it) shows from the next batch.
+        self._debug = logger.isEnabledFor(logging.DEBUG)
 
     # --- sending -----------------------------------------------------------------------
 
     def send_nowait(self, data: bytes, destination: Address, local: Address | None) -> bool:
         """`TransportLayer.send_nowait` for a UDP destination."""
-        # The hot path of every message sent: `_socket` inlined (the sendto itself, ~5 µs
-        # of kernel time on loopback, is most of the cost).
-        sock = None if local is None else self._by_local.get(local)
+        # The hot path of every message sent: `_socket` inlined, the listener found by
+        # identity first (the sendto itself, ~5 µs of kernel time on loopback, is most of
+        # the cost).
+        if local is None:
+            sock = self._by_family[":" in destination.host]
+        elif local is self._last_local:
+            sock = self._last_sock
+        else:
+            sock = self._by_local.get(local)
+            if sock is not None:
+                self._last_local, self._last_sock = local, sock
+            else:
+                sock = self._by_family[":" in destination.host]
         if sock is None:
-            sock = self._by_family.get(":" in destination.host)
-            if sock is None:
-                return False
+            return False
         try:
             sock.sendto(data, (destination.host, destination.port))
         except BlockingIOError:
@@ -107,7 +131,8 @@ class UdpTransport:
         counters = self._counters
         counters.udp_datagrams_sent += 1
         counters.udp_bytes_sent += len(data)
-        logger.debug("udp -> %s: %d bytes", destination, len(data))
+        if self._debug:
+            logger.debug("udp -> %s: %d bytes", destination, len(data))
         return True
 
     def _socket(self, destination: Address, local: Address | None) -> socket.socket | None:
@@ -115,7 +140,7 @@ class UdpTransport:
             sock = self._by_local.get(local)
             if sock is not None:
                 return sock
-        return self._by_family.get(":" in destination.host)
+        return self._by_family[":" in destination.host]
 
     async def send(self, data: bytes, destination: Address, local: Address | None) -> None:
         """`TransportLayer.send` for a UDP destination.
@@ -174,9 +199,11 @@ class UdpTransport:
             return
         recvfrom = sock.recvfrom
         receive = self._receive_datagram
+        debug_enabled, debug = logger.isEnabledFor, logging.DEBUG  # see _refresh_debug
         sources: dict[tuple[str, int], Address] = {}  # see PEER_CACHE_SIZE
         wait_readable, fd = trio.lowlevel.wait_readable, sock.fileno()
         while True:
+            self._debug = debug_enabled(debug)
             for _ in range(UDP_BATCH):
                 try:
                     data, peer = recvfrom(UDP_RECEIVE_SIZE)
@@ -186,7 +213,11 @@ class UdpTransport:
                     # An ICMP error for an earlier send, reported by some kernels: it is
                     # not this loop's business (and the send that caused it has returned).
                     continue
-                receive(sock, data, sources.get(peer) or _remember(sources, peer), local)
+                try:
+                    source = sources[peer]
+                except KeyError:  # rare: a new peer (a subscript, not a get() call)
+                    source = _remember(sources, peer)
+                receive(sock, data, source, local)
             else:
                 # A full batch: let the other tasks run, then drain on.
                 await trio.lowlevel.checkpoint()
@@ -203,6 +234,7 @@ class UdpTransport:
         wait_readable, fd = trio.lowlevel.wait_readable, sock.fileno()
         mine: list[tuple[bytes, tuple[str, int]]] = []
         while True:
+            self._refresh_debug()
             for _ in range(UDP_BATCH):
                 try:
                     data, peer = recvfrom(UDP_RECEIVE_SIZE)
@@ -232,6 +264,7 @@ class UdpTransport:
         wait_readable, fd = trio.lowlevel.wait_readable, inbox.fileno()
         heads: dict[bytes, tuple[Address, Address, socket.socket] | None] = {}
         while True:
+            self._refresh_debug()
             for _ in range(UDP_BATCH):
                 try:
                     packet = recv(HANDOFF_PACKET_SIZE)
@@ -271,8 +304,9 @@ class UdpTransport:
     ) -> None:
         counters = self._counters
         counters.udp_datagrams_received += 1
-        counters.udp_bytes_received += len(data)
-        if not data or (data[0] in _CR_LF and not data.strip(b"\r\n")):
+        size = len(data)
+        counters.udp_bytes_received += size
+        if not size or (data[0] in _CR_LF and not data.strip(b"\r\n")):
             # RFC 5626 §4.4.1: CRLF keep-alives carry no message. A double-CRLF "ping"
             # gets a single-CRLF "pong"; some UAs send them over UDP as well.
             counters.keepalives_received += 1
@@ -289,7 +323,8 @@ class UdpTransport:
             logger.debug("%s <- %s: bad message: %s", local, source, exc)
             self._on_parse_error(exc, data, source, local)
             return
-        logger.debug("%s <- %s: %d bytes", local, source, len(data))
+        if self._debug:
+            logger.debug("%s <- %s: %d bytes", local, source, size)
         self._on_message(Inbound(message, source, local, None, self._reply_to_via))
 
 
