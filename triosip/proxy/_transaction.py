@@ -6,9 +6,10 @@ A `ProxyTransaction` lives inside its server transaction's task and nursery
 (`ServerTransaction.nursery`). `run()` is that task's body:
 
 1. the §16.3 checks (483, 482, 420), answered at once;
-2. the request route, in a nursery for its ops whose own cancel scope is `work_scope`:
-   its deadline is the transaction's fr timer and a CANCEL cancels it, so whatever the
-   route awaits or starts (ops, DNS) is cancelled with it;
+2. the request route, in its cancel scope `work_scope`, with a nursery for the ops it
+   started once it has returned (`RunningRoute`): the scope's deadline is the
+   transaction's fr timer and a CANCEL cancels it, so whatever the route awaits or starts
+   (ops, DNS) is cancelled with it;
 3. the responses: each branch is one client transaction. Over UDP it is a record that
    the transaction layer runs without a task (``TransactionLayer.start_client``), and what
    needs no route is done where the response arrives, synchronously: a provisional or a
@@ -34,7 +35,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -131,13 +132,42 @@ class Branch:
         return self.response is None
 
 
-class RunningRoute(NamedTuple):
-    """A route that runs now, inside its cancel scope (`ProxyTransaction.run_route`)."""
+class RunningRoute:
+    """A route that runs now, inside its cancel scope (`ProxyTransaction.run_route`), and
+    the ops it started (`start_soon`).
 
-    route: Callable[..., Awaitable[Any]]
-    scope: trio.CancelScope
-    # The nursery its ops run in; `scope` is the nursery's own.
-    ops: trio.Nursery
+    Most routes relay and return: the nursery for their ops is opened only for a route
+    that started one, once the route has returned (an op started by ``async_()`` is the
+    route's last word: it resumes another route). The ops run inside `scope`, so a CANCEL
+    or the fr timer cancels them as it cancels the route; what an op starts once the
+    nursery is open (a resume route's own ``async_()``) starts there at once.
+    """
+
+    __slots__ = ("_pending", "ops", "route", "scope")
+
+    def __init__(self, route: Callable[..., Awaitable[Any]], scope: trio.CancelScope) -> None:
+        self.route = route
+        self.scope = scope
+        # The nursery the ops run in, once open; before, the ops waiting for it.
+        self.ops: trio.Nursery | None = None
+        self._pending: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], str]] = []
+
+    def start_soon(self, work: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
+        """Start an op of the route: in its nursery, or once the route has returned."""
+        if self.ops is not None:
+            self.ops.start_soon(work, *args, name=name)
+        else:
+            self._pending.append((work, args, name))
+
+    async def run_ops(self) -> None:
+        """Run the ops the route started (if any) to their end, in a nursery of their own."""
+        if not self._pending:
+            return
+        async with trio.open_nursery() as ops:
+            self.ops = ops
+            pending, self._pending = self._pending, []
+            for work, args, name in pending:
+                ops.start_soon(work, *args, name=name)
 
 
 class ProxyTransaction:
@@ -311,9 +341,9 @@ class ProxyTransaction:
         *args: Any,
         request_route: bool = False,
     ) -> bool:
-        """Run one of the transaction's routes, with what it awaits and the ops it starts,
-        in a nursery for its ops (`route_nursery`) whose cancel scope a CANCEL cancels and
-        whose deadline is the fr timer: for the request route, the transaction's (its
+        """Run one of the transaction's routes, with what it awaits and the ops it starts
+        (`route_ops`), in a cancel scope that a CANCEL cancels and whose deadline is the fr
+        timer: for the request route, the transaction's (its
         `work_scope`), else `fr_timeout` from now. The route's run ends when its ops have.
 
         Returns:
@@ -322,31 +352,28 @@ class ProxyTransaction:
         deadline = (
             self.server.created_at if request_route else trio.current_time()
         ) + self.fr_timeout
-        running: RunningRoute | None = None
-        scope: trio.CancelScope | None = None
+        # A cancel scope, not a nursery: most routes start no op (`RunningRoute`), and a
+        # nursery would cost three times the scope's calls, per route.
+        scope = trio.CancelScope(deadline=deadline)
+        running = RunningRoute(route, scope)
+        if request_route:
+            self.work_scope = scope
+        if self.cancelled:
+            scope.cancel()
+        routes = self._routes
+        routes.append(running)
         try:
             try:
-                # One nursery, whose own scope is the route's: a scope around a nursery
-                # would cost as much again, per route.
-                async with trio.open_nursery() as ops:
-                    scope = ops.cancel_scope
-                    scope.deadline = deadline
-                    if request_route:
-                        self.work_scope = scope
-                    if self.cancelled:
-                        scope.cancel()
-                    running = RunningRoute(route, scope, ops)
-                    self._routes.append(running)
+                with scope:
                     await route(*args)
+                    await running.run_ops()
             finally:
-                if running is not None:
-                    self._routes.remove(running)
+                routes.remove(running)
         except Exception as exc:
             # The route's, or its ops' (an ExceptionGroup): logged, answered 500.
             self.proxy.route_failed(self, route, exc)
             if not self.final_sent:
                 await self.reply(500, "Server Internal Error")
-        assert scope is not None
         if scope.cancelled_caught and not self.cancelled:
             logger.info(
                 "%s route %s: fr_timeout (%g s) passed, its ops cancelled",
@@ -357,10 +384,11 @@ class ProxyTransaction:
         return not scope.cancelled_caught
 
     @property
-    def route_nursery(self) -> trio.Nursery:
-        """The nursery of the innermost route running now, for the ops it starts (inside
-        the route's cancel scope: a CANCEL or its fr timer cancels them)."""
-        return self._routes[-1].ops
+    def route_ops(self) -> RunningRoute:
+        """The innermost route running now, which starts the ops it is asked to
+        (`RunningRoute.start_soon`: inside the route's cancel scope, which a CANCEL or its
+        fr timer cancels)."""
+        return self._routes[-1]
 
     def is_cancelled(self) -> bool:
         """Whether a CANCEL matched (a method, so that type narrowing doesn't outlive an

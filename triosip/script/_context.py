@@ -25,6 +25,7 @@ from triosip.proxy import (
     NextHop,
     ProxyTransaction,
     RoutingError,
+    RunningRoute,
     parse_destination,
     route_name,
 )
@@ -49,6 +50,10 @@ T = TypeVar("T")
 T2 = TypeVar("T2")
 T3 = TypeVar("T3")
 T4 = TypeVar("T4")
+
+# Where a route's ops start: its `RunningRoute` (which opens their nursery once the route
+# has returned), or a nursery of their own (an onreply or report route's).
+OpStarter = RunningRoute | trio.Nursery
 
 
 class _RouteLog(logging.LoggerAdapter[logging.Logger]):
@@ -81,7 +86,7 @@ class _RouteContext:
         self,
         params: Mapping[str, str],
         environment: ScriptEnvironment,
-        ops: trio.Nursery | None,
+        ops: OpStarter | None,
         log_prefix: LogPrefix | str | None,
     ) -> None:
         self.params = params
@@ -304,7 +309,7 @@ class RequestContext(MessageView, _RouteContext):
         target: RouteTarget,
         params: Mapping[str, str],
         environment: ScriptEnvironment,
-        ops: trio.Nursery | None,
+        ops: OpStarter | None,
         *,
         transaction: ProxyTransaction | None,
         source: Address,
@@ -454,7 +459,7 @@ class RequestContext(MessageView, _RouteContext):
         params, environment = self.params, self._environment
 
         async def run_failure(proxy_tx: ProxyTransaction, best: Response) -> None:
-            ops = proxy_tx.route_nursery
+            ops = proxy_tx.route_ops
             await route(FailureContext(proxy_tx, params, environment, ops, best))
 
         run_failure.__qualname__ = route_name(route)  # the MI and the logs show the route
@@ -482,7 +487,7 @@ class RequestContext(MessageView, _RouteContext):
         params, environment = self.params, self._environment
 
         async def run_branch(proxy_tx: ProxyTransaction, branch: Branch) -> None:
-            ops = proxy_tx.route_nursery
+            ops = proxy_tx.route_ops
             await route(BranchContext(proxy_tx, params, environment, ops, branch))
 
         run_branch.__qualname__ = route_name(route)
@@ -520,7 +525,7 @@ class FailureContext(RequestContext):
         tx: ProxyTransaction,
         params: Mapping[str, str],
         environment: ScriptEnvironment,
-        ops: trio.Nursery,
+        ops: OpStarter,
         response: Response,
     ) -> None:
         super().__init__(
@@ -549,7 +554,7 @@ class ReplyContext(_RouteContext):
         tx: ProxyTransaction,
         params: Mapping[str, str],
         environment: ScriptEnvironment,
-        ops: trio.Nursery,
+        ops: OpStarter,
         branch: Branch,
         response: Response,
     ) -> None:
@@ -596,7 +601,7 @@ class BranchContext(MessageView, _RouteContext):
         tx: ProxyTransaction,
         params: Mapping[str, str],
         environment: ScriptEnvironment,
-        ops: trio.Nursery,
+        ops: OpStarter,
         branch: Branch,
     ) -> None:
         super().__init__(params, environment, ops, tx.log_prefix())

@@ -118,14 +118,13 @@ class ScriptHandlers:
         route = self.routes.request_route
         assert route is not None  # load_routes() checked
         source = tx.server.inbound.source
-        # The route's ops (async_) run in the route's nursery, whose scope is the
-        # transaction's cancel scope: the route's run ends when they and their resume
-        # routes have ended.
+        # The route's ops (async_) run in the route's nursery, inside the transaction's
+        # cancel scope: the route's run ends when they and their resume routes have ended.
         context = RequestContext(
             tx,
             self.routes.params,
             self.environment,
-            tx.route_nursery,
+            tx.route_ops,
             transaction=tx,
             source=source,
         )
