@@ -160,9 +160,7 @@ class RunningRoute:
             self._pending.append((work, args, name))
 
     async def run_ops(self) -> None:
-        """Run the ops the route started (if any) to their end, in a nursery of their own."""
-        if not self._pending:
-            return
+        """Run the ops the route started to their end, in a nursery of their own."""
         async with trio.open_nursery() as ops:
             self.ops = ops
             pending, self._pending = self._pending, []
@@ -366,7 +364,8 @@ class ProxyTransaction:
             try:
                 with scope:
                     await route(*args)
-                    await running.run_ops()
+                    if running._pending:
+                        await running.run_ops()
             finally:
                 routes.remove(running)
         except Exception as exc:
@@ -573,15 +572,10 @@ class ProxyTransaction:
         if task is not None:
             trio.lowlevel.reschedule(task)
 
-    async def _park(self) -> None:
-        """Wait for `_wake`: a branch's event or its alarm."""
-        self._parked = trio.lowlevel.current_task()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._parked = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _unpark(self, _: Any) -> trio.lowlevel.Abort:
+        """The abort function of the parked response loop: cancelled from outside."""
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def _process_responses(self) -> None:
         inbox = self._inbox
@@ -595,12 +589,18 @@ class ProxyTransaction:
                         await self._on_response(branch, response)
                     continue
                 deadline = self._next_deadline()
-                if deadline > trio.current_time():
-                    if self._alarm is None:
-                        self._alarm = self.proxy.transactions.alarm(self._wake)
-                    self._alarm.set(deadline)
-                    await self._park()
-                await self._expire_fr_timers()
+                if deadline <= trio.current_time():
+                    await self._expire_fr_timers()
+                    continue
+                if self._alarm is None:
+                    self._alarm = self.proxy.transactions.alarm(self._wake)
+                self._alarm.set(deadline)
+                # Parked until `_wake` (a branch's event, or the alarm at `deadline`), here
+                # rather than in a coroutine of its own: each resumption passes every frame
+                # of the task down to the one that waits. Woken, the loop looks again: the
+                # timers are expired only once one is due (the alarm's wake).
+                self._parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._unpark)
         finally:
             if self._alarm is not None:
                 self._alarm.close()

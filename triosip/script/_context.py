@@ -314,7 +314,14 @@ class RequestContext(MessageView, _RouteContext):
         transaction: ProxyTransaction | None,
         source: Address,
     ) -> None:
-        super().__init__(params, environment, ops, None)
+        # _RouteContext's fields, set here: one call less per request (a third of them
+        # ACKs whose route relays and returns).
+        self.params = params
+        self.result: Any = None
+        self.error: OpError | None = None
+        self._environment = environment
+        self._ops = ops
+        self._log_prefix = None
         self._target = self._holder = target
         self._tx = transaction
         self._source = source
@@ -420,19 +427,21 @@ class RequestContext(MessageView, _RouteContext):
         Raises:
             ScriptError: the request has no To tag (relay() it), or `fallback` is malformed.
         """
-        if not self.has_to_tag:
+        target = self._target
+        if target.request.to.tag is None:
             raise ScriptError(
                 f"relay_in_dialog() needs a request with a To tag; this {self.method} has "
                 "none: use relay()"
             )
-        self.loose_route()
+        target.loose_route()
         # Our own entries gone (one, or two when we record-routed twice), no Route left
         # and a Request-URI naming us: relayed as it is, it would come back to us.
-        if not self._target.request.route and self.ruri_is_myself:
+        request = target.request
+        if not request.route and target.proxy.is_myself(request.uri):
             relayed = await self.relay(fallback)
         else:
             # What relay(None) would do, without asking the same again.
-            relayed = await self._target.relay(None)
+            relayed = await target.relay(None)
         if relayed:
             return True
         tx = self._tx
