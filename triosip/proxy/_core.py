@@ -194,6 +194,9 @@ class Proxy:
         self.own_addresses: Container[tuple[str, int]] = frozenset()
         self.counters = ProxyCounters()
         self.stamps = OwnStamps(transport)
+        # trio.current_time, until serve() has the run's clock: its current_time is the
+        # same time in half the calls (read several times per request).
+        self.now: Callable[[], float] = trio.current_time
         self._literal_hops: dict[tuple[str, str, int], Address] = {}
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
@@ -221,6 +224,7 @@ class Proxy:
         Raises:
             TransportError: a listener could not be opened (address in use, say).
         """
+        self.now = trio.lowlevel.current_clock().current_time
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._bad_message_log.serve, name="log summaries: bad messages")
@@ -452,7 +456,7 @@ class Proxy:
                 why = "Max-Forwards 0"
             else:
                 route = self.handlers.request
-                with trio.CancelScope(deadline=trio.current_time() + self.config.fr_timeout):
+                with trio.CancelScope(deadline=self.now() + self.config.fr_timeout):
                     try:
                         await route(stateless)
                     except Exception as exc:

@@ -348,7 +348,7 @@ class ProxyTransaction:
             False when the scope was cancelled (CANCEL or fr timeout) before the route ended.
         """
         deadline = (
-            self.server.created_at if request_route else trio.current_time()
+            self.server.created_at if request_route else self.proxy.now()
         ) + self.fr_timeout
         # A cancel scope, not a nursery: most routes start no op (`RunningRoute`), and a
         # nursery would cost three times the scope's calls, per route.
@@ -443,7 +443,7 @@ class ProxyTransaction:
             forwarded = self._forwarded_request(request, address, branch.branch, stamps)
         branch.request = forwarded
         branch.destination = address
-        branch.fr_deadline = trio.current_time() + self.fr_timeout
+        branch.fr_deadline = self.proxy.now() + self.fr_timeout
         return f"{address} {branch.branch}"
 
     def _forwarded_request(
@@ -589,7 +589,7 @@ class ProxyTransaction:
                         await self._on_response(branch, response)
                     continue
                 deadline = self._next_deadline()
-                if deadline <= trio.current_time():
+                if deadline <= self.proxy.now():
                     await self._expire_fr_timers()
                     continue
                 if self._alarm is None:
@@ -619,7 +619,7 @@ class ProxyTransaction:
             self._alarm.set(self._next_deadline())
 
     async def _expire_fr_timers(self) -> None:
-        now = trio.current_time()
+        now = self.proxy.now()
         for branch in self.branches:
             if branch.ended:
                 continue
@@ -717,7 +717,7 @@ class ProxyTransaction:
         # go now (RFC 3261 §9.1), and Timer C runs (§16.7 step 2: not for a 100).
         branch.provisional = True
         if self.request.method == "INVITE" and status > 100:
-            branch.fr_deadline = trio.current_time() + self.fr_inv_timeout
+            branch.fr_deadline = self.proxy.now() + self.fr_inv_timeout
             self._deadlines_changed()
 
     async def _on_response(self, branch: Branch, response: Response) -> None:
@@ -827,7 +827,7 @@ class ProxyTransaction:
             return None
         # RFC 3261 §9.1: if the INVITE gets no final answer in 64*T1 after the CANCEL, the
         # branch is over: its client transaction is stopped then.
-        stop_at = trio.current_time() + 64 * self.proxy.transactions.timers.t1
+        stop_at = self.proxy.now() + 64 * self.proxy.transactions.timers.t1
         if branch.task is None:
             branch.stop_at = stop_at
             self._deadlines_changed()
