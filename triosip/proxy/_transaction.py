@@ -347,9 +347,7 @@ class ProxyTransaction:
         Returns:
             False when the scope was cancelled (CANCEL or fr timeout) before the route ended.
         """
-        deadline = (
-            self.server.created_at if request_route else self.proxy.now()
-        ) + self.fr_timeout
+        deadline = (self.server.created_at if request_route else self.proxy.now()) + self.fr_timeout
         # A cancel scope, not a nursery: most routes start no op (`RunningRoute`), and a
         # nursery would cost three times the scope's calls, per route.
         scope = trio.CancelScope(deadline=deadline)

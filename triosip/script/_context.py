@@ -129,9 +129,11 @@ class _RouteContext:
     ) -> None:
         """Start `work` and return at once (OpenSIPS's ``async(f, resume_route, timeout)``).
 
-        The route should return right after. When the work ends, `resume` runs in the same
-        transaction with this context, its variables and edits, plus ``.result`` or
-        ``.error``. A CANCEL or the fr timer cancels the work and `resume` does not run.
+        The route should return right after: the work starts once it has (at once in a
+        resume route, whose work joins that of its route). When the work ends, `resume`
+        runs in the same transaction with this context, its variables and edits, plus
+        ``.result`` or ``.error``. A CANCEL or the fr timer cancels the work and `resume`
+        does not run.
 
         Args:
             work: an op, a plain blocking function (run in a worker thread), or a list of
