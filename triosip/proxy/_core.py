@@ -123,8 +123,11 @@ class BadMessage:
 class RouteHandlers(Protocol):
     """What the script layer gives the proxy: the entry points of a routes file."""
 
-    async def request(self, tx: ProxyTransaction | StatelessRequest) -> None:
-        """The request route, for every request that isn't a CANCEL."""
+    async def request(self, tx: ProxyTransaction) -> None:
+        """The request route, for every request with a transaction but a CANCEL."""
+
+    async def stateless(self, request: StatelessRequest) -> None:
+        """The request route, for a request with no transaction (the ACK of a 2xx)."""
 
     async def parse_error(self, proxy: Proxy, bad: BadMessage) -> bool:
         """The error route. Returns False when there is none (the proxy answers 400)."""
@@ -455,7 +458,7 @@ class Proxy:
             if stateless.request.max_forwards == 0:
                 why = "Max-Forwards 0"
             else:
-                route = self.handlers.request
+                route = self.handlers.stateless
                 with trio.CancelScope(deadline=self.now() + self.config.fr_timeout):
                     try:
                         await route(stateless)
