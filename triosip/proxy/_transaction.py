@@ -132,6 +132,11 @@ class Branch:
         return self.response is None
 
 
+# An op a route started before its nursery was open: the function, its arguments, the
+# name of its task.
+_PendingOp = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], str]
+
+
 class RunningRoute:
     """A route that runs now, inside its cancel scope (`ProxyTransaction.run_route`), and
     the ops it started (`start_soon`).
@@ -148,14 +153,17 @@ class RunningRoute:
     def __init__(self, route: Callable[..., Awaitable[Any]], scope: trio.CancelScope) -> None:
         self.route = route
         self.scope = scope
-        # The nursery the ops run in, once open; before, the ops waiting for it.
+        # The nursery the ops run in, once open; before, the ops waiting for it (a list
+        # made by the first: most routes start none).
         self.ops: trio.Nursery | None = None
-        self._pending: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], str]] = []
+        self._pending: list[_PendingOp] | None = None
 
     def start_soon(self, work: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
         """Start an op of the route: in its nursery, or once the route has returned."""
         if self.ops is not None:
             self.ops.start_soon(work, *args, name=name)
+        elif self._pending is None:
+            self._pending = [(work, args, name)]
         else:
             self._pending.append((work, args, name))
 
@@ -163,7 +171,7 @@ class RunningRoute:
         """Run the ops the route started to their end, in a nursery of their own."""
         async with trio.open_nursery() as ops:
             self.ops = ops
-            pending, self._pending = self._pending, []
+            pending, self._pending = self._pending or [], None
             for work, args, name in pending:
                 ops.start_soon(work, *args, name=name)
 
