@@ -710,8 +710,9 @@ class ProxyTransaction:
         if status // 100 != 2:
             return False
         if pending:
+            # Its timers stop: the loop's next deadline can only be later, and an alarm
+            # that fires early only has the loop look again (no call to move it here).
             branch.response = response
-            self._deadlines_changed()
         # RFC 3261 §16.7 step 5: every 2xx goes upstream at once, then the other branches
         # are CANCELled (step 10).
         self._send_upstream(response.without_first_value("via"))
@@ -723,8 +724,13 @@ class ProxyTransaction:
         # go now (RFC 3261 §9.1), and Timer C runs (§16.7 step 2: not for a 100).
         branch.provisional = True
         if self.request.method == "INVITE" and status > 100:
-            branch.fr_deadline = self.proxy.now() + self.fr_inv_timeout
-            self._deadlines_changed()
+            timer_c = self.proxy.now() + self.fr_inv_timeout
+            # Later, as usual (fr_inv_timeout outlasts fr_timeout): the alarm, set earlier,
+            # wakes the loop early, which sets it again; only an earlier one moves it now.
+            moved_earlier = timer_c < branch.fr_deadline
+            branch.fr_deadline = timer_c
+            if moved_earlier:
+                self._deadlines_changed()
 
     async def _on_response(self, branch: Branch, response: Response) -> None:
         status = response.status
