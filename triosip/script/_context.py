@@ -300,7 +300,7 @@ class RequestContext(MessageView, _RouteContext):
             transaction (`RouteTarget`).
         params: the script parameters.
         environment: what the routes reach beyond the transaction.
-        ops: the nursery that async_() starts ops in; None where there is none.
+        ops: where async_() starts ops (`OpStarter`); None where there is none.
         transaction: the request's transaction, for what only a transaction can do
             (reply, arm routes, fr timers); None for a request that has none.
         source: where the request came from.
