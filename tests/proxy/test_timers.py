@@ -155,6 +155,32 @@ async def test_provisional_reply_moves_fr_timeout_to_fr_inv_timeout(
     assert (stats.server_active, stats.client_active) == (0, 0)
 
 
+async def test_a_provisional_reply_may_bring_the_deadline_forward(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # fr_inv_timeout shorter than what is left of fr_timeout: the 180 at 1 s brings the
+    # branch's deadline forward, from 20 s to 1 + 3 s. (The response loop moves its alarm
+    # only for a deadline brought forward; this guards that case.)
+    recorder = Recorder()
+    with trio.fail_after(LIMIT):
+        async with open_udp_peer() as caller, open_udp_peer() as callee, trio.open_nursery() as n:
+            proxy = await run_proxy(n, recorder, callee, fr_timeout=20.0, fr_inv_timeout=3.0)
+            invite, t0 = await call(caller, proxy, "bob")
+            relayed, upstream = await callee.receive_request("INVITE")
+            await trio.sleep(1.0)
+            await callee.respond(relayed, 180, upstream)
+            cancel, source = await callee.receive_request("CANCEL")
+            await callee.respond(cancel, 200, source)
+            await callee.respond(relayed, 487, upstream)
+            response = await caller.receive_response()
+            await caller.send(caller.ack(invite, response), proxy.udp)
+            proxy.stop()
+
+    assert response.status == 408
+    assert timeline(caller, t0) == [("100", 0.0), ("180", 1.0), ("408", 4.0)]
+    assert recorder.failures == [(408, EXACT(t0 + 4.0))]
+
+
 async def test_route_sets_the_timers_of_its_transaction(autojump_clock: trio.abc.Clock) -> None:
     # The config says fr 5 s, fr_inv 30 s; the route shortens fr_timeout for "quick" and
     # fr_inv_timeout for "patient", and leaves "bob" alone. Three calls at once.

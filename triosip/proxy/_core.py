@@ -123,8 +123,11 @@ class BadMessage:
 class RouteHandlers(Protocol):
     """What the script layer gives the proxy: the entry points of a routes file."""
 
-    async def request(self, tx: ProxyTransaction | StatelessRequest) -> None:
-        """The request route, for every request that isn't a CANCEL."""
+    async def request(self, tx: ProxyTransaction) -> None:
+        """The request route, for every request with a transaction but a CANCEL."""
+
+    async def stateless(self, request: StatelessRequest) -> None:
+        """The request route, for a request with no transaction (the ACK of a 2xx)."""
 
     async def parse_error(self, proxy: Proxy, bad: BadMessage) -> bool:
         """The error route. Returns False when there is none (the proxy answers 400)."""
@@ -194,6 +197,9 @@ class Proxy:
         self.own_addresses: Container[tuple[str, int]] = frozenset()
         self.counters = ProxyCounters()
         self.stamps = OwnStamps(transport)
+        # trio.current_time, until serve() has the run's clock: its current_time is the
+        # same time in half the calls (read several times per request).
+        self.now: Callable[[], float] = trio.current_time
         self._literal_hops: dict[tuple[str, str, int], Address] = {}
         self.closing = False
         self.live: dict[ServerTransaction, ProxyTransaction] = {}
@@ -221,6 +227,7 @@ class Proxy:
         Raises:
             TransportError: a listener could not be opened (address in use, say).
         """
+        self.now = trio.lowlevel.current_clock().current_time
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._bad_message_log.serve, name="log summaries: bad messages")
@@ -451,8 +458,8 @@ class Proxy:
             if stateless.request.max_forwards == 0:
                 why = "Max-Forwards 0"
             else:
-                route = self.handlers.request
-                with trio.CancelScope(deadline=trio.current_time() + self.config.fr_timeout):
+                route = self.handlers.stateless
+                with trio.CancelScope(deadline=self.now() + self.config.fr_timeout):
                     try:
                         await route(stateless)
                     except Exception as exc:

@@ -6,9 +6,10 @@ A `ProxyTransaction` lives inside its server transaction's task and nursery
 (`ServerTransaction.nursery`). `run()` is that task's body:
 
 1. the §16.3 checks (483, 482, 420), answered at once;
-2. the request route, in a nursery for its ops whose own cancel scope is `work_scope`:
-   its deadline is the transaction's fr timer and a CANCEL cancels it, so whatever the
-   route awaits or starts (ops, DNS) is cancelled with it;
+2. the request route, in its cancel scope `work_scope`, with a nursery for the ops it
+   started once it has returned (`RunningRoute`): the scope's deadline is the
+   transaction's fr timer and a CANCEL cancels it, so whatever the route awaits or starts
+   (ops, DNS) is cancelled with it;
 3. the responses: each branch is one client transaction. Over UDP it is a record that
    the transaction layer runs without a task (``TransactionLayer.start_client``), and what
    needs no route is done where the response arrives, synchronously: a provisional or a
@@ -34,7 +35,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -131,13 +132,48 @@ class Branch:
         return self.response is None
 
 
-class RunningRoute(NamedTuple):
-    """A route that runs now, inside its cancel scope (`ProxyTransaction.run_route`)."""
+# An op a route started before its nursery was open: the function, its arguments, the
+# name of its task.
+_PendingOp = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], str]
 
-    route: Callable[..., Awaitable[Any]]
-    scope: trio.CancelScope
-    # The nursery its ops run in; `scope` is the nursery's own.
-    ops: trio.Nursery
+
+class RunningRoute:
+    """A route that runs now, inside its cancel scope (`ProxyTransaction.run_route`), and
+    the ops it started (`start_soon`).
+
+    Most routes relay and return: the nursery for their ops is opened only for a route
+    that started one, once the route has returned (an op started by ``async_()`` is the
+    route's last word: it resumes another route). The ops run inside `scope`, so a CANCEL
+    or the fr timer cancels them as it cancels the route; what an op starts once the
+    nursery is open (a resume route's own ``async_()``) starts there at once.
+    """
+
+    __slots__ = ("_pending", "ops", "route", "scope")
+
+    def __init__(self, route: Callable[..., Awaitable[Any]], scope: trio.CancelScope) -> None:
+        self.route = route
+        self.scope = scope
+        # The nursery the ops run in, once open; before, the ops waiting for it (a list
+        # made by the first: most routes start none).
+        self.ops: trio.Nursery | None = None
+        self._pending: list[_PendingOp] | None = None
+
+    def start_soon(self, work: Callable[..., Awaitable[Any]], *args: Any, name: str) -> None:
+        """Start an op of the route: in its nursery, or once the route has returned."""
+        if self.ops is not None:
+            self.ops.start_soon(work, *args, name=name)
+        elif self._pending is None:
+            self._pending = [(work, args, name)]
+        else:
+            self._pending.append((work, args, name))
+
+    async def run_ops(self) -> None:
+        """Run the ops the route started to their end, in a nursery of their own."""
+        async with trio.open_nursery() as ops:
+            self.ops = ops
+            pending, self._pending = self._pending or [], None
+            for work, args, name in pending:
+                ops.start_soon(work, *args, name=name)
 
 
 class ProxyTransaction:
@@ -311,42 +347,38 @@ class ProxyTransaction:
         *args: Any,
         request_route: bool = False,
     ) -> bool:
-        """Run one of the transaction's routes, with what it awaits and the ops it starts,
-        in a nursery for its ops (`route_nursery`) whose cancel scope a CANCEL cancels and
-        whose deadline is the fr timer: for the request route, the transaction's (its
+        """Run one of the transaction's routes, with what it awaits and the ops it starts
+        (`route_ops`), in a cancel scope that a CANCEL cancels and whose deadline is the fr
+        timer: for the request route, the transaction's (its
         `work_scope`), else `fr_timeout` from now. The route's run ends when its ops have.
 
         Returns:
             False when the scope was cancelled (CANCEL or fr timeout) before the route ended.
         """
-        deadline = (
-            self.server.created_at if request_route else trio.current_time()
-        ) + self.fr_timeout
-        running: RunningRoute | None = None
-        scope: trio.CancelScope | None = None
+        deadline = (self.server.created_at if request_route else self.proxy.now()) + self.fr_timeout
+        # A cancel scope, not a nursery: most routes start no op (`RunningRoute`), and a
+        # nursery would cost three times the scope's calls, per route.
+        scope = trio.CancelScope(deadline=deadline)
+        running = RunningRoute(route, scope)
+        if request_route:
+            self.work_scope = scope
+        if self.cancelled:
+            scope.cancel()
+        routes = self._routes
+        routes.append(running)
         try:
             try:
-                # One nursery, whose own scope is the route's: a scope around a nursery
-                # would cost as much again, per route.
-                async with trio.open_nursery() as ops:
-                    scope = ops.cancel_scope
-                    scope.deadline = deadline
-                    if request_route:
-                        self.work_scope = scope
-                    if self.cancelled:
-                        scope.cancel()
-                    running = RunningRoute(route, scope, ops)
-                    self._routes.append(running)
+                with scope:
                     await route(*args)
+                    if running._pending:
+                        await running.run_ops()
             finally:
-                if running is not None:
-                    self._routes.remove(running)
+                routes.remove(running)
         except Exception as exc:
             # The route's, or its ops' (an ExceptionGroup): logged, answered 500.
             self.proxy.route_failed(self, route, exc)
             if not self.final_sent:
                 await self.reply(500, "Server Internal Error")
-        assert scope is not None
         if scope.cancelled_caught and not self.cancelled:
             logger.info(
                 "%s route %s: fr_timeout (%g s) passed, its ops cancelled",
@@ -357,10 +389,11 @@ class ProxyTransaction:
         return not scope.cancelled_caught
 
     @property
-    def route_nursery(self) -> trio.Nursery:
-        """The nursery of the innermost route running now, for the ops it starts (inside
-        the route's cancel scope: a CANCEL or its fr timer cancels them)."""
-        return self._routes[-1].ops
+    def route_ops(self) -> RunningRoute:
+        """The innermost route running now, which starts the ops it is asked to
+        (`RunningRoute.start_soon`: inside the route's cancel scope, which a CANCEL or its
+        fr timer cancels)."""
+        return self._routes[-1]
 
     def is_cancelled(self) -> bool:
         """Whether a CANCEL matched (a method, so that type narrowing doesn't outlive an
@@ -416,7 +449,7 @@ class ProxyTransaction:
             forwarded = self._forwarded_request(request, address, branch.branch, stamps)
         branch.request = forwarded
         branch.destination = address
-        branch.fr_deadline = trio.current_time() + self.fr_timeout
+        branch.fr_deadline = self.proxy.now() + self.fr_timeout
         return f"{address} {branch.branch}"
 
     def _forwarded_request(
@@ -545,15 +578,10 @@ class ProxyTransaction:
         if task is not None:
             trio.lowlevel.reschedule(task)
 
-    async def _park(self) -> None:
-        """Wait for `_wake`: a branch's event or its alarm."""
-        self._parked = trio.lowlevel.current_task()
-
-        def abort(_: Any) -> trio.lowlevel.Abort:
-            self._parked = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def _unpark(self, _: Any) -> trio.lowlevel.Abort:
+        """The abort function of the parked response loop: cancelled from outside."""
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     async def _process_responses(self) -> None:
         inbox = self._inbox
@@ -567,12 +595,18 @@ class ProxyTransaction:
                         await self._on_response(branch, response)
                     continue
                 deadline = self._next_deadline()
-                if deadline > trio.current_time():
-                    if self._alarm is None:
-                        self._alarm = self.proxy.transactions.alarm(self._wake)
-                    self._alarm.set(deadline)
-                    await self._park()
-                await self._expire_fr_timers()
+                if deadline <= self.proxy.now():
+                    await self._expire_fr_timers()
+                    continue
+                if self._alarm is None:
+                    self._alarm = self.proxy.transactions.alarm(self._wake)
+                self._alarm.set(deadline)
+                # Parked until `_wake` (a branch's event, or the alarm at `deadline`), here
+                # rather than in a coroutine of its own: each resumption passes every frame
+                # of the task down to the one that waits. Woken, the loop looks again: the
+                # timers are expired only once one is due (the alarm's wake).
+                self._parked = trio.lowlevel.current_task()
+                await trio.lowlevel.wait_task_rescheduled(self._unpark)
         finally:
             if self._alarm is not None:
                 self._alarm.close()
@@ -591,7 +625,7 @@ class ProxyTransaction:
             self._alarm.set(self._next_deadline())
 
     async def _expire_fr_timers(self) -> None:
-        now = trio.current_time()
+        now = self.proxy.now()
         for branch in self.branches:
             if branch.ended:
                 continue
@@ -676,8 +710,9 @@ class ProxyTransaction:
         if status // 100 != 2:
             return False
         if pending:
+            # Its timers stop: the loop's next deadline can only be later, and an alarm
+            # that fires early only has the loop look again (no call to move it here).
             branch.response = response
-            self._deadlines_changed()
         # RFC 3261 §16.7 step 5: every 2xx goes upstream at once, then the other branches
         # are CANCELled (step 10).
         self._send_upstream(response.without_first_value("via"))
@@ -689,8 +724,13 @@ class ProxyTransaction:
         # go now (RFC 3261 §9.1), and Timer C runs (§16.7 step 2: not for a 100).
         branch.provisional = True
         if self.request.method == "INVITE" and status > 100:
-            branch.fr_deadline = trio.current_time() + self.fr_inv_timeout
-            self._deadlines_changed()
+            timer_c = self.proxy.now() + self.fr_inv_timeout
+            # Later, as usual (fr_inv_timeout outlasts fr_timeout): the alarm, set earlier,
+            # wakes the loop early, which sets it again; only an earlier one moves it now.
+            moved_earlier = timer_c < branch.fr_deadline
+            branch.fr_deadline = timer_c
+            if moved_earlier:
+                self._deadlines_changed()
 
     async def _on_response(self, branch: Branch, response: Response) -> None:
         status = response.status
@@ -799,7 +839,7 @@ class ProxyTransaction:
             return None
         # RFC 3261 §9.1: if the INVITE gets no final answer in 64*T1 after the CANCEL, the
         # branch is over: its client transaction is stopped then.
-        stop_at = trio.current_time() + 64 * self.proxy.transactions.timers.t1
+        stop_at = self.proxy.now() + 64 * self.proxy.transactions.timers.t1
         if branch.task is None:
             branch.stop_at = stop_at
             self._deadlines_changed()

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from triosip.errors import TriosipError
-from triosip.proxy import StatelessRequest
 from triosip.script._context import ErrorContext, RequestContext
 from triosip.script._references import unresolved_routes
 from triosip.script._routes import Routes
@@ -19,7 +18,7 @@ from triosip.script._runner import ScriptEnvironment
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from triosip.proxy import BadMessage, Proxy, ProxyTransaction
+    from triosip.proxy import BadMessage, Proxy, ProxyTransaction, StatelessRequest
 
 # The routes shipped with the package; `routes/default.py` in the source tree is the same
 # file, so that `triosip run` works with no argument from a wheel as from a checkout.
@@ -110,22 +109,18 @@ class ScriptHandlers:
         self.routes = routes
         self.environment = environment or ScriptEnvironment()
 
-    async def request(self, tx: ProxyTransaction | StatelessRequest) -> None:
-        # The one place the script layer tells the two apart: the proxy hands either.
-        if isinstance(tx, StatelessRequest):
-            await self.stateless(tx)
-            return
+    async def request(self, tx: ProxyTransaction) -> None:
+        """The request route, for a request with a transaction."""
         route = self.routes.request_route
         assert route is not None  # load_routes() checked
         source = tx.server.inbound.source
-        # The route's ops (async_) run in the route's nursery, whose scope is the
-        # transaction's cancel scope: the route's run ends when they and their resume
-        # routes have ended.
+        # The route's ops (async_) run in the route's nursery, inside the transaction's
+        # cancel scope: the route's run ends when they and their resume routes have ended.
         context = RequestContext(
             tx,
             self.routes.params,
             self.environment,
-            tx.route_nursery,
+            tx.route_ops,
             transaction=tx,
             source=source,
         )
