@@ -168,7 +168,13 @@ _ADDRESS_VALUE: Final = _abnf.ADDRESS_VALUE
 
 
 def accept_parsed(
-    message: Request | Response, names: list[str], lines: list[str], *, uris_ok: bool
+    message: Request | Response,
+    names: list[str],
+    lines: list[str],
+    *,
+    uris_ok: bool,
+    request: bool,
+    repeated: bool,
 ) -> None:
     """`check_message`'s rule, run by the parser on its fast path; marks what passes.
 
@@ -184,15 +190,17 @@ def accept_parsed(
         lines: the header lines.
         uris_ok: whether the URIs of From and To passed (the parser checks them with
             the rest of From, To and Call-ID, once per dialog).
+        request: whether the message is a request.
+        repeated: whether some name appears on several lines; when not, each header
+            has one line and is found with one ``index`` (no ``count``).
     """
     if not uris_ok:
         return
     state = message._state
-    request = isinstance(message, Request)
     try:
         # RFC 3261 §16.3 step 4 reads every Via (the top one the parser checked).
         n = names.index("via")
-        if "," not in lines[n] and names.count("via") == 1:
+        if "," not in lines[n] and (not repeated or names.count("via") == 1):
             if request:  # the top one alone, which loop detection reads all the same
                 state.vias = (message.top_via,)
         elif request:
@@ -208,38 +216,69 @@ def accept_parsed(
             values = _values(names, lines, "via")
             if _VIA_LINES("\r".join(values if "," in lines[n] else values[1:])) is None:
                 return
-        if isinstance(message, Request):
-            state.uri = uri_of(message.uri_raw)
+        if request:
+            state.uri = uri_of(message.uri_raw)  # type: ignore[union-attr]
         # The lines below are the same in every message of a dialog (the Route set,
         # the Contact of each side): what passed is remembered, line by line.
         if "route" in names:
             route: tuple[NameAddr, ...] = ()
-            for value in _values(names, lines, "route"):
+            for value in (
+                _values(names, lines, "route")
+                if repeated
+                else (lines[names.index("route")][6:].strip(" \t"),)
+            ):
                 route += _route_of(value) if len(value) <= _LINE_CACHED_MAX else _route(value)
             state.route = route
+        else:
+            state.route = ()  # what the accessor gives: read by every request's routing
         # Record-Route and Contact are checked, not built: the proxy carries them.
         if "record-route" in names:
-            for value in _values(names, lines, "record-route"):
-                if not _passes(_record_route_passes, value):
+            for value in (
+                _values(names, lines, "record-route")
+                if repeated
+                else (lines[names.index("record-route")][13:].strip(" \t"),)
+            ):
+                if not (
+                    _record_route_passes(value)
+                    if len(value) <= _LINE_CACHED_MAX
+                    else _record_route_passes.__wrapped__(value)
+                ):
                     return
         if "contact" in names:
-            values = _values(names, lines, "contact")
+            values = (
+                _values(names, lines, "contact")
+                if repeated
+                else [lines[names.index("contact")][8:].strip(" \t")]
+            )
             # RFC 3261 §10.2.2: "Contact: *" (alone) removes every binding of a REGISTER.
             if len(values) != 1 or values[0] != "*":
                 for value in values:
-                    if not _passes(_contact_passes, value):
+                    if not (
+                        _contact_passes(value)
+                        if len(value) <= _LINE_CACHED_MAX
+                        else _contact_passes.__wrapped__(value)
+                    ):
                         return
         if not state.max_forwards_known:  # a response's (P3 of the parser)
-            count = names.count("max-forwards")
-            if count > 1:
-                return
-            state.max_forwards = (
-                check_max_forwards(_values(names, lines, "max-forwards")[0]) if count else None
-            )
+            if "max-forwards" in names:
+                if repeated and names.count("max-forwards") > 1:
+                    return
+                value = lines[names.index("max-forwards")][13:].strip(" \t")
+                state.max_forwards = (
+                    _SMALL_NUMBERS[value] if value in _BYTES else check_max_forwards(value)
+                )
+            else:
+                state.max_forwards = None
             state.max_forwards_known = True
     except ParseError:
         return
     state.accepted = True
+
+
+# "0".."255" and their values: a Max-Forwards (or a short Content-Length) read without a
+# call; any other text (leading zeros, larger numbers) goes through the full check.
+_SMALL_NUMBERS: Final = {str(number): number for number in range(1500)}
+_BYTES: Final = frozenset(str(number) for number in range(256))
 
 
 # How many line values the memos below remember, and the longest: a bound on their
@@ -287,12 +326,6 @@ def _record_route_passes(value: str) -> bool:
 @functools.lru_cache(maxsize=_LINES_CACHED)
 def _contact_passes(value: str) -> bool:
     return _addresses_pass(value, _ADDRESS_VALUE, brackets=False)
-
-
-def _passes(remembered: functools._lru_cache_wrapper[bool], value: str) -> bool:
-    if len(value) <= _LINE_CACHED_MAX:
-        return remembered(value)
-    return remembered.__wrapped__(value)
 
 
 def _values(names: list[str], lines: list[str], name: str) -> list[str]:

@@ -46,7 +46,7 @@ import functools
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from triosip.sip import _abnf
-from triosip.sip._check import accept_parsed
+from triosip.sip._check import _BYTES, _SMALL_NUMBERS, accept_parsed
 from triosip.sip._fields import check_address, check_cseq, first_via
 from triosip.sip._headers import COMPACT_FORMS, header_lines_named
 from triosip.sip._message import (
@@ -121,8 +121,9 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         while data.startswith(_CRLF, start):
             start += 2
     end = data.find(_BLANK_LINE, start)
+    size = len(data)
     if end < 0:
-        if start >= len(data):
+        if start >= size:
             raise ParseError("Empty message")
         raise ParseError(
             "No blank line after the header section", is_request=_looks_like_request(data)
@@ -152,7 +153,8 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         n_cseq = names.index("cseq")
     except ValueError:
         return _parse_carefully(data, start, end, head, stream=stream)
-    if len(set(names)) != count and (
+    repeated = len(set(names)) != count
+    if repeated and (
         # Some header repeats: fine for a list header (Via, Route...), not for these.
         names.count("from") != 1
         or names.count("to") != 1
@@ -194,11 +196,14 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
             return _parse_carefully(data, start, end, head, stream=stream)
         if "max-forwards" in names:
             value = lines[names.index("max-forwards")][13:].strip(" \t")
-            if not (value.isdigit() and value.isascii() and len(value) <= 3):
-                return _parse_carefully(data, start, end, head, stream=stream)
-            max_forwards = int(value)
-            if max_forwards > 255:
-                return _parse_carefully(data, start, end, head, stream=stream)
+            if value in _BYTES:  # "0".."255": the usual text, read without a call
+                max_forwards = _SMALL_NUMBERS[value]
+            else:
+                if not (value.isdigit() and value.isascii() and len(value) <= 3):
+                    return _parse_carefully(data, start, end, head, stream=stream)
+                max_forwards = int(value)
+                if max_forwards > 255:
+                    return _parse_carefully(data, start, end, head, stream=stream)
         message = _new(Request)
         _set(message, "method", method)
         _set(message, "uri_raw", g[_G_URI])
@@ -212,22 +217,25 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
     body_start = end + 4
     if "content-length" in names:
         value = lines[names.index("content-length")][15:].strip(" \t")
-        if not (value.isdigit() and value.isascii() and len(value) <= 10):
+        if value in _SMALL_NUMBERS:
+            body_end = body_start + _SMALL_NUMBERS[value]
+        elif value.isdigit() and value.isascii() and len(value) <= 10:
+            body_end = body_start + int(value)
+        else:
             return _parse_carefully(data, start, end, head, stream=stream)
-        body_end = body_start + int(value)
-        if body_end > len(data):
+        if body_end > size:
             return _parse_carefully(data, start, end, head, stream=stream)
     elif stream:
         return _parse_carefully(data, start, end, head, stream=stream)
     else:
-        body_end = len(data)  # P2
+        body_end = size  # P2
     # The cache, in one go (see _message._State; its attributes default to "not yet").
     state = _new(_State)
     state.__dict__ = {
         # A tuple of str, which the garbage collector stops tracking (a list it would walk
         # for as long as a transaction keeps the message).
         "names": tuple(names),
-        "wire": data if start == 0 and body_end == len(data) else data[start:body_end],
+        "wire": data if start == 0 and body_end == size else data[start:body_end],
         "via_p": (g[_G_VIA], g[_G_VIA_PARTS]),
         "from_p": (from_, addresses[0]),
         "to_p": (to, addresses[1]),
@@ -242,7 +250,9 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
     _set(message, "body", data[body_start:body_end])
     _set(message, "_state", state)
     if head.isascii():  # O(1) on a str; else check_message reads it line by line
-        accept_parsed(message, names, lines, uris_ok=addresses[2])
+        accept_parsed(
+            message, names, lines, uris_ok=addresses[2], request=method is not None, repeated=repeated
+        )
     return message
 
 
