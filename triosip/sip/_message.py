@@ -160,8 +160,8 @@ def _replace_line(lines: list[str], names: list[str], name: str, line: str) -> N
     # As Message.with_header_replaced, on lists: the first line of `name` becomes `line`,
     # its other lines go; added last when absent.
     if name not in names:
-        lines.append(line)
-        names.append(name)
+        lines += (line,)
+        names += (name,)
         return
     position = names.index(name)
     lines[position] = line
@@ -494,7 +494,9 @@ class Message(_MessageSlots):
             LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
         """
         line, canonical = _make_line(name, value)
-        return self._edited((*self.lines, line), (*(self._state.names or self._names()), canonical), canonical)
+        return self._edited(
+            (*self.lines, line), (*(self._state.names or self._names()), canonical), canonical
+        )
 
     def without_first_value(self, name: str) -> Self:
         """A copy without the first comma-separated value of that header.
@@ -554,7 +556,11 @@ class Message(_MessageSlots):
             # The wire's start line is the one _start_line writes (the grammar has one
             # SP between its parts).
             start = wire.index(b"\r\n") + 2
-            edited._state.wire = wire[:start] + wire[start + len(_encode(lines[0])) + 2 :]
+            line = lines[0]
+            # Its CRLF ends the line, unless it is folded (RFC 3261 §7.3.1: a CRLF then
+            # whitespace inside it).
+            stop = start + len(_encode(line)) if "\r" in line else wire.index(b"\r\n", start)
+            edited._state.wire = wire[:start] + wire[stop + 2 :]
         return edited
 
     def without_header(self, name: str) -> Self:
@@ -721,8 +727,8 @@ class Request(Message):
         if content_length:
             _replace_line(lines, names, "content-length", f"Content-Length: {len(self.body)}")
         position = names.index("via") if "via" in names else 0
-        lines.insert(position, "Via: " + via)
-        names.insert(position, "via")
+        lines[position:position] = ("Via: " + via,)
+        names[position:position] = ("via",)
         # The cache: what no edit touched stays (see _edited), the rest is known.
         new_request = self._clone()
         _set(new_request, "lines", tuple(lines))

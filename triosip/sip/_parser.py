@@ -108,20 +108,20 @@ def parse_message(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Request |
         ParseError: the datagram is not a SIP message we accept; its ``status``,
             ``reason`` and ``answer`` say how to answer it (`build_error_response`).
     """
-    if len(data) > max_size:
-        raise ParseError(f"Message of {len(data)} bytes is too large", status=413)
-    return _parse(data, stream=False)
+    return _parse(data, stream=False, max_size=max_size)
 
 
-def _parse(data: bytes, *, stream: bool) -> Request | Response:
+def _parse(data: bytes, *, stream: bool, max_size: int) -> Request | Response:
     # `stream`: data is exactly one message framed by StreamParser (Content-Length known).
     # The fast path (see the top); anything unusual or wrong goes to _parse_carefully.
+    size = len(data)
+    if size > max_size:
+        raise ParseError(f"Message of {size} bytes is too large", status=413)
     start = 0
     if data[:2] == _CRLF:  # P1
         while data.startswith(_CRLF, start):
             start += 2
     end = data.find(_BLANK_LINE, start)
-    size = len(data)
     if end < 0:
         if start >= size:
             raise ParseError("Empty message")
@@ -143,25 +143,28 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         return _parse_carefully(data, start, end, head, stream=stream)
     start_line = lines[0]
     del lines[0]
+    # The number of the first and of the last line of each name: two dicts built in C,
+    # which answer "is it there, where, and is it repeated" without a scan per header.
+    first = dict(zip(reversed(names), range(count - 1, -1, -1)))
+    last = first if len(first) == count else dict(zip(names, range(count)))
     try:
         # RFC 3261 §8.1.1: these five are in every message; the four of them once only
-        # (§7.3.1: only list headers may repeat). Missing: ValueError, careful path.
-        n_via = names.index("via")
-        n_from = names.index("from")
-        n_to = names.index("to")
-        n_call_id = names.index("call-id")
-        n_cseq = names.index("cseq")
-    except ValueError:
+        # (§7.3.1: only list headers may repeat). Missing: KeyError, careful path.
+        n_via = first["via"]
+        n_from = first["from"]
+        n_to = first["to"]
+        n_call_id = first["call-id"]
+        n_cseq = first["cseq"]
+    except KeyError:
         return _parse_carefully(data, start, end, head, stream=stream)
-    repeated = len(set(names)) != count
-    if repeated and (
+    if last is not first and (
         # Some header repeats: fine for a list header (Via, Route...), not for these.
-        names.count("from") != 1
-        or names.count("to") != 1
-        or names.count("call-id") != 1
-        or names.count("cseq") != 1
-        or names.count("content-length") > 1
-        or names.count("max-forwards") > 1
+        last["from"] != n_from
+        or last["to"] != n_to
+        or last["call-id"] != n_call_id
+        or last["cseq"] != n_cseq
+        or ("content-length" in first and last["content-length"] != first["content-length"])
+        or ("max-forwards" in first and last["max-forwards"] != first["max-forwards"])
     ):
         return _parse_carefully(data, start, end, head, stream=stream)
     # Each value starts right after "name:" on the fast path; two patterns check the
@@ -184,7 +187,8 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         return _parse_carefully(data, start, end, head, stream=stream)
     g = m.groups()
     number = g[_G_CSEQ_NUMBER]
-    if len(number) == 10 and number > "2147483647":  # RFC 3261 §8.1.1.5: < 2**31
+    # RFC 3261 §8.1.1.5: < 2**31 (the pattern takes at most 10 digits).
+    if number[9:] and number > "2147483647":
         return _parse_carefully(data, start, end, head, stream=stream)
     message: Request | Response
     method = g[_G_METHOD]
@@ -194,8 +198,8 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         if (version != _SIP_2_0 and version.upper() != _SIP_2_0) or g[_G_CSEQ_METHOD] != method:
             # L5, and RFC 3261 §8.1.1.5: the CSeq method is the request's
             return _parse_carefully(data, start, end, head, stream=stream)
-        if "max-forwards" in names:
-            value = lines[names.index("max-forwards")][13:].strip(" \t")
+        if "max-forwards" in first:
+            value = lines[first["max-forwards"]][13:].strip(" \t")
             if value in _BYTES:  # "0".."255": the usual text, read without a call
                 max_forwards = _SMALL_NUMBERS[value]
             else:
@@ -215,8 +219,8 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         _set(message, "status", int(g[_G_STATUS]))
         _set(message, "reason", g[_G_REASON])
     body_start = end + 4
-    if "content-length" in names:
-        value = lines[names.index("content-length")][15:].strip(" \t")
+    if "content-length" in first:
+        value = lines[first["content-length"]][15:].strip(" \t")
         if value in _SMALL_NUMBERS:
             body_end = body_start + _SMALL_NUMBERS[value]
         elif value.isdigit() and value.isascii() and len(value) <= 10:
@@ -251,7 +255,7 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
     _set(message, "_state", state)
     if head.isascii():  # O(1) on a str; else check_message reads it line by line
         accept_parsed(
-            message, names, lines, uris_ok=addresses[2], request=method is not None, repeated=repeated
+            message, names, lines, first, last, uris_ok=addresses[2], request=method is not None
         )
     return message
 
@@ -592,7 +596,7 @@ class StreamParser:
         del buffer[:total]
         self._searched = 0
         self._total = -1
-        return _parse(data, stream=True)
+        return _parse(data, stream=True, max_size=self._max_size)
 
     def _skip_keepalives(self) -> None:
         # RFC 5626 §4.4.1: CRLFs between messages. Two in a row make a ping, which the
