@@ -455,7 +455,8 @@ class Message(_MessageSlots):
         state = _new(_State)
         state.__dict__ = {
             **self._state.__dict__,
-            **(_RESET[touched] if touched in _RESET else _ALWAYS_RESET),
+            # (an expression rather than .get: one call fewer per edit)
+            **(_RESET[touched] if touched in _RESET else _ALWAYS_RESET),  # noqa: SIM401
             "names": names,
         }
         _set(new, "_state", state)
@@ -702,7 +703,7 @@ class Request(Message):
             if "\r" in value or "\n" in value or "\x00" in value:
                 raise LocalSIPError(f"Header value with CR, LF or NUL: {value!r}")
         lines = list(self.lines)
-        names = list((self._state.names or self._names()))
+        names = list(self._state.names or self._names())
         if top_via is not None:
             if "via" in names:
                 position = names.index("via")

@@ -145,8 +145,8 @@ def _parse(data: bytes, *, stream: bool, max_size: int) -> Request | Response:
     del lines[0]
     # The number of the first and of the last line of each name: two dicts built in C,
     # which answer "is it there, where, and is it repeated" without a scan per header.
-    first = dict(zip(reversed(names), range(count - 1, -1, -1)))
-    last = first if len(first) == count else dict(zip(names, range(count)))
+    first = dict(zip(reversed(names), range(count - 1, -1, -1), strict=True))
+    last = first if len(first) == count else dict(zip(names, range(count), strict=True))
     try:
         # RFC 3261 §8.1.1: these five are in every message; the four of them once only
         # (§7.3.1: only list headers may repeat). Missing: KeyError, careful path.
