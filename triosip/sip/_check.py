@@ -224,29 +224,45 @@ def accept_parsed(
         # the Contact of each side): what passed is remembered, line by line.
         if "route" in first:
             route: tuple[NameAddr, ...] = ()
-            for value in _values(names, lines, first, last, "route"):
-                route += _route_of(value) if len(value) <= _LINE_CACHED_MAX else _route(value)
+            n = first["route"]
+            for value in (
+                (lines[n][6:].strip(" \t"),)
+                if last["route"] == n
+                else _values(names, lines, first, last, "route")
+            ):
+                # (a slice, not len(): empty when the value is short enough to remember)
+                route += _route(value) if value[_LINE_CACHED_MAX:] else _route_of(value)
             state.route = route
         else:
             state.route = ()  # what the accessor gives: read by every request's routing
         # Record-Route and Contact are checked, not built: the proxy carries them.
         if "record-route" in first:
-            for value in _values(names, lines, first, last, "record-route"):
+            n = first["record-route"]
+            for value in (
+                (lines[n][13:].strip(" \t"),)
+                if last["record-route"] == n
+                else _values(names, lines, first, last, "record-route")
+            ):
                 if not (
-                    _record_route_passes(value)
-                    if len(value) <= _LINE_CACHED_MAX
-                    else _record_route_passes.__wrapped__(value)
+                    _record_route_passes.__wrapped__(value)
+                    if value[_LINE_CACHED_MAX:]
+                    else _record_route_passes(value)
                 ):
                     return
         if "contact" in first:
-            values = _values(names, lines, first, last, "contact")
+            n = first["contact"]
+            values = (
+                [lines[n][8:].strip(" \t")]
+                if last["contact"] == n
+                else _values(names, lines, first, last, "contact")
+            )
             # RFC 3261 §10.2.2: "Contact: *" (alone) removes every binding of a REGISTER.
             if len(values) != 1 or values[0] != "*":
                 for value in values:
                     if not (
-                        _contact_passes(value)
-                        if len(value) <= _LINE_CACHED_MAX
-                        else _contact_passes.__wrapped__(value)
+                        _contact_passes.__wrapped__(value)
+                        if value[_LINE_CACHED_MAX:]
+                        else _contact_passes(value)
                     ):
                         return
         if not state.max_forwards_known:  # a response's (P3 of the parser)

@@ -221,8 +221,8 @@ class Via(_ViaSlots):
                 items[names.index(name) + 1] = item
             else:
                 items.append(item)
-        text = self.text
-        return text[: len(text) - len(own)] + ";".join(items)
+        # The text ends with its parameters (and they hold no whitespace, see above).
+        return self.text.removesuffix(own) + ";".join(items)
 
 
 # Parameters as `with_params` writes them: ";name" or ";name=value", names lower-case

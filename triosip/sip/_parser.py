@@ -179,9 +179,9 @@ def _parse(data: bytes, *, stream: bool, max_size: int) -> Request | Response:
         return _parse_carefully(data, start, end, head, stream=stream)
     dialog = "\r".join((from_, to, call_id))
     addresses = (
-        _dialog_parts(dialog)
-        if len(dialog) <= _DIALOG_CACHED_MAX
-        else _dialog_parts.__wrapped__(dialog)
+        _dialog_parts.__wrapped__(dialog)
+        if dialog[_DIALOG_CACHED_MAX:]  # (a slice, not len(): empty when short enough)
+        else _dialog_parts(dialog)
     )
     if addresses is None:
         return _parse_carefully(data, start, end, head, stream=stream)
