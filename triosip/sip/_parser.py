@@ -13,15 +13,16 @@ spends on tens of characters, so the parser is built to make few of them:
    bytes), split it into lines, and find every line's name with one ``findall`` over a
    lower-cased copy (`_abnf.FAST_NAMES`). If each line is ``long-name:`` (no fold, no
    compact form, no space before the colon) and there is no stray CR, LF or NUL, the
-   counts agree. Where each name's first and last lines are comes from two dicts built
-   in C from the names (so no header is looked for with a scan, and a header that may
-   appear once is known to when its first and last lines are the same). The start line and the first value of Via, From, To, Call-ID and CSeq
-   are then checked by a ``fullmatch`` of `_abnf.EAGER` (start line, Via, CSeq) and one
-   of `_abnf.DIALOG` (From, To, Call-ID: the same texts in every message of a dialog, so
-   their parts are remembered, `_dialog_parts`), whose groups become the parts of the
-   Via, NameAddr and CSeq values that the accessors hand out; Max-Forwards and
-   Content-Length are plain digits. The acceptance rule of ``_check.py`` runs on the
-   other lines the proxy reads (`accept_parsed`); the rest are not read at all.
+   counts agree. Two dicts built in C from the names say where each name's first and
+   last lines are: no header is looked for with a scan, and a header that may appear
+   once does when its first and last lines are the same. The start line and the first
+   value of Via, From, To, Call-ID and CSeq are then checked by a ``fullmatch`` of
+   `_abnf.EAGER` (start line, Via, CSeq) and one of `_abnf.DIALOG` (From, To, Call-ID:
+   the same texts in every message of a dialog, so their parts are remembered,
+   `_dialog_parts`), whose groups become the parts of the Via, NameAddr and CSeq values
+   that the accessors hand out; Max-Forwards and Content-Length are plain digits. The
+   acceptance rule of ``_check.py`` runs on the other lines the proxy reads
+   (`accept_parsed`); the rest are not read at all.
 2. Careful path (`_parse_carefully`). Anything the fast path does not accept goes here
    and is read again line by line: folds joined, compact forms expanded, each field
    checked on its own with the same grammar. It either accepts what the fast path
