@@ -32,6 +32,15 @@ Usage (from the repository root)::
     .venv/bin/python bench/bench_parse.py            # figures
     .venv/bin/python bench/bench_parse.py --profile  # and cProfile of triosip (a), (b)
     .venv/bin/python bench/bench_parse.py --edits    # the edits and messages of a call
+
+``--once setup|parse|edits`` runs the ``--edits`` workload once, untimed, for an
+instruction count that the host's load does not disturb: ``setup`` makes ``--number``
+calls' messages (and parses and checks each INVITE and 200), ``parse`` then parses and
+checks every call's six messages, ``edits`` forwards each INVITE and relays each 200;
+subtract ``setup``'s count from the others::
+
+    valgrind --tool=cachegrind --cache-sim=no \
+        .venv/bin/python bench/bench_parse.py --once parse --number 300
 """
 
 from __future__ import annotations
@@ -315,6 +324,22 @@ def edits_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def once(work: str, number: int) -> int:
+    calls = [call_messages(n) for n in range(number)]
+    invites = [accepted(messages["INVITE"]) for messages in calls]
+    oks = [accepted(messages["200 INVITE"]) for messages in calls]
+    if work == "parse":
+        for messages in calls:
+            for data in messages.values():
+                accepted(data)
+    elif work == "edits":
+        for m in invites:
+            forward_invite(m)  # type: ignore[arg-type]
+        for m in oks:
+            forward_response(m)  # type: ignore[arg-type]
+    return 0
+
+
 def machine() -> str:
     model = platform.processor() or "?"
     try:
@@ -357,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=7, help="runs; the best counts")
     parser.add_argument("--profile", action="store_true", help="cProfile triosip (a), (b)")
     parser.add_argument("--edits", action="store_true", help="the edits and messages of a call")
+    parser.add_argument("--once", choices=("setup", "parse", "edits"), help="see above")
     args = parser.parse_args(argv)
+    if args.once:
+        return once(args.once, args.number)
     if args.edits:
         return edits_main(args)
 

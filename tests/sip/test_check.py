@@ -432,3 +432,49 @@ def test_the_parse_accepts_only_what_the_check_accepts(data: bytes) -> None:
         assert expected is None
     # And the same answer either way, with the same reason.
     assert _checked(m) == expected
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # A list header's lines apart from each other, another header between them.
+        ("Route: <sip:p1;lr>", "Contact: <sip:a@h>", "Route: <sip:p2;lr>, <sip:p3;lr>"),
+        ("Record-Route: <sip:p1;lr>", "X-A: 1", "Record-Route: <sip:p2;lr>"),
+        ("Contact: <sip:a@h>", "X-A: 1", "Contact: <sip:b@h>"),
+        ("Via: SIP/2.0/UDP b;branch=z9hG4bK2", "X-A: 1", "Via: SIP/2.0/TCP c"),
+    ],
+)
+def test_the_parse_reads_every_line_of_a_repeated_header(extra: tuple[str, ...]) -> None:
+    # The parser's pass (_check.accept_parsed) finds a header's lines by their first and
+    # last place: what it reads is what the accessors read on a message built by hand.
+    for data in (request("BYE", "sip:b@h", *extra), response("SIP/2.0 200 OK", *extra)):
+        m = parse_message(data)
+        assert m._state.accepted
+        check_message(m)
+        by_hand = type(m)(**{f: getattr(m, f) for f in m.__dataclass_fields__})
+        check_message(by_hand)
+        assert m.route == by_hand.route
+        assert m.record_route == by_hand.record_route
+        assert m.contact == by_hand.contact
+        assert m.via == by_hand.via
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        (("Route: <sip:p1;lr>", "X-A: 1", "Route: <sip:p2;lr>, bad"), "Bad Route header"),
+        (("Contact: <sip:a@h>", "X-A: 1", "Contact: <>"), "Bad Contact header"),
+        (("Via: SIP/2.0/UDP b", "X-A: 1", "Via: nonsense"), "Bad Via"),
+        (("Max-Forwards: 70",), "Several Max-Forwards header lines"),
+    ],
+)
+def test_a_bad_later_line_of_a_repeated_header_is_refused(
+    extra: tuple[str, ...], reason: str
+) -> None:
+    for data in (request("BYE", "sip:b@h", *extra), response("SIP/2.0 200 OK", *extra)):
+        if reason.startswith("Several") and data.startswith(b"SIP/"):
+            data = data.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nX-B: 2\r\n")
+            data = data.replace(b"CSeq:", b"Max-Forwards: 69\r\nCSeq:", 1)
+        with pytest.raises(ParseError) as caught:
+            check_message(parse_message(data))
+        assert caught.value.reason.startswith(reason), caught.value.reason

@@ -368,6 +368,14 @@ def test_error_answer_keeps_an_existing_to_tag() -> None:
         b"BYE sip:b@h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nVia: SIP/2.0/TCP b\r\n"
         b"From: <sip:a@h>;tag=1\r\n"
         b"To: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        # The top Via line folded (its CRLF is not the first one after the start line),
+        # and folded with a second value that stays.
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n ;rport=5\r\n"
+        b"Via: SIP/2.0/UDP b\r\nFrom: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1,\r\n\tSIP/2.0/UDP b\r\n"
+        b"From: <sip:a@h>;tag=1\r\n"
+        b"To: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
     ],
 )
 def test_without_the_top_via_the_bytes_cut_are_the_bytes_joined(data: bytes) -> None:

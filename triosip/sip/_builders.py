@@ -18,11 +18,16 @@ from triosip.sip import _abnf
 from triosip.sip._errors import LocalSIPError
 from triosip.sip._fields import check_address, check_cseq, first_via
 from triosip.sip._headers import _COPIED, Header, _encode, _make_line
-from triosip.sip._message import Request, Response, check_call_id
+from triosip.sip._message import Request, Response, _State, check_call_id
 from triosip.sip._parse_error import ParseError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+_new = object.__new__
+_set = object.__setattr__
+# The place of each copied header in a response (RFC 3261 §8.2.6.2).
+_COPIED_ORDER: Final = {name: order for order, name in enumerate(_COPIED)}
 
 REASON_PHRASES: Final[Mapping[int, str]] = {
     # RFC 3261 §21, plus the codes of RFC 3265, 3329, 3428, 4412, 4474, 5079, 5360,
@@ -146,23 +151,22 @@ def build_response(
     elif any(c in reason for c in "\r\n\x00"):
         raise LocalSIPError(f"Reason phrase with CR, LF or NUL: {reason!r}")
     to = request.to  # checks it is there and valid
-    lines: list[str] = []
-    names: list[str] = []
     request_lines = request.lines
-    # §8.2.6.2: Via lines in their order, then From, To, Call-ID, CSeq, as they came.
-    copied = [(n, name) for n, name in enumerate(request._names()) if name in _COPIED]
-    for wanted in _COPIED:
-        for n, name in copied:
-            if name != wanted:
-                continue
-            line = request_lines[n]
-            # §8.2.6.2: the UAS adds its tag unless the request had one; not on a 100.
-            if name == "to" and to_tag is not None and status > 100 and to.tag is None:
-                line = line.rstrip(" \t") + ";tag=" + to_tag
-            lines.append(line)
-            names.append(name)
-    if status == 100:
-        for n, name in enumerate(request._names()):
+    request_names = request._state.names or request._names()
+    # §8.2.6.2: Via lines in their order, then From, To, Call-ID, CSeq, as they came:
+    # sorted by their place in that list, then by their place in the request.
+    copied = sorted(
+        [(_COPIED_ORDER[name], n) for n, name in enumerate(request_names) if name in _COPIED_ORDER]
+    )
+    lines = [request_lines[n] for _, n in copied]
+    names = [_COPIED[order] for order, _ in copied]
+    # §8.2.6.2: the UAS adds its tag unless the request had one; not on a 100.
+    tagged = to_tag is not None and status > 100 and to.tag is None
+    if tagged:
+        n = names.index("to")
+        lines[n] = lines[n].rstrip(" \t") + ";tag=" + to_tag  # type: ignore[operator]
+    if status == 100 and "timestamp" in request_names:
+        for n, name in enumerate(request_names):
             if name == "timestamp":
                 lines.append(request_lines[n])
                 names.append(name)
@@ -172,19 +176,31 @@ def build_response(
         names.append(canonical)
     lines.append(f"Content-Length: {len(body)}")
     names.append("content-length")
-    response = Response(status=status, reason=reason, lines=tuple(lines), body=body)
-    state = response._state
-    state.names = tuple(names)
+    response: Response = _new(Response)
+    _set(response, "status", status)
+    _set(response, "reason", reason)
+    _set(response, "version", _abnf.SIP_2_0)
+    _set(response, "lines", tuple(lines))
+    _set(response, "body", body)
     # What the request's parse checked holds here too: the lines are the same. The To
     # is read again if a tag was added.
     source = request._state
-    state.via_p, state.top_via = source.via_p, source.top_via
-    state.from_p, state.from_ = source.from_p, source.from_
-    state.call_id, state.cseq_p, state.cseq = source.call_id, source.cseq_p, source.cseq
-    if lines[names.index("to")] == request_lines[request._names().index("to")]:
+    state = _new(_State)
+    state.__dict__ = {
+        "names": tuple(names),
+        "via_p": source.via_p,
+        "top_via": source.top_via,
+        "from_p": source.from_p,
+        "from_": source.from_,
+        "call_id": source.call_id,
+        "cseq_p": source.cseq_p,
+        "cseq": source.cseq,
+        "max_forwards_known": True,
+        "content_length": len(body),
+    }
+    if not tagged:
         state.to_p, state.to = source.to_p, source.to
-    state.max_forwards_known = True
-    state.content_length = len(body)
+    _set(response, "_state", state)
     return response
 
 

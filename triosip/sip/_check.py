@@ -168,7 +168,14 @@ _ADDRESS_VALUE: Final = _abnf.ADDRESS_VALUE
 
 
 def accept_parsed(
-    message: Request | Response, names: list[str], lines: list[str], *, uris_ok: bool
+    message: Request | Response,
+    names: list[str],
+    lines: list[str],
+    first: dict[str, int],
+    last: dict[str, int],
+    *,
+    uris_ok: bool,
+    request: bool,
 ) -> None:
     """`check_message`'s rule, run by the parser on its fast path; marks what passes.
 
@@ -182,22 +189,25 @@ def accept_parsed(
         message: the message just parsed (its cache holds the parser's checked fields).
         names: the canonical name of each header line.
         lines: the header lines.
+        first: each name of `names`, mapped to the number of its first line.
+        last: the same, mapped to its last line's number (`first` itself when no
+            name is repeated).
         uris_ok: whether the URIs of From and To passed (the parser checks them with
             the rest of From, To and Call-ID, once per dialog).
+        request: whether the message is a request.
     """
     if not uris_ok:
         return
     state = message._state
-    request = isinstance(message, Request)
     try:
         # RFC 3261 §16.3 step 4 reads every Via (the top one the parser checked).
-        n = names.index("via")
-        if "," not in lines[n] and names.count("via") == 1:
+        n = first["via"]
+        if "," not in lines[n] and last["via"] == n:
             if request:  # the top one alone, which loop detection reads all the same
                 state.vias = (message.top_via,)
         elif request:
             top = message.top_via
-            values = _values(names, lines, "via")
+            values = _values(names, lines, first, last, "via")
             rest = None if values[0] == top.text else first_via(values[0])[2]
             others = parse_vias(([rest] if rest is not None else []) + values[1:])
             state.vias = (top, *others)
@@ -205,41 +215,77 @@ def accept_parsed(
             # A response's Vias are only checked: the proxy pops the top one and reads
             # the others only to relay a stray 2xx (which parses them, and cannot fail).
             # The parser checked the first via-parm; alone on its line, it is skipped.
-            values = _values(names, lines, "via")
+            values = _values(names, lines, first, last, "via")
             if _VIA_LINES("\r".join(values if "," in lines[n] else values[1:])) is None:
                 return
-        if isinstance(message, Request):
-            state.uri = uri_of(message.uri_raw)
+        if request:
+            state.uri = uri_of(message.uri_raw)  # type: ignore[union-attr]
         # The lines below are the same in every message of a dialog (the Route set,
         # the Contact of each side): what passed is remembered, line by line.
-        if "route" in names:
+        if "route" in first:
             route: tuple[NameAddr, ...] = ()
-            for value in _values(names, lines, "route"):
-                route += _route_of(value) if len(value) <= _LINE_CACHED_MAX else _route(value)
+            n = first["route"]
+            for value in (
+                (lines[n][6:].strip(" \t"),)
+                if last["route"] == n
+                else _values(names, lines, first, last, "route")
+            ):
+                # (a slice, not len(): empty when the value is short enough to remember)
+                route += _route(value) if value[_LINE_CACHED_MAX:] else _route_of(value)
             state.route = route
+        else:
+            state.route = ()  # what the accessor gives: read by every request's routing
         # Record-Route and Contact are checked, not built: the proxy carries them.
-        if "record-route" in names:
-            for value in _values(names, lines, "record-route"):
-                if not _passes(_record_route_passes, value):
+        if "record-route" in first:
+            n = first["record-route"]
+            for value in (
+                (lines[n][13:].strip(" \t"),)
+                if last["record-route"] == n
+                else _values(names, lines, first, last, "record-route")
+            ):
+                if not (
+                    _record_route_passes.__wrapped__(value)
+                    if value[_LINE_CACHED_MAX:]
+                    else _record_route_passes(value)
+                ):
                     return
-        if "contact" in names:
-            values = _values(names, lines, "contact")
+        if "contact" in first:
+            n = first["contact"]
+            values = (
+                [lines[n][8:].strip(" \t")]
+                if last["contact"] == n
+                else _values(names, lines, first, last, "contact")
+            )
             # RFC 3261 §10.2.2: "Contact: *" (alone) removes every binding of a REGISTER.
             if len(values) != 1 or values[0] != "*":
                 for value in values:
-                    if not _passes(_contact_passes, value):
+                    if not (
+                        _contact_passes.__wrapped__(value)
+                        if value[_LINE_CACHED_MAX:]
+                        else _contact_passes(value)
+                    ):
                         return
         if not state.max_forwards_known:  # a response's (P3 of the parser)
-            count = names.count("max-forwards")
-            if count > 1:
-                return
-            state.max_forwards = (
-                check_max_forwards(_values(names, lines, "max-forwards")[0]) if count else None
-            )
+            if "max-forwards" in first:
+                n = first["max-forwards"]
+                if last["max-forwards"] != n:
+                    return
+                value = lines[n][13:].strip(" \t")
+                state.max_forwards = (
+                    _SMALL_NUMBERS[value] if value in _BYTES else check_max_forwards(value)
+                )
+            else:
+                state.max_forwards = None
             state.max_forwards_known = True
     except ParseError:
         return
     state.accepted = True
+
+
+# "0".."255" and their values: a Max-Forwards (or a short Content-Length) read without a
+# call; any other text (leading zeros, larger numbers) goes through the full check.
+_SMALL_NUMBERS: Final = {str(number): number for number in range(1500)}
+_BYTES: Final = frozenset(str(number) for number in range(256))
 
 
 # How many line values the memos below remember, and the longest: a bound on their
@@ -289,19 +335,17 @@ def _contact_passes(value: str) -> bool:
     return _addresses_pass(value, _ADDRESS_VALUE, brackets=False)
 
 
-def _passes(remembered: functools._lru_cache_wrapper[bool], value: str) -> bool:
-    if len(value) <= _LINE_CACHED_MAX:
-        return remembered(value)
-    return remembered.__wrapped__(value)
-
-
-def _values(names: list[str], lines: list[str], name: str) -> list[str]:
+def _values(
+    names: list[str], lines: list[str], first: dict[str, int], last: dict[str, int], name: str
+) -> list[str]:
     # Each line's value: after "name:" (the fast path has no space before the colon).
     skip = len(name) + 1
-    if names.count(name) == 1:
-        return [lines[names.index(name)][skip:].strip(" \t")]
+    n = first[name]
+    end = last[name] + 1
+    if end == n + 1:  # one line (the usual case)
+        return [lines[n][skip:].strip(" \t")]
     return [
         line[skip:].strip(" \t")
-        for line, line_name in zip(lines, names, strict=True)
+        for line, line_name in zip(lines[n:end], names[n:end], strict=True)
         if line_name == name
     ]

@@ -207,23 +207,30 @@ class Via(_ViaSlots):
             LocalSIPError: a value makes the Via invalid.
         """
         own = self._parts[_abnf.VIA_PARAMS] or ""
-        if '"' in own or " " in own or "\t" in own or not _simple_stamp(params):
+        if not _simple_stamp(params) or _PLAIN_PARAMS(own) is None:
             return str(self.with_params(**params))
-        # ";a=1;b" -> ["", "a=1", "b"]: without quoted strings, ";" only separates.
+        # ";a=1;b" -> ["", "a=1", "b"], names ["a", "b"]: without quoted strings, ";"
+        # only separates.
         items = own.split(";")
-        names = [item.partition("=")[0] for item in items]
-        joined = "".join(names)
-        if len(set(names)) != len(names) or joined != joined.lower():
+        names = _PARAM_NAMES(own)
+        if len(set(names)) != len(names):
             return str(self.with_params(**params))
         for name, value in params.items():
             item = f"{name}={value}"
             if name in names:  # in its place, as with_params keeps it
-                items[names.index(name)] = item
+                items[names.index(name) + 1] = item
             else:
                 items.append(item)
-        return self.text[: len(self.text) - len(own)] + ";".join(items)
+        # The text ends with its parameters (and they hold no whitespace, see above).
+        return self.text.removesuffix(own) + ";".join(items)
 
 
+# Parameters as `with_params` writes them: ";name" or ";name=value", names lower-case
+# tokens, values without whitespace or quotes (then ";" only separates); and their names.
+_PLAIN_PARAMS = re.compile(
+    rf"(?:;[{_abnf.TOKEN_CHARS.replace('A-Z', '')}]*+(?:=[^;\" \t]*+)?)*+"
+).fullmatch
+_PARAM_NAMES = re.compile(r";([^=;]*)").findall
 _IPV4_RE = re.compile(_abnf.IPV4ADDRESS)
 
 

@@ -50,6 +50,7 @@ from triosip.sip._headers import (
     _make_line,
     canonical_name,
     names_of,
+    spelling,
 )
 from triosip.sip._parse_error import ParseError
 from triosip.sip._text import show, split_commas, unfold
@@ -124,12 +125,43 @@ _FORWARD_DROPPED: Final = (
 )
 
 
+def _resets(keys: tuple[str, ...]) -> dict[str, object]:
+    # The cache entries `keys` at their "not yet" defaults: merged over a copy of a cache
+    # (``{**old, **resets}``), they drop those entries in one step, without a call per key.
+    return {key: getattr(_State, key) for key in keys}
+
+
+_ALWAYS_RESET: Final = _resets(_ALWAYS_DROPPED)
+_RESET: Final[Mapping[str, dict[str, object]]] = {
+    name: _resets(dropped) for name, dropped in _DROPPED.items()
+}
+_FORWARD_RESET: Final = _resets(_FORWARD_DROPPED)
+# The canonical name of the spellings our code asks for, looked up without a call
+# (canonical_name for any other).
+_CANONICAL: Final[Mapping[str, str]] = {
+    spelled: canonical_name(spelled)
+    for name in (
+        *_ENTRIES,
+        "proxy-require",
+        "require",
+        "supported",
+        "timestamp",
+        "content-type",
+        "user-agent",
+        "allow",
+        "expires",
+        "event",
+    )
+    for spelled in (name, spelling(name))
+}
+
+
 def _replace_line(lines: list[str], names: list[str], name: str, line: str) -> None:
     # As Message.with_header_replaced, on lists: the first line of `name` becomes `line`,
     # its other lines go; added last when absent.
     if name not in names:
-        lines.append(line)
-        names.append(name)
+        lines += (line,)
+        names += (name,)
         return
     position = names.index(name)
     lines[position] = line
@@ -185,7 +217,7 @@ class Message(_MessageSlots):
         if headers is None:
             headers = state.headers = tuple(
                 Header(name, _encode(line))
-                for name, line in zip(self._names(), self.lines, strict=True)
+                for name, line in zip((self._state.names or self._names()), self.lines, strict=True)
             )
         return headers
 
@@ -195,16 +227,16 @@ class Message(_MessageSlots):
         Args:
             name: any spelling, long or compact ("Call-ID", "call-id", "i").
         """
-        canonical = canonical_name(name)
-        names = self._names()
+        canonical = _CANONICAL[name] if name in _CANONICAL else canonical_name(name)
+        names = self._state.names or self._names()
         if canonical not in names:
             return None
         return _line_value(self.lines[names.index(canonical)])
 
     def header_lines(self, name: str) -> list[str]:
         """The value of each line of a header, in order."""
-        canonical = canonical_name(name)
-        names = self._names()
+        canonical = _CANONICAL[name] if name in _CANONICAL else canonical_name(name)
+        names = self._state.names or self._names()
         count = names.count(canonical)
         if count == 0:
             return []
@@ -230,11 +262,12 @@ class Message(_MessageSlots):
 
     def has_header(self, name: str) -> bool:
         """Whether the message has at least one line of that header."""
-        return canonical_name(name) in self._names()
+        canonical = _CANONICAL[name] if name in _CANONICAL else canonical_name(name)
+        return canonical in (self._state.names or self._names())
 
     def _single_value(self, name: str, label: str) -> str | None:
         # RFC 3261 §7.3.1: a header that is not a list appears at most once.
-        names = self._names()
+        names = self._state.names or self._names()
         count = names.count(name)
         if count == 0:
             return None
@@ -258,7 +291,7 @@ class Message(_MessageSlots):
         if via is None:
             parsed = state.via_p
             if parsed is None:
-                names = self._names()
+                names = self._state.names or self._names()
                 if "via" not in names:
                     raise ParseError("Missing Via")
                 text, parts, _ = first_via(_line_value(self.lines[names.index("via")]))
@@ -410,7 +443,7 @@ class Message(_MessageSlots):
         wire = state.wire
         if wire is None:
             head = "\r\n".join((self._start_line(), *self.lines, "", ""))
-            wire = state.wire = _encode(head) + self.body
+            wire = state.wire = head.encode("utf-8", "surrogateescape") + self.body
         return wire
 
     # -- edits --------------------------------------------------------------------------
@@ -420,11 +453,12 @@ class Message(_MessageSlots):
         new = self._clone()
         _set(new, "lines", lines)
         state = _new(_State)
-        kept = self._state.__dict__.copy()
-        for key in _DROPPED.get(touched, _ALWAYS_DROPPED):
-            kept.pop(key, None)
-        kept["names"] = names
-        state.__dict__ = kept
+        state.__dict__ = {
+            **self._state.__dict__,
+            # (an expression rather than .get: one call fewer per edit)
+            **(_RESET[touched] if touched in _RESET else _ALWAYS_RESET),  # noqa: SIM401
+            "names": names,
+        }
         _set(new, "_state", state)
         return new
 
@@ -443,7 +477,7 @@ class Message(_MessageSlots):
             LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
         """
         line, canonical = _make_line(name, value)
-        names = self._names()
+        names = self._state.names or self._names()
         # RFC 3261 §16.6 step 8: our Via goes first, as the top one; step 4: our
         # Record-Route goes before the others (the header order of a list matters).
         position = names.index(canonical) if canonical in names else 0
@@ -461,7 +495,9 @@ class Message(_MessageSlots):
             LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
         """
         line, canonical = _make_line(name, value)
-        return self._edited((*self.lines, line), (*self._names(), canonical), canonical)
+        return self._edited(
+            (*self.lines, line), (*(self._state.names or self._names()), canonical), canonical
+        )
 
     def without_first_value(self, name: str) -> Self:
         """A copy without the first comma-separated value of that header.
@@ -469,9 +505,8 @@ class Message(_MessageSlots):
         If the first line holds ``a, b`` it becomes ``Name: b`` (the name as it was
         spelled); if it held one value it goes. Without that header, the message itself.
         """
-        canonical = canonical_name(name)
-        names = self._names()
-        if canonical not in names:
+        canonical = _CANONICAL[name] if name in _CANONICAL else canonical_name(name)
+        if canonical not in (self._state.names or self._names()):
             return self
         # RFC 3261 §16.7 step 3 (a response's top Via) and §16.4 (a Route naming us):
         # the first value goes, whether it shares its line with others or not.
@@ -489,14 +524,14 @@ class Message(_MessageSlots):
             LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
         """
         line, canonical = _make_line(name, value)
-        if canonical not in self._names():
+        if canonical not in (self._state.names or self._names()):
             return self.with_header_first(name, value)
         # RFC 3261 §18.2.1, RFC 3581 §4: the top Via stamped with received and rport.
         return self._first_value_replaced(canonical, (line,))
 
     def _first_value_replaced(self, canonical: str, new: tuple[str, ...]) -> Self:
         # The first line of that header without its first value, `new` (lines) before it.
-        names = self._names()
+        names = self._state.names or self._names()
         position = names.index(canonical)
         lines = self.lines
         raw_name, _, raw_value = lines[position].partition(":")
@@ -522,13 +557,17 @@ class Message(_MessageSlots):
             # The wire's start line is the one _start_line writes (the grammar has one
             # SP between its parts).
             start = wire.index(b"\r\n") + 2
-            edited._state.wire = wire[:start] + wire[start + len(_encode(lines[0])) + 2 :]
+            line = lines[0]
+            # Its CRLF ends the line, unless it is folded (RFC 3261 §7.3.1: a CRLF then
+            # whitespace inside it).
+            stop = start + len(_encode(line)) if "\r" in line else wire.index(b"\r\n", start)
+            edited._state.wire = wire[:start] + wire[stop + 2 :]
         return edited
 
     def without_header(self, name: str) -> Self:
         """A copy without any line of that header."""
         canonical = canonical_name(name)
-        names = self._names()
+        names = self._state.names or self._names()
         if canonical not in names:
             return self
         kept = [n for n, line_name in enumerate(names) if line_name != canonical]
@@ -544,7 +583,7 @@ class Message(_MessageSlots):
             LocalSIPError: the name is not a token, or the value holds CR, LF or NUL.
         """
         line, canonical = _make_line(name, value)
-        names = self._names()
+        names = self._state.names or self._names()
         if canonical not in names:
             return self._edited((*self.lines, line), (*names, canonical), canonical)
         position = names.index(canonical)
@@ -664,7 +703,7 @@ class Request(Message):
             if "\r" in value or "\n" in value or "\x00" in value:
                 raise LocalSIPError(f"Header value with CR, LF or NUL: {value!r}")
         lines = list(self.lines)
-        names = list(self._names())
+        names = list(self._state.names or self._names())
         if top_via is not None:
             if "via" in names:
                 position = names.index("via")
@@ -689,21 +728,21 @@ class Request(Message):
         if content_length:
             _replace_line(lines, names, "content-length", f"Content-Length: {len(self.body)}")
         position = names.index("via") if "via" in names else 0
-        lines.insert(position, "Via: " + via)
-        names.insert(position, "via")
+        lines[position:position] = ("Via: " + via,)
+        names[position:position] = ("via",)
         # The cache: what no edit touched stays (see _edited), the rest is known.
         new_request = self._clone()
         _set(new_request, "lines", tuple(lines))
-        kept = self._state.__dict__.copy()
-        for key in _FORWARD_DROPPED:
-            kept.pop(key, None)
-        kept["names"] = tuple(names)
-        kept["max_forwards"] = max_forwards
-        kept["max_forwards_known"] = True
+        state = _new(_State)
+        state.__dict__ = kept = {
+            **self._state.__dict__,
+            **_FORWARD_RESET,
+            "names": tuple(names),
+            "max_forwards": max_forwards,
+            "max_forwards_known": True,
+        }
         if content_length:
             kept["content_length"] = len(self.body)
-        state = _new(_State)
-        state.__dict__ = kept
         _set(new_request, "_state", state)
         return new_request
 
@@ -718,7 +757,7 @@ class Request(Message):
         # Whatever would break the Request-Line (§7.1) or inject another line.
         if _abnf.REQUEST_URI_RE.fullmatch(text) is None:
             raise LocalSIPError(f"Invalid Request-URI {text!r}")
-        new = self._edited(self.lines, self._names(), "")
+        new = self._edited(self.lines, (self._state.names or self._names()), "")
         _set(new, "uri_raw", text)
         new._state.uri = uri if isinstance(uri, URI) else None
         return new

@@ -13,13 +13,16 @@ spends on tens of characters, so the parser is built to make few of them:
    bytes), split it into lines, and find every line's name with one ``findall`` over a
    lower-cased copy (`_abnf.FAST_NAMES`). If each line is ``long-name:`` (no fold, no
    compact form, no space before the colon) and there is no stray CR, LF or NUL, the
-   counts agree. The start line and the first value of Via, From, To, Call-ID and CSeq
-   are then checked by a ``fullmatch`` of `_abnf.EAGER` (start line, Via, CSeq) and one
-   of `_abnf.DIALOG` (From, To, Call-ID: the same texts in every message of a dialog, so
-   their parts are remembered, `_dialog_parts`), whose groups become the parts of the
-   Via, NameAddr and CSeq values that the accessors hand out; Max-Forwards and
-   Content-Length are plain digits. The acceptance rule of ``_check.py`` runs on the
-   other lines the proxy reads (`accept_parsed`); the rest are not read at all.
+   counts agree. Two dicts built in C from the names say where each name's first and
+   last lines are: no header is looked for with a scan, and a header that may appear
+   once does when its first and last lines are the same. The start line and the first
+   value of Via, From, To, Call-ID and CSeq are then checked by a ``fullmatch`` of
+   `_abnf.EAGER` (start line, Via, CSeq) and one of `_abnf.DIALOG` (From, To, Call-ID:
+   the same texts in every message of a dialog, so their parts are remembered,
+   `_dialog_parts`), whose groups become the parts of the Via, NameAddr and CSeq values
+   that the accessors hand out; Max-Forwards and Content-Length are plain digits. The
+   acceptance rule of ``_check.py`` runs on the other lines the proxy reads
+   (`accept_parsed`); the rest are not read at all.
 2. Careful path (`_parse_carefully`). Anything the fast path does not accept goes here
    and is read again line by line: folds joined, compact forms expanded, each field
    checked on its own with the same grammar. It either accepts what the fast path
@@ -46,7 +49,7 @@ import functools
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from triosip.sip import _abnf
-from triosip.sip._check import accept_parsed
+from triosip.sip._check import _BYTES, _SMALL_NUMBERS, accept_parsed
 from triosip.sip._fields import check_address, check_cseq, first_via
 from triosip.sip._headers import COMPACT_FORMS, header_lines_named
 from triosip.sip._message import (
@@ -108,21 +111,22 @@ def parse_message(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Request |
         ParseError: the datagram is not a SIP message we accept; its ``status``,
             ``reason`` and ``answer`` say how to answer it (`build_error_response`).
     """
-    if len(data) > max_size:
-        raise ParseError(f"Message of {len(data)} bytes is too large", status=413)
-    return _parse(data, stream=False)
+    return _parse(data, stream=False, max_size=max_size)
 
 
-def _parse(data: bytes, *, stream: bool) -> Request | Response:
+def _parse(data: bytes, *, stream: bool, max_size: int) -> Request | Response:
     # `stream`: data is exactly one message framed by StreamParser (Content-Length known).
     # The fast path (see the top); anything unusual or wrong goes to _parse_carefully.
+    size = len(data)
+    if size > max_size:
+        raise ParseError(f"Message of {size} bytes is too large", status=413)
     start = 0
     if data[:2] == _CRLF:  # P1
         while data.startswith(_CRLF, start):
             start += 2
     end = data.find(_BLANK_LINE, start)
     if end < 0:
-        if start >= len(data):
+        if start >= size:
             raise ParseError("Empty message")
         raise ParseError(
             "No blank line after the header section", is_request=_looks_like_request(data)
@@ -142,24 +146,28 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         return _parse_carefully(data, start, end, head, stream=stream)
     start_line = lines[0]
     del lines[0]
+    # The number of the first and of the last line of each name: two dicts built in C,
+    # which answer "is it there, where, and is it repeated" without a scan per header.
+    first = dict(zip(reversed(names), range(count - 1, -1, -1), strict=True))
+    last = first if len(first) == count else dict(zip(names, range(count), strict=True))
     try:
         # RFC 3261 §8.1.1: these five are in every message; the four of them once only
-        # (§7.3.1: only list headers may repeat). Missing: ValueError, careful path.
-        n_via = names.index("via")
-        n_from = names.index("from")
-        n_to = names.index("to")
-        n_call_id = names.index("call-id")
-        n_cseq = names.index("cseq")
-    except ValueError:
+        # (§7.3.1: only list headers may repeat). Missing: KeyError, careful path.
+        n_via = first["via"]
+        n_from = first["from"]
+        n_to = first["to"]
+        n_call_id = first["call-id"]
+        n_cseq = first["cseq"]
+    except KeyError:
         return _parse_carefully(data, start, end, head, stream=stream)
-    if len(set(names)) != count and (
+    if last is not first and (
         # Some header repeats: fine for a list header (Via, Route...), not for these.
-        names.count("from") != 1
-        or names.count("to") != 1
-        or names.count("call-id") != 1
-        or names.count("cseq") != 1
-        or names.count("content-length") > 1
-        or names.count("max-forwards") > 1
+        last["from"] != n_from
+        or last["to"] != n_to
+        or last["call-id"] != n_call_id
+        or last["cseq"] != n_cseq
+        or ("content-length" in first and last["content-length"] != first["content-length"])
+        or ("max-forwards" in first and last["max-forwards"] != first["max-forwards"])
     ):
         return _parse_carefully(data, start, end, head, stream=stream)
     # Each value starts right after "name:" on the fast path; two patterns check the
@@ -174,15 +182,16 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         return _parse_carefully(data, start, end, head, stream=stream)
     dialog = "\r".join((from_, to, call_id))
     addresses = (
-        _dialog_parts(dialog)
-        if len(dialog) <= _DIALOG_CACHED_MAX
-        else _dialog_parts.__wrapped__(dialog)
+        _dialog_parts.__wrapped__(dialog)
+        if dialog[_DIALOG_CACHED_MAX:]  # (a slice, not len(): empty when short enough)
+        else _dialog_parts(dialog)
     )
     if addresses is None:
         return _parse_carefully(data, start, end, head, stream=stream)
     g = m.groups()
     number = g[_G_CSEQ_NUMBER]
-    if len(number) == 10 and number > "2147483647":  # RFC 3261 §8.1.1.5: < 2**31
+    # RFC 3261 §8.1.1.5: < 2**31 (the pattern takes at most 10 digits).
+    if number[9:] and number > "2147483647":
         return _parse_carefully(data, start, end, head, stream=stream)
     message: Request | Response
     method = g[_G_METHOD]
@@ -192,13 +201,16 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         if (version != _SIP_2_0 and version.upper() != _SIP_2_0) or g[_G_CSEQ_METHOD] != method:
             # L5, and RFC 3261 §8.1.1.5: the CSeq method is the request's
             return _parse_carefully(data, start, end, head, stream=stream)
-        if "max-forwards" in names:
-            value = lines[names.index("max-forwards")][13:].strip(" \t")
-            if not (value.isdigit() and value.isascii() and len(value) <= 3):
-                return _parse_carefully(data, start, end, head, stream=stream)
-            max_forwards = int(value)
-            if max_forwards > 255:
-                return _parse_carefully(data, start, end, head, stream=stream)
+        if "max-forwards" in first:
+            value = lines[first["max-forwards"]][13:].strip(" \t")
+            if value in _BYTES:  # "0".."255": the usual text, read without a call
+                max_forwards = _SMALL_NUMBERS[value]
+            else:
+                if not (value.isdigit() and value.isascii() and len(value) <= 3):
+                    return _parse_carefully(data, start, end, head, stream=stream)
+                max_forwards = int(value)
+                if max_forwards > 255:
+                    return _parse_carefully(data, start, end, head, stream=stream)
         message = _new(Request)
         _set(message, "method", method)
         _set(message, "uri_raw", g[_G_URI])
@@ -210,24 +222,27 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
         _set(message, "status", int(g[_G_STATUS]))
         _set(message, "reason", g[_G_REASON])
     body_start = end + 4
-    if "content-length" in names:
-        value = lines[names.index("content-length")][15:].strip(" \t")
-        if not (value.isdigit() and value.isascii() and len(value) <= 10):
+    if "content-length" in first:
+        value = lines[first["content-length"]][15:].strip(" \t")
+        if value in _SMALL_NUMBERS:
+            body_end = body_start + _SMALL_NUMBERS[value]
+        elif value.isdigit() and value.isascii() and len(value) <= 10:
+            body_end = body_start + int(value)
+        else:
             return _parse_carefully(data, start, end, head, stream=stream)
-        body_end = body_start + int(value)
-        if body_end > len(data):
+        if body_end > size:
             return _parse_carefully(data, start, end, head, stream=stream)
     elif stream:
         return _parse_carefully(data, start, end, head, stream=stream)
     else:
-        body_end = len(data)  # P2
+        body_end = size  # P2
     # The cache, in one go (see _message._State; its attributes default to "not yet").
     state = _new(_State)
     state.__dict__ = {
         # A tuple of str, which the garbage collector stops tracking (a list it would walk
         # for as long as a transaction keeps the message).
         "names": tuple(names),
-        "wire": data if start == 0 and body_end == len(data) else data[start:body_end],
+        "wire": data if start == 0 and body_end == size else data[start:body_end],
         "via_p": (g[_G_VIA], g[_G_VIA_PARTS]),
         "from_p": (from_, addresses[0]),
         "to_p": (to, addresses[1]),
@@ -242,7 +257,9 @@ def _parse(data: bytes, *, stream: bool) -> Request | Response:
     _set(message, "body", data[body_start:body_end])
     _set(message, "_state", state)
     if head.isascii():  # O(1) on a str; else check_message reads it line by line
-        accept_parsed(message, names, lines, uris_ok=addresses[2])
+        accept_parsed(
+            message, names, lines, first, last, uris_ok=addresses[2], request=method is not None
+        )
     return message
 
 
@@ -582,7 +599,7 @@ class StreamParser:
         del buffer[:total]
         self._searched = 0
         self._total = -1
-        return _parse(data, stream=True)
+        return _parse(data, stream=True, max_size=self._max_size)
 
     def _skip_keepalives(self) -> None:
         # RFC 5626 §4.4.1: CRLFs between messages. Two in a row make a ping, which the
