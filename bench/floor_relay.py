@@ -14,9 +14,13 @@ A request gets our Via on top and goes to the downstream; a response loses its t
 - ``lean``: trio, with the socket read until ``EAGAIN`` and ``wait_readable`` only then, and
   ``sendto`` called directly (how triosip's UDP transport does it);
 - ``trio``: trio's socket wrapper, ``await sock.recvfrom()`` / ``await sock.sendto()`` (a
-  checkpoint each).
+  checkpoint each);
+- ``shaped``: ``lean``, plus the least of triosip's shape: each request is handled in a
+  task of its own (a server transaction, or an ACK's task) that opens its own nursery and
+  relays from inside a cancel scope with a deadline (its route's); responses are relayed
+  where they are read, as triosip's branches do.
 
-Usage: floor_relay.py {blocking,lean,trio} LISTEN_PORT DOWNSTREAM_PORT (127.0.0.1 only).
+Usage: floor_relay.py {blocking,lean,shaped,trio} LISTEN_PORT DOWNSTREAM_PORT (127.0.0.1 only).
 """
 
 from __future__ import annotations
@@ -81,6 +85,28 @@ async def run_lean(relay: Relay, port: int) -> None:
         sock.sendto(*relay.relay(data))
 
 
+async def run_shaped(relay: Relay, port: int) -> None:
+    sock = _bound(port)
+    sock.setblocking(False)
+
+    async def transaction(data: bytes) -> None:
+        async with trio.open_nursery():
+            with trio.move_on_after(32.0):  # noqa: ASYNC100 - the cost of a route's scope
+                sock.sendto(*relay.relay(data))
+
+    async with trio.open_nursery() as transactions:
+        while True:
+            try:
+                data, _ = sock.recvfrom(65535)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            if data.startswith(b"SIP/2.0 "):
+                sock.sendto(*relay.relay(data))
+            else:
+                transactions.start_soon(transaction, data)
+
+
 async def run_trio(relay: Relay, port: int) -> None:
     sock = trio.socket.from_stdlib_socket(_bound(port))
     while True:
@@ -90,7 +116,7 @@ async def run_trio(relay: Relay, port: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=("blocking", "lean", "trio"))
+    parser.add_argument("mode", choices=("blocking", "lean", "shaped", "trio"))
     parser.add_argument("port", type=int)
     parser.add_argument("downstream", type=int)
     args = parser.parse_args()
@@ -98,7 +124,8 @@ def main() -> None:
     if args.mode == "blocking":
         run_blocking(relay, args.port)
     else:
-        trio.run(run_lean if args.mode == "lean" else run_trio, relay, args.port)
+        runs = {"lean": run_lean, "shaped": run_shaped, "trio": run_trio}
+        trio.run(runs[args.mode], relay, args.port)
 
 
 if __name__ == "__main__":
