@@ -272,7 +272,9 @@ def accept_parsed(
                     return
                 value = lines[n][13:].strip(" \t")
                 state.max_forwards = (
-                    _SMALL_NUMBERS[value] if value in _BYTES else check_max_forwards(value)
+                    _SMALL_NUMBERS[value]
+                    if value in _MAX_FORWARDS_TEXTS
+                    else check_max_forwards(value)
                 )
             else:
                 state.max_forwards = None
@@ -285,7 +287,7 @@ def accept_parsed(
 # "0".."255" and their values: a Max-Forwards (or a short Content-Length) read without a
 # call; any other text (leading zeros, larger numbers) goes through the full check.
 _SMALL_NUMBERS: Final = {str(number): number for number in range(1500)}
-_BYTES: Final = frozenset(str(number) for number in range(256))
+_MAX_FORWARDS_TEXTS: Final = frozenset(str(number) for number in range(256))
 
 
 # How many line values the memos below remember, and the longest: a bound on their

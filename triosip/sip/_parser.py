@@ -49,7 +49,7 @@ import functools
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from triosip.sip import _abnf
-from triosip.sip._check import _BYTES, _SMALL_NUMBERS, accept_parsed
+from triosip.sip._check import _MAX_FORWARDS_TEXTS, _SMALL_NUMBERS, accept_parsed
 from triosip.sip._fields import check_address, check_cseq, first_via
 from triosip.sip._headers import COMPACT_FORMS, header_lines_named
 from triosip.sip._message import (
@@ -203,7 +203,7 @@ def _parse(data: bytes, *, stream: bool, max_size: int) -> Request | Response:
             return _parse_carefully(data, start, end, head, stream=stream)
         if "max-forwards" in first:
             value = lines[first["max-forwards"]][13:].strip(" \t")
-            if value in _BYTES:  # "0".."255": the usual text, read without a call
+            if value in _MAX_FORWARDS_TEXTS:  # "0".."255": the usual text, read without a call
                 max_forwards = _SMALL_NUMBERS[value]
             else:
                 if not (value.isdigit() and value.isascii() and len(value) <= 3):
